@@ -1,0 +1,1 @@
+"""Reciprocity gateway: the one public port in front of the four services."""

@@ -1,0 +1,82 @@
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from gateway import openapi
+from gateway.api import router
+from gateway.principals import Authenticator
+from gateway.proxy import FrontDoor, Upstreams
+from gateway.ratelimit import RateLimiter
+from gateway.settings import GatewaySettings
+from kit.app import PROBLEM_SCHEMA, ServiceSpec, create_service_app
+from kit.client import InternalClient
+
+SCHEMA = "gateway"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()  # type: ignore[call-arg]
+
+    async def on_startup(app: FastAPI) -> None:
+        app.state.authenticator = Authenticator(
+            admin_key=settings.admin_key,
+            jwt_secret=settings.jwt_secret,
+            database=app.state.database,
+            cache_seconds=settings.api_key_cache_seconds,
+        )
+        app.state.upstreams = Upstreams(
+            settings.upstreams,
+            timeout=settings.upstream_timeout_seconds,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+        )
+        app.state.clients = {
+            name: InternalClient(url, settings.internal_token, timeout=settings.upstream_timeout_seconds)
+            for name, url in settings.upstreams.items()
+        }
+
+    async def on_shutdown(app: FastAPI) -> None:
+        await app.state.upstreams.aclose()
+        for client in app.state.clients.values():
+            await client.aclose()
+
+    def install_middleware(app: FastAPI) -> None:
+        app.add_middleware(FrontDoor, fastapi_app=app)
+
+    spec = ServiceSpec(
+        name="Reciprocity",
+        schema=SCHEMA,
+        routers=[router],
+        migrations_dir=MIGRATIONS_DIR,
+        description="Customer loyalty: coupons, points, recommendations and surveys behind one API.",
+        require_internal_token=False,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        install_middleware=install_middleware,
+    )
+    app = create_service_app(spec, settings)
+    app.state.partner_limiter = RateLimiter(settings.rate_limit_partner_per_minute)
+    app.state.customer_limiter = RateLimiter(settings.rate_limit_customer_per_minute)
+    _serve_merged_openapi(app)
+    return app
+
+
+def _serve_merged_openapi(app: FastAPI) -> None:
+    merged: dict[str, Any] = {}
+
+    async def merged_openapi() -> JSONResponse:
+        if not merged:
+            own = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            own.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            documents = await openapi.fetch_service_documents(app.state.clients)
+            document = openapi.merge(own, documents)
+            if len(documents) < len(app.state.clients):
+                return JSONResponse(document, headers={"Cache-Control": "no-store"})
+            merged.update(document)
+        return JSONResponse(merged)
+
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/openapi.json"]
+    app.add_api_route("/openapi.json", merged_openapi, include_in_schema=False)

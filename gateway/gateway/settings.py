@@ -1,0 +1,38 @@
+from pydantic import Field, field_validator
+
+from kit.settings import ServiceSettings, require_secret
+
+
+class GatewaySettings(ServiceSettings):
+    port: int = Field(default=8000, validation_alias="GATEWAY_PORT")
+    admin_key: str = Field(validation_alias="LOYALTY_ADMIN_KEY")
+    jwt_secret: str = Field(validation_alias="LOYALTY_JWT_SECRET")
+    coupon_url: str = Field(default="http://127.0.0.1:8001", validation_alias="COUPON_URL")
+    points_url: str = Field(default="http://127.0.0.1:8002", validation_alias="POINTS_URL")
+    recommend_url: str = Field(default="http://127.0.0.1:8003", validation_alias="RECOMMEND_URL")
+    survey_url: str = Field(default="http://127.0.0.1:8004", validation_alias="SURVEY_URL")
+    upstream_timeout_seconds: float = Field(default=10.0, validation_alias="UPSTREAM_TIMEOUT_SECONDS")
+    upstream_connect_timeout_seconds: float = Field(default=1.0, validation_alias="UPSTREAM_CONNECT_TIMEOUT_SECONDS")
+    overview_budget_ms: int = Field(default=300, validation_alias="OVERVIEW_BUDGET_MS")
+    rate_limit_partner_per_minute: int = Field(default=60_000, ge=1, validation_alias="RATE_LIMIT_PARTNER_PER_MINUTE")
+    rate_limit_customer_per_minute: int = Field(default=600, ge=1, validation_alias="RATE_LIMIT_CUSTOMER_PER_MINUTE")
+    api_key_cache_seconds: float = Field(default=10.0, validation_alias="API_KEY_CACHE_SECONDS")
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key(cls, value: str) -> str:
+        return require_secret(value, "LOYALTY_ADMIN_KEY")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret(cls, value: str) -> str:
+        return require_secret(value, "LOYALTY_JWT_SECRET")
+
+    @property
+    def upstreams(self) -> dict[str, str]:
+        return {
+            "coupon": self.coupon_url,
+            "points": self.points_url,
+            "recommend": self.recommend_url,
+            "survey": self.survey_url,
+        }

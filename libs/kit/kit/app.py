@@ -1,0 +1,168 @@
+"""The app factory: every process is wired the same way in a few lines.
+
+    app = create_service_app(
+        ServiceSpec(name="points", schema="points", routers=[router], migrations_dir=MIGRATIONS),
+        settings,
+    )
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from kit import idempotency
+from kit.auth import InternalTokenMiddleware
+from kit.background import PeriodicJob, run_periodically
+from kit.db import Database
+from kit.errors import install_error_handlers
+from kit.events import EventHandler, OutboxRelay, events_router
+from kit.json import ORJSONResponse
+from kit.logging import configure_logging
+from kit.migrations import upgrade
+from kit.observability import ReadinessCheck, RequestContextMiddleware, health_router
+from kit.settings import ServiceSettings
+
+__all__ = ["PROBLEM_SCHEMA", "ServiceSpec", "create_service_app"]
+
+log = structlog.get_logger("kit.app")
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "Stable snake_case error code."},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+AppHook = Callable[[FastAPI], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    """What makes one process different from the others."""
+
+    name: str
+    schema: str
+    routers: Sequence[APIRouter]
+    migrations_dir: Path
+    version: str = "1.0.0"
+    description: str = ""
+    event_handlers: Mapping[str, EventHandler] | None = None
+    # consumer name -> base URL, for processes that publish events
+    outbox_consumers: Mapping[str, str] | None = None
+    jobs: Callable[[FastAPI], Sequence[PeriodicJob]] = lambda _app: ()
+    readiness: Callable[[FastAPI], Mapping[str, ReadinessCheck]] = lambda _app: {}
+    on_startup: AppHook | None = None
+    on_shutdown: AppHook | None = None
+    require_internal_token: bool = True
+    public_prefixes: tuple[str, ...] = ()
+    # adds process-specific ASGI middleware inside the request-id layer (the gateway's front door)
+    install_middleware: Callable[[FastAPI], None] | None = None
+    openapi_tags: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _install_openapi(app: FastAPI, spec: ServiceSpec) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes, tags=spec.openapi_tags or None
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
+    configure_logging(settings.log_level, settings.log_format, service=spec.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await asyncio.to_thread(upgrade, spec.migrations_dir, settings.database_url, spec.schema)
+        database = await Database.connect(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
+        app.state.database = database
+        relay: OutboxRelay | None = None
+        jobs: list[PeriodicJob] = [
+            PeriodicJob("idempotency.purge", 3600, lambda: _purge_idempotency(database), initial_delay_seconds=60)
+        ]
+        if spec.outbox_consumers:
+            relay = OutboxRelay(database, spec.outbox_consumers, settings.internal_token)
+            app.state.outbox_relay = relay
+            jobs.append(PeriodicJob("outbox.relay", settings.outbox_poll_seconds, relay.run_until_idle))
+        if spec.on_startup:
+            await spec.on_startup(app)
+        jobs.extend(spec.jobs(app))
+        tasks = [asyncio.create_task(run_periodically(job), name=job.name) for job in jobs]
+        log.info("service.started", service=spec.name, role=database.role)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if spec.on_shutdown:
+                await spec.on_shutdown(app)
+            if relay:
+                await relay.aclose()
+            await database.dispose()
+
+    app = FastAPI(
+        title=spec.name if spec.name == "Reciprocity" else f"Reciprocity {spec.name}",
+        version=spec.version,
+        description=spec.description,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    async def database_ready() -> None:
+        await app.state.database.ping()
+
+    checks: dict[str, ReadinessCheck] = {"database": database_ready}
+    checks.update(spec.readiness(app))
+    app.include_router(health_router(checks))
+    for router in spec.routers:
+        app.include_router(router)
+    if spec.event_handlers:
+        app.include_router(events_router(spec.event_handlers))
+    if spec.require_internal_token:
+        app.add_middleware(InternalTokenMiddleware, token=settings.internal_token, public_prefixes=spec.public_prefixes)
+    if spec.install_middleware:
+        spec.install_middleware(app)
+    app.add_middleware(RequestContextMiddleware)
+    _install_openapi(app, spec)
+    return app
+
+
+async def _purge_idempotency(database: Database) -> None:
+    async with database.transaction() as session:
+        removed = await idempotency.purge_expired(session)
+    if removed:
+        log.info("idempotency.purged", keys=removed)

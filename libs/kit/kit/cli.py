@@ -1,0 +1,48 @@
+"""`python -m <service> serve|migrate`: the same two commands for every process."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from kit.logging import configure_logging
+from kit.migrations import upgrade
+from kit.settings import ServiceSettings
+
+__all__ = ["main"]
+
+
+def main(
+    *,
+    name: str,
+    factory: str,
+    settings_factory: Callable[[], ServiceSettings],
+    port: Callable[[ServiceSettings], int],
+    migrations_dir: Path,
+    schema: str,
+    argv: list[str] | None = None,
+) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {name}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server (migrates first unless MIGRATE_ON_START=false)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None)
+    sub.add_parser("migrate", help="apply this service's migrations and exit")
+    args = parser.parse_args(argv)
+    settings = settings_factory()
+    configure_logging(settings.log_level, settings.log_format, service=name)
+    if args.command == "migrate":
+        upgrade(migrations_dir, settings.database_url, schema)
+        return
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=args.host,
+        port=args.port or port(settings),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

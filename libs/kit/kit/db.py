@@ -1,0 +1,129 @@
+"""Async SQLAlchemy on asyncpg, one schema (and, where the server allows, one role) per service.
+
+The request owns the transaction: :class:`TransactionalRoute` opens a session, begins, runs the endpoint,
+stores an idempotent response if asked to, and commits *before* the response is sent, so a failed commit
+can never go out as a success. Domain code flushes; it never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from starlette.responses import Response
+
+from kit import idempotency
+
+__all__ = [
+    "Database",
+    "SessionDep",
+    "TransactionalRoute",
+    "get_session",
+    "role_for_schema",
+    "service_router",
+]
+
+
+def role_for_schema(schema: str) -> str:
+    return f"reciprocity_{schema}"
+
+
+def raw_dsn(url: str) -> str:
+    """The URL for asyncpg itself (no SQLAlchemy driver suffix)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def role_is_usable(url: str, role: str) -> bool:
+    connection = await asyncpg.connect(raw_dsn(url))
+    try:
+        return bool(
+            await connection.fetchval(
+                "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1", role
+            )
+        )
+    finally:
+        await connection.close()
+
+
+class Database:
+    """One engine per process, bound to the service's schema (search_path) and role."""
+
+    def __init__(self, url: str, schema: str, *, role: str | None = None, pool_size: int = 10) -> None:
+        server_settings = {"search_path": schema, "application_name": f"reciprocity-{schema}"}
+        if role:
+            server_settings["role"] = role
+        self.schema = schema
+        self.role = role
+        self.engine: AsyncEngine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=10,
+            connect_args={"server_settings": server_settings},
+        )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    @classmethod
+    async def connect(cls, url: str, schema: str, *, pool_size: int = 10) -> Database:
+        """Use the service's own role when migrations could create it and this login may assume it."""
+        role = role_for_schema(schema)
+        return cls(url, schema, role=role if await role_is_usable(url, role) else None, pool_size=pool_size)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work outside a request (background jobs, event relays)."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def get_session(request: Request) -> AsyncSession:
+    session = getattr(request.state, "session", None)
+    if session is None:
+        raise RuntimeError("SessionDep used on a route that is not a TransactionalRoute; use service_router()")
+    return session  # type: ignore[no-any-return]
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+class TransactionalRoute(APIRoute):
+    """A route whose request owns one transaction, with Idempotency-Key handling on POST."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        honours_idempotency_key = "POST" in self.methods
+
+        async def run_in_transaction(request: Request) -> Response:
+            database: Database = request.app.state.database
+            async with database.sessionmaker() as session:
+                request.state.session = session
+                async with session.begin():
+                    key = request.headers.get(idempotency.HEADER) if honours_idempotency_key else None
+                    if key is None:
+                        return await handler(request)
+                    claim = await idempotency.claim(session, request, key)
+                    if claim.replay is not None:
+                        return claim.replay
+                    response = await handler(request)
+                    await idempotency.remember(session, claim, response)
+                    return response
+
+        return run_in_transaction
+
+
+def service_router(**kwargs: Any) -> APIRouter:
+    """The router every service uses for its API: each request runs in one transaction."""
+    return APIRouter(route_class=TransactionalRoute, **kwargs)

@@ -1,0 +1,205 @@
+"""RFC 9457 problem details, rendered in one place for every process.
+
+Domain code raises subclasses of :class:`DomainError`; it never imports FastAPI. The hierarchy::
+
+    DomainError (400 bad_request)
+    ├── NotFound (404 not_found)
+    ├── Conflict (409 conflict)            e.g. insufficient_points, coupon_exhausted
+    ├── Unprocessable (422 unprocessable)  e.g. coupon_not_applicable, idempotency_key_reused
+    ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden)
+    ├── TooManyRequests (429 rate_limited)  carries Retry-After
+    └── ServiceUnavailable (503 service_unavailable)
+
+Request validation errors become 422 `validation_error` with `errors: [{field, message}]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from kit.json import dumps
+
+__all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "Conflict",
+    "DomainError",
+    "FieldError",
+    "Forbidden",
+    "NotFound",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unprocessable",
+    "ValidationFailed",
+    "install_error_handlers",
+    "problem_response",
+    "problem_responses",
+]
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+log = structlog.get_logger("kit.errors")
+
+
+class DomainError(Exception):
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.instance_code = code or self.code
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+class Unprocessable(DomainError):
+    status = 422
+    code = "unprocessable"
+
+
+class Unauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str = "A valid bearer token is required.", **kw: Any) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, **kw)
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int, **kw: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))}, **kw)
+
+
+class ServiceUnavailable(DomainError):
+    status = 503
+    code = "service_unavailable"
+
+
+class FieldError(dict[str, str]):
+    """One `{field, message}` entry of a validation problem."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field=field, message=message)
+
+
+class ValidationFailed(Unprocessable):
+    """Semantic validation failure in domain code, reported like a request validation error."""
+
+    code = "validation_error"
+
+    def __init__(self, errors: Sequence[FieldError], detail: str = "The request is not valid.") -> None:
+        super().__init__(detail, errors=list(errors))
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    title: str | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"https://reciprocity.dev/problems/{code.replace('_', '-')}",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return Response(dumps(body), status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    if error.get("type") == "extra_forbidden":
+        return "Unknown field."
+    return str(error.get("msg", "Invalid value."))
+
+
+async def _domain_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return problem_response(exc.status, exc.instance_code, exc.detail, headers=exc.headers, **exc.extra)
+
+
+async def _request_validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_path(e.get("loc", ())), "message": _validation_message(e)} for e in exc.errors()
+    ]
+    return problem_response(422, "validation_error", "The request is not valid.", errors=errors)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
+        exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    )
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
+    return problem_response(exc.status_code, code, detail, headers=dict(exc.headers or {}))
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> Response:
+    log.exception("request.failed", error=type(exc).__name__)
+    return problem_response(500, "internal_error", "An unexpected error occurred; it has been logged.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+_PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route, so the OpenAPI shows each problem it may answer."""
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,102 @@
+"""`Idempotency-Key` as the contract says, stored in each service's schema.
+
+- same key, same body: the first response is replayed with `Idempotent-Replayed: true`;
+- same key, another body: 422 `idempotency_key_reused`;
+- same key while the first request still runs: 409 `idempotency_key_in_use` with `Retry-After`.
+
+Keys are scoped to the caller and the route (method and path). The claim is a transaction-scoped advisory
+lock, so a crashed request leaves nothing behind; the stored response is inserted in the request's own
+transaction, so it commits together with the effect or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kit.errors import Conflict, Unprocessable, ValidationFailed, FieldError
+from kit.tables import idempotency_keys
+
+__all__ = ["HEADER", "RETENTION", "Claim", "claim", "purge_expired", "remember"]
+
+HEADER = "idempotency-key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+RETENTION = timedelta(hours=24)
+MAX_KEY_LENGTH = 255
+_REPLAYED_HEADERS = ("content-type", "location")
+
+
+@dataclass(frozen=True)
+class Claim:
+    caller: str
+    route: str
+    key: str
+    request_hash: str
+    replay: Response | None = None
+
+
+async def claim(session: AsyncSession, request: Request, key: str) -> Claim:
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValidationFailed([FieldError("Idempotency-Key", f"Must be 1-{MAX_KEY_LENGTH} characters.")])
+    caller = request.headers.get("x-caller-id", "anonymous")
+    route = f"{request.method} {request.url.path}"
+    request_hash = hashlib.sha256(await request.body()).hexdigest()
+    scope = f"{caller}\x00{route}\x00{key}"
+    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtextextended(scope, 0))))
+    if not locked:
+        raise Conflict(
+            "A request with this Idempotency-Key is still being processed.",
+            code="idempotency_key_in_use",
+            headers={"Retry-After": "1"},
+        )
+    stored = (
+        await session.execute(
+            select(idempotency_keys).where(
+                idempotency_keys.c.caller == caller,
+                idempotency_keys.c.route == route,
+                idempotency_keys.c.key == key,
+            )
+        )
+    ).first()
+    if stored is None:
+        return Claim(caller, route, key, request_hash)
+    if stored.request_hash != request_hash:
+        raise Unprocessable(
+            "This Idempotency-Key was already used with a different request body.", code="idempotency_key_reused"
+        )
+    headers = {name: value for name, value in (stored.headers or {}).items()}
+    headers[REPLAYED_HEADER] = "true"
+    replay = Response(content=stored.body, status_code=stored.status_code, headers=headers)
+    return Claim(caller, route, key, request_hash, replay=replay)
+
+
+async def remember(session: AsyncSession, claim: Claim, response: Response) -> None:
+    """Store a successful response; errors are not stored, so a retry after a failure runs again."""
+    if response.status_code >= 400 or not hasattr(response, "body"):
+        return
+    headers = {name: response.headers[name] for name in _REPLAYED_HEADERS if name in response.headers}
+    await session.execute(
+        insert(idempotency_keys).values(
+            caller=claim.caller,
+            route=claim.route,
+            key=claim.key,
+            request_hash=claim.request_hash,
+            status_code=response.status_code,
+            headers=headers,
+            body=bytes(response.body),
+        )
+    )
+
+
+async def purge_expired(session: AsyncSession) -> int:
+    result = await session.execute(
+        delete(idempotency_keys).where(idempotency_keys.c.created_at < func.now() - text(f"interval '{int(RETENTION.total_seconds()) * 2} seconds'"))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

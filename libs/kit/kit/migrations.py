@@ -1,0 +1,109 @@
+"""Each service's Alembic migrations, run in its own schema under its own role.
+
+A service's `migrations/env.py` is two lines: import its metadata and call :func:`run_env`. Migrations run on
+start-up (unless `MIGRATE_ON_START=false`) and by `python -m <service> migrate`; an advisory lock makes
+concurrent replicas take turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import structlog
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from kit.db import role_for_schema
+
+__all__ = ["alembic_config", "run_env", "upgrade"]
+
+log = structlog.get_logger("kit.migrations")
+
+
+def alembic_config(migrations_dir: Path, url: str, schema: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["schema"] = schema
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def upgrade(migrations_dir: Path, url: str, schema: str, revision: str = "head") -> None:
+    """Blocking: call it from a thread (`asyncio.to_thread`) inside a running event loop."""
+    command.upgrade(alembic_config(migrations_dir, url, schema), revision)
+
+
+def _prepare_schema(connection: Connection, schema: str) -> str | None:
+    """Create the schema and, where this login may, a role that owns it and nothing else."""
+    role = role_for_schema(schema)
+    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    can_create_roles = connection.execute(
+        text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+    ).scalar()
+    role_exists = connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()
+    if not role_exists and can_create_roles:
+        try:
+            with connection.begin_nested():
+                connection.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
+        except Exception:  # another database's migration created it between our check and now
+            log.info("migrations.role_exists", role=role)
+        role_exists = True
+    if not role_exists:
+        log.warning("migrations.no_role", schema=schema, reason="this login cannot create roles")
+        return None
+    if not connection.execute(text("SELECT pg_has_role(current_user, :r, 'MEMBER')"), {"r": role}).scalar():
+        if not can_create_roles:
+            return None
+        connection.execute(text(f'GRANT "{role}" TO current_user'))
+    connection.execute(text(f'ALTER SCHEMA "{schema}" OWNER TO "{role}"'))
+    return role
+
+
+def _run_migrations(connection: Connection, metadata: MetaData, schema: str) -> None:
+    connection.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": f"reciprocity-migrate-{schema}"})
+    try:
+        role = _prepare_schema(connection, schema)
+        if role:
+            connection.execute(text(f'SET ROLE "{role}"'))
+        connection.execute(text(f'SET search_path TO "{schema}"'))
+        connection.commit()
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            transaction_per_migration=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+    finally:
+        connection.execute(text("RESET ROLE"))
+        connection.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": f"reciprocity-migrate-{schema}"})
+        connection.commit()
+
+
+async def _run_async(url: str, metadata: MetaData, schema: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run_migrations, metadata, schema)
+    finally:
+        await engine.dispose()
+
+
+def run_env(metadata: MetaData, schema: str) -> None:
+    """The body of every service's `migrations/env.py`."""
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("sqlalchemy.url is not set; run migrations through kit.migrations.upgrade")
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, version_table_schema=schema, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    asyncio.run(_run_async(url, metadata, schema))

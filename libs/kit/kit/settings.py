@@ -1,0 +1,54 @@
+"""Settings read from the environment (and `.env`) under the names in the public contract.
+
+Every process reads `DATABASE_URL`, `LOYALTY_INTERNAL_TOKEN`, `LOG_LEVEL` and `LOG_FORMAT`; each service adds
+its own port and whatever else it needs by subclassing :class:`ServiceSettings`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServiceSettings", "asyncpg_url", "require_secret"]
+
+MIN_SECRET_LENGTH = 16
+
+
+def require_secret(value: str, name: str) -> str:
+    """Refuse empty or short secrets: a guessable internal token or JWT secret opens every service."""
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{name} must be set to a random value of at least {MIN_SECRET_LENGTH} characters")
+    return value
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept the usual `postgresql://` / `postgres://` spellings and select the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(validation_alias="DATABASE_URL")
+    internal_token: str = Field(validation_alias="LOYALTY_INTERNAL_TOKEN")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["json", "console"] = Field(default="console", validation_alias="LOG_FORMAT")
+    public_base_url: str = Field(default="http://127.0.0.1:8000", validation_alias="PUBLIC_BASE_URL")
+    db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE")
+    migrate_on_start: bool = Field(default=True, validation_alias="MIGRATE_ON_START")
+    outbox_poll_seconds: float = Field(default=0.5, validation_alias="OUTBOX_POLL_SECONDS")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return asyncpg_url(value)
+
+    @field_validator("internal_token")
+    @classmethod
+    def _internal_token(cls, value: str) -> str:
+        return require_secret(value, "LOYALTY_INTERNAL_TOKEN")

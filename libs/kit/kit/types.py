@@ -1,0 +1,59 @@
+"""Field types from the contract's conventions, validated the same way in every service."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "CURRENCY_DECIMALS",
+    "Currency",
+    "CustomerIdPath",
+    "Identifier",
+    "Money",
+    "Points",
+    "StrictModel",
+    "check_money",
+]
+
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+MAX_POINTS = 2**53
+
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+CustomerIdPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="Customer id.")]
+Points = Annotated[int, Field(gt=0, lt=MAX_POINTS, strict=True)]
+
+# ISO 4217 minor units for currencies that do not use two decimals; every other code uses two.
+CURRENCY_DECIMALS: dict[str, int] = {
+    "BHD": 3, "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0, "KMF": 0,
+    "KRW": 0, "KWD": 3, "LYD": 3, "OMR": 3, "PYG": 0, "RWF": 0, "TND": 3, "UGX": 0, "UYI": 0, "VND": 0,
+    "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+}  # fmt: skip
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+def _positive(value: Decimal) -> Decimal:
+    if not value.is_finite() or value <= 0:
+        raise ValueError("must be a positive amount")
+    return value
+
+
+Money = Annotated[Decimal, Field(max_digits=18), AfterValidator(_positive)]
+
+
+def check_money(amount: Decimal, currency: str) -> None:
+    """Raise ValueError when `amount` has more decimals than `currency` allows (use in a model validator)."""
+    decimals = CURRENCY_DECIMALS.get(currency, 2)
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > decimals:
+        raise ValueError(f"{currency} amounts have at most {decimals} decimals")
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are refused (422), strings are not coerced into numbers."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -1,0 +1,1 @@
+"""Reciprocity coupon service: campaigns, unguessable codes, issuance, validation, redemptions and surprise rules."""

@@ -1,0 +1,8 @@
+"""The coupon service's tables, all in its own `coupon` schema."""
+
+from sqlalchemy import MetaData
+
+from kit.tables import add_kit_tables
+
+metadata = MetaData()
+add_kit_tables(metadata)

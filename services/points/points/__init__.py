@@ -1,0 +1,1 @@
+"""Reciprocity points service: the loyalty ledger: earning rules, tiers, lots that expire, redemptions and reversals."""

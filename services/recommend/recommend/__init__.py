@@ -1,0 +1,1 @@
+"""Reciprocity recommend service: catalog, purchase history, preferences and personal recommendations."""

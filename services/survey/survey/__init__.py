@@ -1,0 +1,1 @@
+"""Reciprocity survey service: surveys, email invitations, public answer pages and NPS/CSAT results."""

@@ -1,0 +1,8 @@
+"""The survey service's tables, all in its own `survey` schema."""
+
+from sqlalchemy import MetaData
+
+from kit.tables import add_kit_tables
+
+metadata = MetaData()
+add_kit_tables(metadata)
