@@ -43,13 +43,18 @@ async def create_api_key(body: ApiKeyCreate, session: SessionDep, _: PrincipalDe
 @router.get("/v1/api-keys", tags=["api-keys"], operation_id="list_api_keys")
 async def list_api_keys(session: SessionDep, page: PageParamsDep, _: PrincipalDep) -> Page[ApiKey]:
     rows, next_cursor = paginate(
-        await api_keys.list_keys(session, page.limit, page.after), page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id))
+        await api_keys.list_keys(session, page.limit, page.after),
+        page.limit,
+        key=lambda r: (r.created_at.isoformat(), str(r.id)),
     )
     return Page[ApiKey](items=[ApiKey.model_validate(r._mapping) for r in rows], next_cursor=next_cursor)
 
 
 @router.delete(
-    "/v1/api-keys/{key_id}", status_code=204, tags=["api-keys"], operation_id="revoke_api_key",
+    "/v1/api-keys/{key_id}",
+    status_code=204,
+    tags=["api-keys"],
+    operation_id="revoke_api_key",
     responses=problem_responses(404),
 )
 async def revoke_api_key(

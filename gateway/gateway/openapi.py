@@ -20,7 +20,9 @@ SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
         "scheme": "bearer",
-        "description": "The admin key, a partner API key (`rcp_...`), or a customer JWT from `POST /v1/customer-tokens`.",
+        "description": (
+            "The admin key, a partner API key (`rcp_...`), or a customer JWT from `POST /v1/customer-tokens`."
+        ),
     }
 }
 PUBLIC_PREFIXES = ("/s/",)
@@ -49,9 +51,8 @@ def merge(own: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[str,
     merged.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     for path, operations in paths.items():
         for operation in operations.values():
-            if isinstance(operation, dict) and "responses" in operation:
-                if not path.startswith(PUBLIC_PREFIXES):
-                    operation.setdefault("security", [{"bearer": []}])
+            if isinstance(operation, dict) and "responses" in operation and not path.startswith(PUBLIC_PREFIXES):
+                operation.setdefault("security", [{"bearer": []}])
     return merged
 
 

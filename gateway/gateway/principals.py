@@ -97,9 +97,7 @@ class Authenticator:
                 raise Unauthorized("This API key is not valid or was revoked.")
             return principal
         try:
-            claims = jwt.decode(
-                token, self._jwt_secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
-            )
+            claims = jwt.decode(token, self._jwt_secret, algorithms=["HS256"], options={"require": ["sub", "exp"]})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("This customer token has expired.", code="token_expired") from None
         except jwt.PyJWTError:

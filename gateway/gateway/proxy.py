@@ -9,6 +9,7 @@ status, headers and problem+json errors pass through unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.principals import Authenticator, Principal
 from gateway.ratelimit import RateLimiter
-from gateway.routing import GATEWAY_ROUTES, ROUTES, authorize, match_route
+from gateway.routing import GATEWAY_ROUTES, authorize, match_route
 from kit.auth import INTERNAL_TOKEN_HEADER
 from kit.errors import DomainError, TooManyRequests, problem_response
 
@@ -170,9 +171,7 @@ class FrontDoor:
                 scope["method"], url, headers=headers, data=body, allow_redirects=False
             ) as upstream:
                 response_headers = [
-                    (k.lower(), v)
-                    for k, v in upstream.raw_headers
-                    if k.lower() not in STRIPPED_RESPONSE_HEADERS
+                    (k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in STRIPPED_RESPONSE_HEADERS
                 ]
                 declared = upstream.headers.get("Content-Length")
                 if declared is not None and int(declared) <= SMALL_BODY:
@@ -189,10 +188,15 @@ class FrontDoor:
             timed_out = isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError))
             log.warning("gateway.upstream_failed", service=service, error=type(exc).__name__, timed_out=timed_out)
             response = (
-                problem_response(504, "upstream_timeout", f"The {service} service did not answer in time.", service=service)
+                problem_response(
+                    504, "upstream_timeout", f"The {service} service did not answer in time.", service=service
+                )
                 if timed_out
                 else problem_response(
-                    503, "service_unavailable", f"The {service} service is unavailable.", service=service,
+                    503,
+                    "service_unavailable",
+                    f"The {service} service is unavailable.",
+                    service=service,
                     headers={"Retry-After": "1"},
                 )
             )
@@ -203,10 +207,8 @@ def _unless_started(send: Send) -> Send:
     """After a response has started, an error can only cut it short; a second start would be a protocol error."""
 
     async def guarded(message: Message) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             await send(message)
-        except RuntimeError:
-            pass
 
     return guarded
 

@@ -1,9 +1,9 @@
 """The app factory: every process is wired the same way in a few lines.
 
-    app = create_service_app(
-        ServiceSpec(name="points", schema="points", routers=[router], migrations_dir=MIGRATIONS),
-        settings,
-    )
+app = create_service_app(
+    ServiceSpec(name="points", schema="points", routers=[router], migrations_dir=MIGRATIONS),
+    settings,
+)
 """
 
 from __future__ import annotations
@@ -89,7 +89,11 @@ def _install_openapi(app: FastAPI, spec: ServiceSpec) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes, tags=spec.openapi_tags or None
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=spec.openapi_tags or None,
             )
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
             app.openapi_schema = schema

@@ -104,7 +104,7 @@ class TransactionalRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        honours_idempotency_key = "POST" in self.methods
+        honours_idempotency_key = "POST" in (self.methods or ())
 
         async def run_in_transaction(request: Request) -> Response:
             database: Database = request.app.state.database

@@ -164,9 +164,7 @@ async def _domain_error(_: Request, exc: Exception) -> Response:
 
 async def _request_validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field_path(e.get("loc", ())), "message": _validation_message(e)} for e in exc.errors()
-    ]
+    errors = [{"field": _field_path(e.get("loc", ())), "message": _validation_message(e)} for e in exc.errors()]
     return problem_response(422, "validation_error", "The request is not valid.", errors=errors)
 
 

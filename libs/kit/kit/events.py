@@ -58,7 +58,9 @@ class Event(BaseModel):
 EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 
 
-async def publish(session: AsyncSession, event_type: str, payload: Mapping[str, Any], consumers: Sequence[str]) -> uuid.UUID:
+async def publish(
+    session: AsyncSession, event_type: str, payload: Mapping[str, Any], consumers: Sequence[str]
+) -> uuid.UUID:
     event_id = uuid.uuid4()
     await session.execute(insert(outbox_events).values(id=event_id, type=event_type, payload=loads(dumps(payload))))
     if consumers:
@@ -166,14 +168,21 @@ class OutboxRelay:
                 await session.execute(
                     update(outbox_deliveries)
                     .where(outbox_deliveries.c.id.in_(delivered))
-                    .values(status="delivered", delivered_at=func.now(), attempts=outbox_deliveries.c.attempts + 1, last_error=None)
+                    .values(
+                        status="delivered",
+                        delivered_at=func.now(),
+                        attempts=outbox_deliveries.c.attempts + 1,
+                        last_error=None,
+                    )
                 )
             for delivery_id, error, permanent in outcomes:
                 if error is None:
                     continue
                 tried = attempts[delivery_id] + 1
                 parked = permanent or tried >= self.max_attempts
-                log.warning("outbox.delivery_failed", delivery_id=delivery_id, attempts=tried, parked=parked, error=error)
+                log.warning(
+                    "outbox.delivery_failed", delivery_id=delivery_id, attempts=tried, parked=parked, error=error
+                )
                 await session.execute(
                     update(outbox_deliveries)
                     .where(outbox_deliveries.c.id == delivery_id)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kit.errors import Conflict, Unprocessable, ValidationFailed, FieldError
+from kit.errors import Conflict, FieldError, Unprocessable, ValidationFailed
 from kit.tables import idempotency_keys
 
 __all__ = ["HEADER", "RETENTION", "Claim", "claim", "purge_expired", "remember"]
@@ -97,6 +97,9 @@ async def remember(session: AsyncSession, claim: Claim, response: Response) -> N
 
 async def purge_expired(session: AsyncSession) -> int:
     result = await session.execute(
-        delete(idempotency_keys).where(idempotency_keys.c.created_at < func.now() - text(f"interval '{int(RETENTION.total_seconds()) * 2} seconds'"))
+        delete(idempotency_keys).where(
+            idempotency_keys.c.created_at
+            < func.now() - text(f"interval '{int(RETENTION.total_seconds()) * 2} seconds'")
+        )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ concurrent replicas take turns.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import structlog
@@ -22,6 +23,8 @@ from kit.db import role_for_schema
 __all__ = ["alembic_config", "run_env", "upgrade"]
 
 log = structlog.get_logger("kit.migrations")
+# Alembic's `context` is process-global: two upgrades in one process (tests serve every app in one) take turns.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def alembic_config(migrations_dir: Path, url: str, schema: str) -> Config:
@@ -35,7 +38,8 @@ def alembic_config(migrations_dir: Path, url: str, schema: str) -> Config:
 
 def upgrade(migrations_dir: Path, url: str, schema: str, revision: str = "head") -> None:
     """Blocking: call it from a thread (`asyncio.to_thread`) inside a running event loop."""
-    command.upgrade(alembic_config(migrations_dir, url, schema), revision)
+    with _ALEMBIC_LOCK:
+        command.upgrade(alembic_config(migrations_dir, url, schema), revision)
 
 
 def _prepare_schema(connection: Connection, schema: str) -> str | None:

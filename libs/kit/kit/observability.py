@@ -78,9 +78,13 @@ class RequestContextMiddleware:
                 REQUESTS.labels(scope["method"], template, str(status)).inc()
                 LATENCY.labels(scope["method"], template).observe(elapsed)
                 if status >= 500:
-                    log.warning("http.request", method=scope["method"], path=path, status=status, ms=round(elapsed * 1000, 2))
+                    log.warning(
+                        "http.request", method=scope["method"], path=path, status=status, ms=round(elapsed * 1000, 2)
+                    )
                 else:
-                    log.debug("http.request", method=scope["method"], path=path, status=status, ms=round(elapsed * 1000, 2))
+                    log.debug(
+                        "http.request", method=scope["method"], path=path, status=status, ms=round(elapsed * 1000, 2)
+                    )
             request_id_var.reset(token)
 
 

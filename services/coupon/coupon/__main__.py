@@ -1,7 +1,6 @@
-from kit.cli import main
-
 from coupon.app import MIGRATIONS_DIR, SCHEMA
 from coupon.settings import CouponSettings
+from kit.cli import main
 
 main(
     name="coupon",

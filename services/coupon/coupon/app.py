@@ -2,9 +2,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from kit.app import ServiceSpec, create_service_app
 from coupon.api import router
 from coupon.settings import CouponSettings
+from kit.app import ServiceSpec, create_service_app
 
 SCHEMA = "coupon"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

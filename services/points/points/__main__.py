@@ -1,5 +1,4 @@
 from kit.cli import main
-
 from points.app import MIGRATIONS_DIR, SCHEMA
 from points.settings import PointsSettings
 

@@ -1,5 +1,4 @@
 from kit.cli import main
-
 from recommend.app import MIGRATIONS_DIR, SCHEMA
 from recommend.settings import RecommendSettings
 

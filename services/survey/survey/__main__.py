@@ -1,5 +1,4 @@
 from kit.cli import main
-
 from survey.app import MIGRATIONS_DIR, SCHEMA
 from survey.settings import SurveySettings
 
