@@ -13,6 +13,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from kit.app import PROBLEM_SCHEMA, ServiceSpec, create_service_app
 from kit.client import InternalClient
+from kit.observability import ReadinessCheck
 
 SCHEMA = "gateway"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -43,11 +44,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         for client in app.state.clients.values():
             await client.aclose()
 
+    def readiness(app: FastAPI) -> dict[str, ReadinessCheck]:
+        def upstream_alive(name: str) -> ReadinessCheck:
+            async def check() -> None:
+                response = await app.state.clients[name].get("/healthz", timeout=1.0)
+                response.raise_for_status()
+
+            return check
+
+        return {name: upstream_alive(name) for name in settings.upstreams}
+
     def install_middleware(app: FastAPI) -> None:
         app.add_middleware(FrontDoor, fastapi_app=app)
 
     spec = ServiceSpec(
-        name="Reciprocity",
+        name="gateway",
+        title="Reciprocity",
         schema=SCHEMA,
         routers=[router],
         migrations_dir=MIGRATIONS_DIR,
@@ -56,6 +68,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         install_middleware=install_middleware,
+        readiness=readiness,
     )
     app = create_service_app(spec, settings)
     app.state.partner_limiter = RateLimiter(settings.rate_limit_partner_per_minute)

@@ -121,6 +121,7 @@ class FrontDoor:
                 raise DomainError("/v1/me is for customer tokens; use /v1/customers/{id}.", code="not_a_customer")
             path = f"/v1/customers/{principal.id}" + path[len("/v1/me") :]
         scope.setdefault("state", {})["principal"] = principal
+        scope["state"]["caller_key"] = principal.rate_key
         matched = match_route(path)
         if matched is not None:
             route, found = matched

@@ -46,6 +46,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "code": {"type": "string", "description": "Stable snake_case error code."},
+        "request_id": {"type": "string", "description": "The X-Request-ID of the request, for support."},
         "errors": {
             "type": "array",
             "items": {
@@ -69,6 +70,7 @@ class ServiceSpec:
     schema: str
     routers: Sequence[APIRouter]
     migrations_dir: Path
+    title: str | None = None
     version: str = "1.0.0"
     description: str = ""
     event_handlers: Mapping[str, EventHandler] | None = None
@@ -137,7 +139,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             await database.dispose()
 
     app = FastAPI(
-        title=spec.name if spec.name == "Reciprocity" else f"Reciprocity {spec.name}",
+        title=spec.title or f"Reciprocity {spec.name}",
         version=spec.version,
         description=spec.description,
         lifespan=lifespan,

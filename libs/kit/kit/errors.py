@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from kit.json import dumps
+from kit.logging import request_id_var
 
 __all__ = [
     "PROBLEM_CONTENT_TYPE",
@@ -143,6 +144,10 @@ def problem_response(
         "code": code,
         **extra,
     }
+    request_id = request_id_var.get()
+    if request_id is not None:
+        # Quoted by a caller reporting a problem, it finds every log line of the request.
+        body["request_id"] = request_id
     return Response(dumps(body), status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 

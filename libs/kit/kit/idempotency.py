@@ -42,13 +42,22 @@ class Claim:
     replay: Response | None = None
 
 
+def caller_key(request: Request) -> str:
+    """The gateway sets `state.caller_key` itself; behind it, services read the caller headers it sent."""
+    own = getattr(request.state, "caller_key", None)
+    if own:
+        return str(own)
+    headers = request.headers
+    return f"{headers.get('x-caller-kind', 'internal')}:{headers.get('x-caller-id', '-')}"
+
+
 async def claim(session: AsyncSession, request: Request, key: str) -> Claim:
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ValidationFailed([FieldError("Idempotency-Key", f"Must be 1-{MAX_KEY_LENGTH} characters.")])
-    caller = request.headers.get("x-caller-id", "anonymous")
+    caller = caller_key(request)
     route = f"{request.method} {request.url.path}"
     request_hash = hashlib.sha256(await request.body()).hexdigest()
-    scope = f"{caller}\x00{route}\x00{key}"
+    scope = f"{caller}\n{route}\n{key}"
     locked = await session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtextextended(scope, 0))))
     if not locked:
         raise Conflict(

@@ -57,5 +57,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console", service: str | 
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # One line per outgoing call is noise at INFO; failures are logged by the caller.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     # Access lines duplicate our own request log line, which carries the request id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -1,0 +1,72 @@
+"""Bad input gets a clear RFC 9457 problem and changes nothing; the request id travels to the service and back."""
+
+from uuid import uuid4
+
+import httpx
+
+
+def problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert {"type", "title", "status", "detail", "code"} <= body.keys()
+    assert body["status"] == status
+    return body
+
+
+async def test_unknown_field_is_422_naming_it(admin: httpx.AsyncClient) -> None:
+    body = problem(await admin.post("/v1/api-keys", json={"name": "x", "scopes": ["admin"], "colour": "red"}), 422)
+    assert body["code"] == "validation_error"
+    assert {"field": "colour", "message": "Unknown field."} in body["errors"]
+
+
+async def test_malformed_json_is_422(admin: httpx.AsyncClient) -> None:
+    response = await admin.post("/v1/api-keys", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert problem(response, 422)["code"] == "validation_error"
+
+
+async def test_missing_and_wrongly_typed_fields_are_listed(admin: httpx.AsyncClient) -> None:
+    body = problem(await admin.post("/v1/customer-tokens", json={"ttl_seconds": "soon"}), 422)
+    fields = {e["field"] for e in body["errors"]}
+    assert fields == {"customer_id", "ttl_seconds"}
+
+
+async def test_bad_cursor_and_limit_are_422(admin: httpx.AsyncClient) -> None:
+    assert problem(await admin.get("/v1/api-keys", params={"cursor": "%%%"}), 422)["errors"][0]["field"] == "cursor"
+    assert problem(await admin.get("/v1/api-keys", params={"limit": 0}), 422)["code"] == "validation_error"
+    assert problem(await admin.get("/v1/api-keys", params={"limit": 201}), 422)["code"] == "validation_error"
+
+
+async def test_bad_input_changes_nothing(admin: httpx.AsyncClient) -> None:
+    before = (await admin.get("/v1/api-keys", params={"limit": 200})).json()["items"]
+    await admin.post("/v1/api-keys", json={"name": "", "scopes": ["admin"]})
+    await admin.post("/v1/api-keys", json={"name": "x", "scopes": []})
+    after = (await admin.get("/v1/api-keys", params={"limit": 200})).json()["items"]
+    assert after == before
+
+
+async def test_unknown_paths_and_methods(admin: httpx.AsyncClient) -> None:
+    assert problem(await admin.get("/v1/no-such-thing"), 404)["code"] == "not_found"
+    assert problem(await admin.delete(f"/v1/api-keys/{uuid4()}"), 404)["code"] == "not_found"
+    assert problem(await admin.put("/v1/customer-tokens", json={}), 405)["code"] == "method_not_allowed"
+
+
+async def test_request_id_reaches_the_service_and_comes_back(admin: httpx.AsyncClient) -> None:
+    request_id = f"trace-{uuid4().hex}"
+    # a path the points service answers itself, with a problem that quotes the request id it saw
+    response = await admin.get("/v1/points/no-such-endpoint", headers={"X-Request-ID": request_id})
+    body = problem(response, 404)
+    assert response.headers["x-request-id"] == request_id
+    assert body["request_id"] == request_id
+
+
+async def test_a_request_id_is_created_when_none_is_sent(admin: httpx.AsyncClient) -> None:
+    response = await admin.get("/v1/points/no-such-endpoint")
+    generated = response.headers["x-request-id"]
+    assert len(generated) == 32
+    assert response.json()["request_id"] == generated
+
+
+async def test_an_unsafe_request_id_is_replaced(admin: httpx.AsyncClient) -> None:
+    response = await admin.get("/v1/points/no-such-endpoint", headers={"X-Request-ID": "bad id with spaces"})
+    assert response.headers["x-request-id"] != "bad id with spaces"
