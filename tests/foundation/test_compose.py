@@ -1,0 +1,166 @@
+"""docker-compose.yml checked against the code (no Docker engine runs here): ports, the settings each process
+reads, commands, health checks and dependencies; then each process's compose command run as a local process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from kit.settings import ServiceSettings
+from tests.conftest import ARTIFACTS, Platform
+from tests.support.servers import ServiceProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSES = {"coupon": 8001, "points": 8002, "recommend": 8003, "survey": 8004, "gateway": 8000}
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+HEALTH_URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/readyz|/healthz)")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def settings_class(name: str) -> type[ServiceSettings]:
+    module = importlib.import_module(f"{name}.settings")
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, ServiceSettings) and value is not ServiceSettings
+    ]
+    assert len(classes) == 1, f"{name}.settings should define one settings class"
+    return classes[0]
+
+
+def env_names(cls: type[ServiceSettings]) -> tuple[set[str], set[str]]:
+    """(every variable the process reads, the ones it cannot start without)."""
+    names, required = set(), set()
+    for field_name, field in cls.model_fields.items():
+        alias = str(field.validation_alias or field_name).upper()
+        names.add(alias)
+        if field.is_required():
+            required.add(alias)
+    return names, required
+
+
+def test_one_database_and_five_processes(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", *PROCESSES}
+    database = compose["services"]["postgres"]
+    assert "pgdata:/var/lib/postgresql/data" in database["volumes"]
+    assert "pgdata" in compose["volumes"]
+    assert "pg_isready" in " ".join(database["healthcheck"]["test"])
+
+
+def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:
+    published = {name for name, service in compose["services"].items() if service.get("ports")}
+    assert published == {"gateway"}
+    assert compose["services"]["gateway"]["ports"] == ["${GATEWAY_PORT:-8000}:8000"]
+
+
+def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if any(word in key for word in SECRET_WORDS):
+                assert re.fullmatch(r"\$\{[A-Z_]+(:[?-][^}]*)?\}", str(value)), f"{name}.{key} holds a literal"
+        database_url = (service.get("environment") or {}).get("DATABASE_URL", "")
+        if database_url:
+            assert "${POSTGRES_PASSWORD" in database_url
+
+
+@pytest.mark.parametrize("name", PROCESSES)
+def test_process_matches_its_code(compose: dict[str, Any], name: str) -> None:
+    service = compose["services"][name]
+    port = PROCESSES[name]
+    environment: dict[str, str] = service["environment"]
+    reads, required = env_names(settings_class(name))
+
+    unknown = set(environment) - reads
+    assert not unknown, f"{name} is given settings it never reads: {unknown}"
+    missing = required - set(environment)
+    assert not missing, f"{name} cannot start without {missing}"
+    assert environment[f"{name.upper()}_PORT"] == str(port)
+
+    assert service["command"] == ["python", "-m", name, "serve", "--host", "0.0.0.0"]
+    assert importlib.util.find_spec(f"{name}.__main__") is not None
+
+    health = HEALTH_URL.search(" ".join(service["healthcheck"]["test"]))
+    assert health and int(health.group(1)) == port
+
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    dockerfile = ROOT / service["build"]["dockerfile"]
+    assert service["build"]["context"] == "."
+    text = dockerfile.read_text()
+    assert f"EXPOSE {port}" in text
+    for source in re.findall(r"^COPY (\S+) ", text, flags=re.MULTILINE):
+        assert (ROOT / source).exists(), f"{dockerfile} copies {source}, which does not exist"
+    if name != "gateway":
+        assert service.get("expose") == [str(port)]
+
+
+def test_gateway_finds_every_service_and_waits_for_it(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]
+    for name, port in PROCESSES.items():
+        if name == "gateway":
+            continue
+        assert gateway["environment"][f"{name.upper()}_URL"] == f"http://{name}:{port}"
+        assert gateway["depends_on"][name]["condition"] == "service_healthy"
+
+
+def local_environment(environment: dict[str, str], database_url: str, ports: dict[str, int]) -> dict[str, str]:
+    """Compose's environment, made runnable on this machine: variables filled in, hosts moved to loopback."""
+    values = {
+        "LOYALTY_INTERNAL_TOKEN": "compose-internal-token-0123456789",
+        "LOYALTY_ADMIN_KEY": "compose-admin-key-0123456789",
+        "LOYALTY_JWT_SECRET": "compose-jwt-secret-0123456789",
+    }
+
+    def substitute(value: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            name, _, default = match.group(1), match.group(2), match.group(3) or ""
+            return values.get(name, "" if _ == ":?" else default)
+
+        return re.sub(r"\$\{([A-Z_]+)(?:(:[?-])([^}]*))?\}", one, value)
+
+    env = {key: substitute(str(value)) for key, value in environment.items()}
+    env["DATABASE_URL"] = database_url
+    for name, port in ports.items():
+        if f"{name.upper()}_URL" in env:
+            env[f"{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        if f"{name.upper()}_PORT" in env:
+            env[f"{name.upper()}_PORT"] = str(port)
+    env["MAIL_DIR"] = str(ARTIFACTS / "compose-mail")
+    return env
+
+
+@pytest.mark.slow
+async def test_compose_commands_run_as_local_processes(compose: dict[str, Any], platform: Platform) -> None:
+    ports = {name: free_port() for name in PROCESSES}
+    started: list[ServiceProcess] = []
+    try:
+        for name in PROCESSES:  # the gateway last, as depends_on orders it
+            service = compose["services"][name]
+            command = service["command"]
+            assert command[:2] == ["python", "-m"]
+            env = local_environment(service["environment"], platform.env["DATABASE_URL"], ports)
+            process = ServiceProcess(command[2], ports[name], env, ARTIFACTS / "logs" / f"compose-{name}.log")
+            process.start()
+            started.append(process)
+        await asyncio.gather(*(p.wait_ready(timeout=90) for p in started))
+        async with httpx.AsyncClient() as client:
+            for name in PROCESSES:
+                check = compose["services"][name]["healthcheck"]["test"]
+                path = HEALTH_URL.search(" ".join(check)).group(2)  # type: ignore[union-attr]
+                response = await client.get(f"http://127.0.0.1:{ports[name]}{path}")
+                assert response.status_code == 200, (name, response.text)
+    finally:
+        for process in started:
+            process.stop()
+    assert sys.executable
