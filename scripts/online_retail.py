@@ -50,25 +50,75 @@ NON_PRODUCT_CODES = frozenset(
 
 # (category, keywords): a description belongs to the first category with a keyword among its words (or, for
 # keywords with a space, its text). Ordered from specific to general: "CHRISTMAS TREE T-LIGHT HOLDER" is Christmas.
-CATEGORY_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Christmas", ("CHRISTMAS", "XMAS", "ADVENT", "SANTA", "REINDEER", "SNOWFLAKE", "SNOWMAN", "NATIVITY")),
-    ("Easter", ("EASTER", "BUNNY", "EGG", "EGGS", "CHICK")),
-    ("Party", ("PARTY", "BIRTHDAY", "BALLOON", "BALLOONS", "BUNTING", "CONFETTI", "GARLAND", "PAPER CHAIN")),
-    ("Cards & wrap", ("CARD", "CARDS", "WRAP", "WRAPPING", "GIFT TAG", "TAGS", "ENVELOPE", "RIBBON", "RIBBONS")),
-    ("Candles & lights", ("CANDLE", "CANDLES", "T-LIGHT", "TLIGHT", "LANTERN", "LIGHTS", "LIGHT", "LAMP", "NIGHT LIGHT", "INCENSE", "OIL BURNER", "CANDLEHOLDER")),
-    ("Baking", ("CAKE", "CAKES", "CAKESTAND", "CUPCAKE", "BAKING", "BAKE", "CASES", "COOKIE", "MOULD", "ICING", "PASTRY", "TART")),
-    ("Tableware", ("MUG", "MUGS", "CUP", "CUPS", "SAUCER", "PLATE", "PLATES", "BOWL", "BOWLS", "TEAPOT", "CUTLERY", "NAPKINS", "NAPKIN", "GLASS", "TUMBLER", "JUG", "BEAKER", "EGG CUP", "PLACEMAT", "PLACEMATS", "COASTER", "COASTERS", "TRAY", "STRAW", "STRAWS")),
-    ("Kitchen", ("KITCHEN", "APRON", "OVEN", "TEA TOWEL", "TEA TOWELS", "JAR", "JARS", "TIN", "TINS", "LUNCH", "BOTTLE", "SPOON", "SPOONS", "CHOPPING", "SCALES", "TOAST", "SUGAR", "COFFEE", "TEA", "KETTLE", "COLANDER", "BREAD", "FOOD", "PANTRY", "RECIPE", "DOILY", "DOILIES")),
-    ("Bags", ("BAG", "BAGS", "SHOPPER", "TOTE", "PURSE", "HANDBAG", "RUCKSACK", "BACKPACK", "CHARLOTTE")),
-    ("Stationery", ("PEN", "PENS", "PENCIL", "PENCILS", "NOTEBOOK", "NOTEBOOKS", "NOTE", "NOTES", "ERASER", "RULER", "STICKER", "STICKERS", "STATIONERY", "DIARY", "CALENDAR", "JOURNAL", "BOOK", "BOOKS", "MEMO", "CHALK", "PAPER", "SKETCHBOOK")),
-    ("Toys & games", ("TOY", "TOYS", "GAME", "GAMES", "DOLL", "DOLLY", "PUZZLE", "JIGSAW", "SPACEBOY", "DOMINOES", "SKITTLES", "PLAYING", "BLOCKS", "CRAYONS", "KIT", "TEDDY", "SOLDIER", "SOLDIERS", "TRAIN", "SKIPPING", "MARBLES", "SPINNING", "SNAKES")),
-    ("Jewellery & accessories", ("NECKLACE", "BRACELET", "EARRINGS", "RING", "RINGS", "JEWEL", "JEWELLERY", "BROOCH", "HAIR", "HAIRCLIP", "HAIRBAND", "CHARM", "BEAD", "BEADS", "DIAMANTE", "UMBRELLA", "SCARF", "GLOVES", "HAT", "MIRROR", "COMPACT", "WALLET")),
-    ("Textiles", ("CUSHION", "CUSHIONS", "THROW", "BLANKET", "QUILT", "TOWEL", "TOWELS", "HOT WATER BOTTLE", "FELT", "FELTCRAFT", "KNITTED", "FABRIC", "SLIPPER", "SLIPPERS", "CURTAIN")),
-    ("Garden", ("GARDEN", "GARDENERS", "PLANT", "PLANTER", "FLOWER", "FLOWERS", "POT", "POTS", "WATERING", "BIRD", "BIRDHOUSE", "FEEDER", "SEEDS", "TRELLIS", "HERB", "PICNIC", "PEG", "PEGS")),
-    ("Storage", ("BOX", "BOXES", "BASKET", "BASKETS", "STORAGE", "CRATE", "DRAWER", "CABINET", "CHEST", "TRUNK", "HOLDER", "RACK", "CADDY", "CASE")),
-    ("Wall decor", ("SIGN", "SIGNS", "PLAQUE", "FRAME", "FRAMES", "PICTURE", "CLOCK", "CLOCKS", "WALL", "POSTER", "ART", "BLACKBOARD", "DOORMAT", "MAT", "HOOK", "HOOKS", "COAT HANGER", "HANGER", "HANGERS", "DOORSTOP", "KEY")),
-    ("Home decor", ("HEART", "HEARTS", "DECORATION", "DECORATIONS", "ORNAMENT", "HANGING", "WREATH", "VASE", "FEATHER", "BUTTERFLY", "CHANDELIER", "DOVE", "STAR", "SPHERE", "BELL", "BELLS", "DOORSTOP", "BUNNY", "SCULPTURE", "FIGURE")),
-    ("Bath & beauty", ("SOAP", "BATH", "BATHROOM", "TOILET", "SPONGE", "WASHBAG", "LIP", "NAIL", "COSMETIC", "MAKE UP", "TISSUES", "PLASTERS")),
+CATEGORY_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (category, tuple(k.strip() for k in keywords.split(",")))
+    for category, keywords in (
+        ("Christmas", "CHRISTMAS, XMAS, ADVENT, SANTA, REINDEER, SNOWFLAKE, SNOWMAN, NATIVITY"),
+        ("Easter", "EASTER, BUNNY, EGG, EGGS, CHICK"),
+        ("Party", "PARTY, BIRTHDAY, BALLOON, BALLOONS, BUNTING, CONFETTI, GARLAND, PAPER CHAIN"),
+        ("Cards & wrap", "CARD, CARDS, WRAP, WRAPPING, GIFT TAG, TAGS, ENVELOPE, RIBBON, RIBBONS"),
+        (
+            "Candles & lights",
+            "CANDLE, CANDLES, T-LIGHT, TLIGHT, LANTERN, LIGHTS, LIGHT, LAMP, NIGHT LIGHT, INCENSE, OIL BURNER, "
+            "CANDLEHOLDER",
+        ),
+        ("Baking", "CAKE, CAKES, CAKESTAND, CUPCAKE, BAKING, BAKE, CASES, COOKIE, MOULD, ICING, PASTRY, TART"),
+        (
+            "Tableware",
+            "MUG, MUGS, CUP, CUPS, SAUCER, PLATE, PLATES, BOWL, BOWLS, TEAPOT, CUTLERY, NAPKINS, NAPKIN, GLASS, "
+            "TUMBLER, JUG, BEAKER, EGG CUP, PLACEMAT, PLACEMATS, COASTER, COASTERS, TRAY, STRAW, STRAWS",
+        ),
+        (
+            "Kitchen",
+            "KITCHEN, APRON, OVEN, TEA TOWEL, TEA TOWELS, JAR, JARS, TIN, TINS, LUNCH, BOTTLE, SPOON, SPOONS, "
+            "CHOPPING, SCALES, TOAST, SUGAR, COFFEE, TEA, KETTLE, COLANDER, BREAD, FOOD, PANTRY, RECIPE, DOILY, "
+            "DOILIES",
+        ),
+        ("Bags", "BAG, BAGS, SHOPPER, TOTE, PURSE, HANDBAG, RUCKSACK, BACKPACK, CHARLOTTE"),
+        (
+            "Stationery",
+            "PEN, PENS, PENCIL, PENCILS, NOTEBOOK, NOTEBOOKS, NOTE, NOTES, ERASER, RULER, STICKER, STICKERS, "
+            "STATIONERY, DIARY, CALENDAR, JOURNAL, BOOK, BOOKS, MEMO, CHALK, PAPER, SKETCHBOOK",
+        ),
+        (
+            "Toys & games",
+            "TOY, TOYS, GAME, GAMES, DOLL, DOLLY, PUZZLE, JIGSAW, SPACEBOY, DOMINOES, SKITTLES, PLAYING, BLOCKS, "
+            "CRAYONS, KIT, TEDDY, SOLDIER, SOLDIERS, TRAIN, SKIPPING, MARBLES, SPINNING, SNAKES",
+        ),
+        (
+            "Jewellery & accessories",
+            "NECKLACE, BRACELET, EARRINGS, RING, RINGS, JEWEL, JEWELLERY, BROOCH, HAIR, HAIRCLIP, HAIRBAND, "
+            "CHARM, BEAD, BEADS, DIAMANTE, UMBRELLA, SCARF, GLOVES, HAT, MIRROR, COMPACT, WALLET",
+        ),
+        (
+            "Textiles",
+            "CUSHION, CUSHIONS, THROW, BLANKET, QUILT, TOWEL, TOWELS, HOT WATER BOTTLE, FELT, FELTCRAFT, KNITTED, "
+            "FABRIC, SLIPPER, SLIPPERS, CURTAIN",
+        ),
+        (
+            "Garden",
+            "GARDEN, GARDENERS, PLANT, PLANTER, FLOWER, FLOWERS, POT, POTS, WATERING, BIRD, BIRDHOUSE, FEEDER, "
+            "SEEDS, TRELLIS, HERB, PICNIC, PEG, PEGS",
+        ),
+        (
+            "Storage",
+            "BOX, BOXES, BASKET, BASKETS, STORAGE, CRATE, DRAWER, CABINET, CHEST, TRUNK, HOLDER, RACK, CADDY, CASE",
+        ),
+        (
+            "Wall decor",
+            "SIGN, SIGNS, PLAQUE, FRAME, FRAMES, PICTURE, CLOCK, CLOCKS, WALL, POSTER, ART, BLACKBOARD, DOORMAT, "
+            "MAT, HOOK, HOOKS, COAT HANGER, HANGER, HANGERS, DOORSTOP, KEY",
+        ),
+        (
+            "Home decor",
+            "HEART, HEARTS, DECORATION, DECORATIONS, ORNAMENT, HANGING, WREATH, VASE, FEATHER, BUTTERFLY, "
+            "CHANDELIER, DOVE, STAR, SPHERE, BELL, BELLS, DOORSTOP, BUNNY, SCULPTURE, FIGURE",
+        ),
+        (
+            "Bath & beauty",
+            "SOAP, BATH, BATHROOM, TOILET, SPONGE, WASHBAG, LIP, NAIL, COSMETIC, MAKE UP, TISSUES, PLASTERS",
+        ),
+    )
 )
 OTHER = "Other"
 
