@@ -6,14 +6,31 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 
-from gateway import api_keys
+from gateway import api_keys, purchases
+from gateway.overview import build_overview
 from gateway.principals import Authenticator, Principal
-from gateway.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, CustomerToken, CustomerTokenCreate
+from gateway.schemas import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    CustomerOverview,
+    CustomerToken,
+    CustomerTokenCreate,
+    Delivery,
+    DeliveryState,
+    Purchase,
+    PurchaseAccepted,
+    PurchaseCreate,
+    RefundAccepted,
+    RefundCreate,
+)
+from kit import events
 from kit.db import SessionDep, service_router
 from kit.errors import Unauthorized, problem_responses
 from kit.pagination import Page, PageParamsDep, paginate
+from kit.types import IDENTIFIER_PATTERN, CustomerIdPath
 
 
 def get_principal(request: Request) -> Principal:
@@ -70,3 +87,85 @@ async def create_customer_token(
 ) -> CustomerToken:
     token, expires_at = authenticator.mint_customer_token(body.customer_id, body.ttl_seconds)
     return CustomerToken(token=token, expires_at=expires_at)
+
+
+PurchaseIdPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="The caller's purchase id.")]
+
+
+@router.post(
+    "/v1/purchases",
+    status_code=202,
+    tags=["purchases"],
+    operation_id="create_purchase",
+    responses=problem_responses(409),
+)
+async def create_purchase(body: PurchaseCreate, session: SessionDep, _: PrincipalDep) -> PurchaseAccepted:
+    """Stores the purchase and one delivery per service in one transaction, and answers at once: points,
+    coupons, recommendations and surveys receive it at least once, even if one of them is down right now."""
+    await purchases.accept_purchase(session, body)
+    return PurchaseAccepted(purchase_id=body.purchase_id)
+
+
+@router.get(
+    "/v1/purchases/{purchase_id}", tags=["purchases"], operation_id="get_purchase", responses=problem_responses(404)
+)
+async def get_purchase(purchase_id: PurchaseIdPath, session: SessionDep, _: PrincipalDep) -> Purchase:
+    return Purchase.model_validate(await purchases.get_purchase(session, purchase_id))
+
+
+@router.post(
+    "/v1/purchases/{purchase_id}/refunds",
+    status_code=202,
+    tags=["purchases"],
+    operation_id="create_refund",
+    responses=problem_responses(404, 409),
+)
+async def create_refund(
+    purchase_id: PurchaseIdPath, body: RefundCreate, session: SessionDep, _: PrincipalDep
+) -> RefundAccepted:
+    return RefundAccepted.model_validate(await purchases.accept_refund(session, purchase_id, body))
+
+
+@router.get(
+    "/v1/customers/{customer_id}/overview",
+    tags=["customers"],
+    operation_id="get_customer_overview",
+    responses=problem_responses(404),
+)
+async def get_customer_overview(customer_id: CustomerIdPath, request: Request, _: PrincipalDep) -> CustomerOverview:
+    state = request.app.state
+    overview = await build_overview(
+        customer_id,
+        state.upstreams,
+        state.breakers,
+        internal_token=state.settings.internal_token,
+        request_id=request.state.request_id,
+        budget_seconds=state.settings.overview_budget_ms / 1000,
+    )
+    return CustomerOverview.model_validate(overview)
+
+
+@router.get("/v1/admin/deliveries", tags=["admin"], operation_id="list_event_deliveries")
+async def list_event_deliveries(
+    session: SessionDep,
+    page: PageParamsDep,
+    _: PrincipalDep,
+    status: Annotated[DeliveryState | None, Query(description="Only deliveries in this state.")] = None,
+) -> Page[Delivery]:
+    rows, next_cursor = paginate(
+        await events.list_deliveries(session, status, page.limit, page.after), page.limit, key=lambda r: (r.id,)
+    )
+    return Page[Delivery](items=[Delivery.model_validate(r._mapping) for r in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "/v1/admin/deliveries/{delivery_id}/retry",
+    status_code=202,
+    tags=["admin"],
+    operation_id="retry_event_delivery",
+    responses=problem_responses(404),
+)
+async def retry_event_delivery(delivery_id: int, session: SessionDep, _: PrincipalDep) -> dict[str, str]:
+    """Puts a delivery parked as `failed` back in the queue with a fresh attempt budget."""
+    await events.redrive(session, delivery_id)
+    return {"status": "pending"}

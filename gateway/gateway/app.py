@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from gateway import openapi
 from gateway.api import router
+from gateway.overview import CircuitBreaker
 from gateway.principals import Authenticator
 from gateway.proxy import FrontDoor, Upstreams
 from gateway.ratelimit import RateLimiter
@@ -34,6 +35,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             timeout=settings.upstream_timeout_seconds,
             connect_timeout=settings.upstream_connect_timeout_seconds,
         )
+        app.state.breakers = {name: CircuitBreaker() for name in settings.upstreams}
         app.state.clients = {
             name: InternalClient(url, settings.internal_token, timeout=settings.upstream_timeout_seconds)
             for name, url in settings.upstreams.items()
@@ -69,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         on_shutdown=on_shutdown,
         install_middleware=install_middleware,
         readiness=readiness,
+        outbox_consumers=settings.upstreams,
     )
     app = create_service_app(spec, settings)
     app.state.partner_limiter = RateLimiter(settings.rate_limit_partner_per_minute)

@@ -1,11 +1,12 @@
 from datetime import datetime
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from gateway.principals import SCOPES
-from kit.types import Identifier, StrictModel
+from kit.types import Currency, Identifier, Money, StrictModel, check_money
 
 
 class ApiKeyCreate(StrictModel):
@@ -42,3 +43,98 @@ class CustomerTokenCreate(StrictModel):
 class CustomerToken(BaseModel):
     token: str
     expires_at: datetime
+
+
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+
+
+class PurchaseItem(StrictModel):
+    product_id: Identifier
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    category: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    unit_price: Money
+    quantity: Annotated[int, Field(ge=1, le=1_000_000, strict=True)]
+
+
+class PurchaseCreate(StrictModel):
+    purchase_id: Identifier
+    customer_id: Identifier
+    email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)] | None = None
+    occurred_at: AwareDatetime
+    currency: Currency
+    total: Money
+    items: Annotated[list[PurchaseItem], Field(min_length=1, max_length=1000)]
+
+    @model_validator(mode="after")
+    def _money_fits_the_currency(self) -> "PurchaseCreate":
+        check_money(self.total, self.currency)
+        for item in self.items:
+            check_money(item.unit_price, self.currency)
+        return self
+
+
+class PurchaseAccepted(BaseModel):
+    purchase_id: str
+    status: Literal["accepted"] = "accepted"
+
+
+DeliveryState = Literal["pending", "delivered", "failed"]
+
+
+class RefundSummary(BaseModel):
+    refund_id: str
+    amount: Decimal
+    deliveries: dict[str, DeliveryState]
+
+
+class Purchase(BaseModel):
+    purchase_id: str
+    customer_id: str
+    total: Decimal
+    currency: str
+    occurred_at: datetime
+    deliveries: dict[str, DeliveryState]
+    refunds: list[RefundSummary]
+
+
+class RefundCreate(StrictModel):
+    refund_id: Identifier
+    amount: Money | None = Field(default=None, description="Omit for a full refund.")
+
+
+class RefundAccepted(BaseModel):
+    refund_id: str
+    purchase_id: str
+    amount: Decimal
+    status: Literal["accepted"] = "accepted"
+
+
+class PointsSummary(BaseModel):
+    balance: int
+    tier: str | None
+    next_expiry: dict[str, Any] | None
+
+
+class SurveysSummary(BaseModel):
+    pending: list[dict[str, Any]]
+
+
+class CustomerOverview(BaseModel):
+    customer_id: str
+    points: PointsSummary | None
+    coupons: list[dict[str, Any]] | None
+    recommendations: list[dict[str, Any]] | None
+    surveys: SurveysSummary | None
+    unavailable: list[str]
+
+
+class Delivery(BaseModel):
+    id: int
+    event_id: UUID
+    event_type: str
+    consumer: str
+    status: DeliveryState
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime
+    created_at: datetime

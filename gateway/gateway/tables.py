@@ -1,7 +1,7 @@
 """The gateway's tables, in its own `gateway` schema."""
 
-from sqlalchemy import ARRAY, Column, DateTime, MetaData, String, Table, func
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import ARRAY, Boolean, Column, DateTime, ForeignKey, MetaData, Numeric, String, Table, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from kit.tables import add_kit_tables
 
@@ -18,4 +18,26 @@ api_keys = Table(
     Column("scopes", ARRAY(String(32)), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+purchases = Table(
+    "purchases",
+    metadata,
+    Column("purchase_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("refund_id", String(64), primary_key=True),
+    Column("purchase_id", String(64), ForeignKey("purchases.purchase_id"), nullable=False, index=True),
+    Column("amount", Numeric(18, 4), nullable=False),
+    Column("full_refund", Boolean, nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

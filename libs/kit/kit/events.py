@@ -40,6 +40,7 @@ __all__ = [
     "OutboxRelay",
     "delivery_states",
     "events_router",
+    "list_deliveries",
     "publish",
     "redrive",
 ]
@@ -59,9 +60,14 @@ EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 
 
 async def publish(
-    session: AsyncSession, event_type: str, payload: Mapping[str, Any], consumers: Sequence[str]
+    session: AsyncSession,
+    event_type: str,
+    payload: Mapping[str, Any],
+    consumers: Sequence[str],
+    *,
+    event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    event_id = uuid.uuid4()
+    event_id = event_id or uuid.uuid4()
     await session.execute(insert(outbox_events).values(id=event_id, type=event_type, payload=loads(dumps(payload))))
     if consumers:
         await session.execute(insert(outbox_deliveries), [{"event_id": event_id, "consumer": c} for c in consumers])
@@ -73,6 +79,31 @@ async def delivery_states(session: AsyncSession, event_id: uuid.UUID) -> dict[st
         select(outbox_deliveries.c.consumer, outbox_deliveries.c.status).where(outbox_deliveries.c.event_id == event_id)
     )
     return {consumer: status for consumer, status in rows}
+
+
+async def list_deliveries(session: AsyncSession, status: str | None, limit: int, after: list[Any] | None) -> list[Any]:
+    """Newest first, for the admin view of the outbox (`after` is the cursor: the last row's id)."""
+    query = (
+        select(
+            outbox_deliveries.c.id,
+            outbox_deliveries.c.event_id,
+            outbox_events.c.type.label("event_type"),
+            outbox_deliveries.c.consumer,
+            outbox_deliveries.c.status,
+            outbox_deliveries.c.attempts,
+            outbox_deliveries.c.last_error,
+            outbox_deliveries.c.next_attempt_at,
+            outbox_events.c.created_at,
+        )
+        .join(outbox_events, outbox_events.c.id == outbox_deliveries.c.event_id)
+        .order_by(outbox_deliveries.c.id.desc())
+        .limit(limit + 1)
+    )
+    if status:
+        query = query.where(outbox_deliveries.c.status == status)
+    if after:
+        query = query.where(outbox_deliveries.c.id < int(after[0]))
+    return list((await session.execute(query)).all())
 
 
 async def redrive(session: AsyncSession, delivery_id: int) -> None:
