@@ -118,7 +118,15 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             PeriodicJob("idempotency.purge", 3600, lambda: _purge_idempotency(database), initial_delay_seconds=60)
         ]
         if spec.outbox_consumers:
-            relay = OutboxRelay(database, spec.outbox_consumers, settings.internal_token)
+            relay = OutboxRelay(
+                database,
+                spec.outbox_consumers,
+                settings.internal_token,
+                max_attempts=settings.outbox_max_attempts,
+                base_delay_seconds=settings.outbox_base_delay_seconds,
+                max_delay_seconds=settings.outbox_max_delay_seconds,
+                timeout_seconds=settings.outbox_timeout_seconds,
+            )
             app.state.outbox_relay = relay
             jobs.append(PeriodicJob("outbox.relay", settings.outbox_poll_seconds, relay.run_until_idle))
         if spec.on_startup:

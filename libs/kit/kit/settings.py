@@ -42,6 +42,10 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE")
     migrate_on_start: bool = Field(default=True, validation_alias="MIGRATE_ON_START")
     outbox_poll_seconds: float = Field(default=0.5, validation_alias="OUTBOX_POLL_SECONDS")
+    outbox_max_attempts: int = Field(default=12, ge=1, validation_alias="OUTBOX_MAX_ATTEMPTS")
+    outbox_base_delay_seconds: float = Field(default=1.0, gt=0, validation_alias="OUTBOX_BASE_DELAY_SECONDS")
+    outbox_max_delay_seconds: float = Field(default=300.0, gt=0, validation_alias="OUTBOX_MAX_DELAY_SECONDS")
+    outbox_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias="OUTBOX_TIMEOUT_SECONDS")
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,132 @@
+"""Faults with real processes: the points service stopped, then hung (SIGSTOP). Purchases are still accepted at
+once, the overview names what is missing, and once the service is back the delivery arrives and the balance
+is right. Each test runs on its own database so no other relay can deliver on its behalf."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.conftest import ARTIFACTS, Platform
+from tests.loop.helpers import purchase_body, wait_for_deliveries
+from tests.support.database import create_database, drop_database, server_url
+from tests.support.servers import InProcessServer, ServiceProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Rig:
+    points: ServiceProcess
+    gateway: InProcessServer
+    headers: dict[str, str]
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.gateway.url, headers=self.headers, timeout=30)
+
+
+@pytest.fixture
+async def rig(platform: Platform) -> AsyncIterator[Rig]:
+    base = await asyncio.to_thread(server_url)
+    database_url, name = await create_database(base)
+    env = {**platform.env, "DATABASE_URL": database_url}
+    points = ServiceProcess("points", free_port(), env, ARTIFACTS / "logs" / "faults-points.log").start()
+    gateway: InProcessServer | None = None
+    try:
+        await points.wait_ready()
+        settings = GatewaySettings(  # type: ignore[call-arg]
+            DATABASE_URL=database_url,
+            POINTS_URL=points.url,
+            # the other services are not part of this rig: nothing listens there
+            COUPON_URL=f"http://127.0.0.1:{free_port()}",
+            RECOMMEND_URL=f"http://127.0.0.1:{free_port()}",
+            SURVEY_URL=f"http://127.0.0.1:{free_port()}",
+            OUTBOX_POLL_SECONDS=0.1,
+            OUTBOX_BASE_DELAY_SECONDS=0.2,
+            OUTBOX_MAX_DELAY_SECONDS=1.0,
+            OUTBOX_TIMEOUT_SECONDS=1.0,
+            OVERVIEW_BUDGET_MS=300,
+        )
+        gateway = await InProcessServer(create_app(settings)).start()
+        yield Rig(points, gateway, platform.client().headers)  # type: ignore[arg-type]
+    finally:
+        points.stop()
+        if gateway is not None:
+            await gateway.stop()
+        await drop_database(base, name)
+
+
+async def accept_while_down(client: httpx.AsyncClient) -> dict:
+    body = purchase_body(total="20.00")
+    started = time.perf_counter()
+    response = await client.post("/v1/purchases", json=body)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 202, response.text
+    assert elapsed < 1.0, f"accepting took {elapsed:.2f} s while points was down"
+    return body
+
+
+async def assert_points_unavailable(client: httpx.AsyncClient, customer: str) -> None:
+    overview = await client.get(f"/v1/customers/{customer}/overview")
+    assert overview.status_code == 200
+    assert "points" in overview.json()["unavailable"]
+    assert overview.json()["points"] is None
+
+
+async def wait_points_delivered(client: httpx.AsyncClient, body: dict) -> int:
+    deliveries = await wait_for_deliveries(
+        client, body["purchase_id"], timeout=30, states=frozenset({"delivered", "pending", "failed"})
+    )
+    deadline = time.monotonic() + 30
+    while deliveries.get("points") != "delivered" and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        deliveries = (await client.get(f"/v1/purchases/{body['purchase_id']}")).json()["deliveries"]
+    assert deliveries["points"] == "delivered"
+    points = (await client.get(f"/v1/customers/{body['customer_id']}/points")).json()
+    transactions = (await client.get(f"/v1/customers/{body['customer_id']}/points/transactions")).json()["items"]
+    assert [t["type"] for t in transactions] == ["earn"], "the purchase earned exactly once"
+    assert points["balance"] == transactions[0]["points"] > 0
+    return int(points["balance"])
+
+
+async def test_purchase_while_points_is_stopped(rig: Rig) -> None:
+    async with rig.client() as client:
+        rig.points.kill()
+        body = await accept_while_down(client)
+        await assert_points_unavailable(client, body["customer_id"])
+        purchase = (await client.get(f"/v1/purchases/{body['purchase_id']}")).json()
+        assert purchase["deliveries"]["points"] == "pending"
+
+        rig.points.start()
+        await rig.points.wait_ready()
+        await wait_points_delivered(client, body)
+        overview = (await client.get(f"/v1/customers/{body['customer_id']}/overview")).json()
+        assert "points" not in overview["unavailable"]
+
+
+async def test_purchase_while_points_is_hung(rig: Rig) -> None:
+    async with rig.client() as client:
+        rig.points.pause()
+        try:
+            body = await accept_while_down(client)
+            for _ in range(4):  # the breaker opens after three timeouts; the overview stays within its budget
+                started = time.perf_counter()
+                await assert_points_unavailable(client, body["customer_id"])
+                assert time.perf_counter() - started < 2.0
+        finally:
+            rig.points.resume()
+        await wait_points_delivered(client, body)
+        deadline = time.monotonic() + 15  # the breaker lets a trial through after its reset time
+        while time.monotonic() < deadline:
+            overview = (await client.get(f"/v1/customers/{body['customer_id']}/overview")).json()
+            if "points" not in overview["unavailable"]:
+                break
+            await asyncio.sleep(0.5)
+        assert overview["points"]["balance"] > 0
