@@ -1,0 +1,361 @@
+"""All SQL of the points service.
+
+Value-moving statements call the PL/pgSQL functions of migration points_0002: one round trip each, with
+the account row locked before anything is read (see that migration's docstring). The redemption, the hot
+path, goes straight to the session's asyncpg connection: SQLAlchemy's statement compilation and result
+processing cost about as much CPU as the rest of the request (measured in scripts/bench_points.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.json import dumps
+
+
+@dataclass(frozen=True)
+class Movement:
+    """What a value-moving function answered."""
+
+    outcome: str  # created | replayed | insufficient
+    transaction_id: int | None
+    points: int
+    balance: int
+    lot_id: int | None = None
+
+
+async def _driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session, inside the request's transaction.
+
+    SQLAlchemy begins lazily at the first statement; starting it here keeps this call in the request's
+    transaction (with the Idempotency-Key record and everything else the request writes)."""
+    connection = await session.connection()
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    if getattr(adapted, "_transaction", None) is None:
+        await adapted._start_transaction()
+    return adapted._connection
+
+
+_REDEEM = "SELECT r_outcome, r_transaction_id, r_points, r_balance FROM points_redeem($1, $2, $3, $4)"
+
+
+async def redeem(session: AsyncSession, customer_id: str, points: int, reference: str, description: str) -> Movement:
+    connection = await _driver_connection(session)
+    row = await connection.fetchrow(_REDEEM, customer_id, points, reference, description)
+    return Movement(row[0], row[1], row[2], row[3])
+
+
+async def credit(
+    session: AsyncSession,
+    customer_id: str,
+    type_: str,
+    points: int,
+    reference: str,
+    description: str,
+    expires_at: datetime | None,
+) -> Movement:
+    row = (
+        await session.execute(
+            text("SELECT * FROM points_credit(:customer, :type, :points, :reference, :description, :expires_at)"),
+            {
+                "customer": customer_id,
+                "type": type_,
+                "points": points,
+                "reference": reference,
+                "description": description,
+                "expires_at": expires_at,
+            },
+        )
+    ).one()
+    return Movement(row.r_outcome, row.r_transaction_id, row.r_points, row.r_balance, row.r_lot_id)
+
+
+async def debit(
+    session: AsyncSession,
+    customer_id: str,
+    type_: str,
+    points: int,
+    reference: str,
+    description: str,
+    first_lot: int | None = None,
+) -> Movement:
+    row = (
+        await session.execute(
+            text("SELECT * FROM points_debit(:customer, :type, :points, :reference, :description, :first_lot)"),
+            {
+                "customer": customer_id,
+                "type": type_,
+                "points": points,
+                "reference": reference,
+                "description": description,
+                "first_lot": first_lot,
+            },
+        )
+    ).one()
+    return Movement(row.r_outcome, row.r_transaction_id, row.r_points, row.r_balance)
+
+
+async def lock_account(session: AsyncSession, customer_id: str) -> None:
+    """Create the account if need be and lock it (before the purchase's row, the order every path uses)."""
+    await session.execute(
+        text(
+            "INSERT INTO accounts (customer_id) VALUES (:c) "
+            "ON CONFLICT (customer_id) DO UPDATE SET customer_id = excluded.customer_id"
+        ),
+        {"c": customer_id},
+    )
+
+
+async def expire_batch(session: AsyncSession, as_of: datetime, limit: int) -> tuple[int, int, int]:
+    row = (
+        await session.execute(
+            text("SELECT r_accounts, r_lots, r_points FROM points_expire_batch(:as_of, :limit)"),
+            {"as_of": as_of, "limit": limit},
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def now(session: AsyncSession) -> datetime:
+    value: datetime = (await session.execute(text("SELECT now()"))).scalar_one()
+    return value
+
+
+# --- settings (earning rules, tiers) ---
+
+
+async def get_setting(session: AsyncSession, key: str) -> Any:
+    return (await session.execute(text("SELECT value FROM settings WHERE key = :k"), {"k": key})).scalar()
+
+
+async def put_setting(session: AsyncSession, key: str, value: Any) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO settings (key, value) VALUES (:k, CAST(:v AS jsonb)) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()"
+        ),
+        {"k": key, "v": dumps(value).decode()},
+    )
+
+
+_EARNING_CONTEXT = text(
+    """
+    SELECT (SELECT value FROM settings WHERE key = 'rules') AS rules,
+           (SELECT value FROM settings WHERE key = 'tiers') AS tiers,
+           (SELECT coalesce(sum(t.points), 0) FROM transactions t
+             WHERE t.customer_id = :c AND t.type IN ('earn', 'reverse')
+               AND t.created_at > now() - interval '365 days') AS qualifying
+    """
+)
+
+
+async def earning_context(session: AsyncSession, customer_id: str) -> tuple[Any, Any, int]:
+    row = (await session.execute(_EARNING_CONTEXT, {"c": customer_id})).one()
+    return row.rules, row.tiers, int(row.qualifying)
+
+
+_BALANCE = text(
+    """
+    SELECT (SELECT a.balance FROM accounts a WHERE a.customer_id = :c) AS balance,
+           (SELECT value FROM settings WHERE key = 'tiers') AS tiers,
+           (SELECT coalesce(sum(t.points), 0) FROM transactions t
+             WHERE t.customer_id = :c AND t.type IN ('earn', 'reverse')
+               AND t.created_at > now() - interval '365 days') AS qualifying,
+           (SELECT coalesce(json_agg(json_build_object('points', e.points, 'expires_at', e.expires_at)
+                                     ORDER BY e.expires_at), '[]'::json)
+              FROM (SELECT l.expires_at, sum(l.remaining) AS points FROM lots l
+                     WHERE l.customer_id = :c AND l.remaining > 0 AND l.expires_at IS NOT NULL
+                     GROUP BY l.expires_at ORDER BY l.expires_at LIMIT :expiring) e) AS expiring
+    """
+)
+
+
+async def balance_view(session: AsyncSession, customer_id: str, expiring: int) -> Row[Any]:
+    return (await session.execute(_BALANCE, {"c": customer_id, "expiring": expiring})).one()
+
+
+async def list_transactions(
+    session: AsyncSession, customer_id: str, limit: int, before_id: int | None
+) -> Sequence[Row[Any]]:
+    query = (
+        "SELECT id, type, points, balance_after, reference, description, created_at FROM transactions "
+        "WHERE customer_id = :c {after} ORDER BY id DESC LIMIT :n"
+    )
+    params: dict[str, Any] = {"c": customer_id, "n": limit}
+    if before_id is not None:
+        params["before"] = before_id
+    return (
+        await session.execute(text(query.format(after="AND id < :before" if before_id is not None else "")), params)
+    ).all()
+
+
+async def find_transaction(session: AsyncSession, customer_id: str, type_: str, reference: str) -> Row[Any] | None:
+    return (
+        await session.execute(
+            text(
+                "SELECT id, points, balance_after FROM transactions "
+                "WHERE customer_id = :c AND type = :t AND reference = :r"
+            ),
+            {"c": customer_id, "t": type_, "r": reference},
+        )
+    ).first()
+
+
+# --- purchases and refunds ---
+
+
+async def record_purchase(
+    session: AsyncSession,
+    customer_id: str,
+    purchase_id: str,
+    points: int,
+    lot_id: int | None,
+    total: Decimal,
+    currency: str,
+) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency) "
+            "VALUES (:c, :p, :points, :lot, :total, :currency) ON CONFLICT DO NOTHING"
+        ),
+        {"c": customer_id, "p": purchase_id, "points": points, "lot": lot_id, "total": total, "currency": currency},
+    )
+
+
+async def lock_purchase(session: AsyncSession, customer_id: str, purchase_id: str) -> Row[Any] | None:
+    return (
+        await session.execute(
+            text(
+                "SELECT points, lot_id, total, currency, refunded_amount, reversed_points FROM purchase_earnings "
+                "WHERE customer_id = :c AND purchase_id = :p FOR UPDATE"
+            ),
+            {"c": customer_id, "p": purchase_id},
+        )
+    ).first()
+
+
+async def find_refund(session: AsyncSession, customer_id: str, refund_id: str) -> Row[Any] | None:
+    return (
+        await session.execute(
+            text(
+                "SELECT purchase_id, points, transaction_id, balance FROM refunds "
+                "WHERE customer_id = :c AND refund_id = :r"
+            ),
+            {"c": customer_id, "r": refund_id},
+        )
+    ).first()
+
+
+async def record_refund(
+    session: AsyncSession,
+    customer_id: str,
+    refund_id: str,
+    purchase_id: str,
+    amount: Decimal | None,
+    points: int,
+    transaction_id: int | None,
+    balance: int,
+    refunded_amount: Decimal,
+) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO refunds (customer_id, refund_id, purchase_id, amount, points, transaction_id, balance) "
+            "VALUES (:c, :r, :p, :amount, :points, :tx, :balance)"
+        ),
+        {
+            "c": customer_id,
+            "r": refund_id,
+            "p": purchase_id,
+            "amount": amount,
+            "points": points,
+            "tx": transaction_id,
+            "balance": balance,
+        },
+    )
+    await session.execute(
+        text(
+            "UPDATE purchase_earnings SET refunded_amount = :refunded, reversed_points = reversed_points + :points "
+            "WHERE customer_id = :c AND purchase_id = :p"
+        ),
+        {"refunded": refunded_amount, "points": points, "c": customer_id, "p": purchase_id},
+    )
+
+
+async def account_balance(session: AsyncSession, customer_id: str) -> int:
+    value = (
+        await session.execute(text("SELECT balance FROM accounts WHERE customer_id = :c"), {"c": customer_id})
+    ).scalar()
+    return int(value or 0)
+
+
+# --- reports ---
+
+_LIABILITY = text(
+    """
+    SELECT to_char(date_trunc('month', l.expires_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
+           sum(l.remaining) AS points
+      FROM lots l WHERE l.remaining > 0
+     GROUP BY 1 ORDER BY 1 NULLS LAST
+    """
+)
+_LIABILITY_TOTALS = text(
+    """
+    SELECT coalesce(sum(-balance) FILTER (WHERE balance < 0), 0) AS negative,
+           count(*) FILTER (WHERE balance > 0) AS holders
+      FROM accounts
+    """
+)
+
+
+async def liability(session: AsyncSession) -> tuple[list[Row[Any]], int, int]:
+    months = list((await session.execute(_LIABILITY)).all())
+    totals = (await session.execute(_LIABILITY_TOTALS)).one()
+    return months, int(totals.negative), int(totals.holders)
+
+
+_AUDIT = text(
+    """
+    WITH ledger AS (
+        SELECT t.customer_id, sum(t.points) AS total,
+               (array_agg(t.balance_after ORDER BY t.id DESC))[1] AS last_balance_after,
+               count(*) FILTER (WHERE NOT t.chained) AS broken
+          FROM (SELECT customer_id, id, points, balance_after,
+                       balance_after - points = coalesce(lag(balance_after) OVER w, 0) AS chained
+                  FROM transactions WINDOW w AS (PARTITION BY customer_id ORDER BY id)) t
+         GROUP BY t.customer_id
+    ), open_lots AS (
+        SELECT customer_id, sum(remaining) AS remaining FROM lots GROUP BY customer_id
+    ), checked AS (
+        SELECT coalesce(a.customer_id, g.customer_id) AS customer_id, a.balance,
+               coalesce(g.total, 0) AS ledger_sum, g.last_balance_after,
+               coalesce(o.remaining, 0) AS lots_remaining, coalesce(g.broken, 0) AS broken_chain_links
+          FROM accounts a
+          FULL JOIN ledger g ON g.customer_id = a.customer_id
+          LEFT JOIN open_lots o ON o.customer_id = coalesce(a.customer_id, g.customer_id)
+    )
+    SELECT (SELECT count(*) FROM checked) AS accounts_checked, m.*
+      FROM (SELECT 1) one
+      LEFT JOIN LATERAL (
+        SELECT * FROM checked c
+         WHERE c.balance IS NULL
+            OR c.balance <> c.ledger_sum
+            OR c.balance <> coalesce(c.last_balance_after, 0)
+            OR c.lots_remaining <> greatest(c.balance, 0)
+            OR c.broken_chain_links > 0
+         ORDER BY c.customer_id LIMIT :limit
+      ) m ON true
+    """
+)
+
+
+async def audit(session: AsyncSession, limit: int) -> tuple[int, list[Row[Any]]]:
+    rows = (await session.execute(_AUDIT, {"limit": limit})).all()
+    checked = int(rows[0].accounts_checked) if rows else 0
+    return checked, [row for row in rows if row.customer_id is not None]

@@ -1,0 +1,211 @@
+"""Request and response bodies of the points API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints, model_validator
+
+from kit.types import MAX_POINTS, Identifier, Money, Points, StrictModel
+
+Description = Annotated[str, StringConstraints(max_length=500)]
+Category = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must include a time zone (RFC 3339)")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+# Factors are exact decimals (so 1.1 x 10 is 11, not 11.000000000000002), written and read as JSON numbers.
+Factor = Annotated[
+    Decimal,
+    Field(ge=0, le=1000, max_digits=12, decimal_places=4),
+    PlainSerializer(float, return_type=float, when_used="json"),
+]
+PositiveFactor = Annotated[
+    Decimal,
+    Field(gt=0, le=1000, max_digits=12, decimal_places=4),
+    PlainSerializer(float, return_type=float, when_used="json"),
+]
+TransactionType = Literal["earn", "redeem", "expire", "reverse", "adjust"]
+
+
+class PointsChange(StrictModel):
+    points: Points
+    reference: Identifier
+    description: Description | None = None
+
+
+class EarnRequest(PointsChange):
+    """An explicit earn (partner or admin); purchases earn through the rules."""
+
+
+class RedemptionRequest(PointsChange):
+    pass
+
+
+class AdjustmentRequest(StrictModel):
+    """A manual correction: positive adds a lot (and repays a negative balance first), negative takes points
+    away and may leave the balance below zero."""
+
+    points: Annotated[int, Field(gt=-MAX_POINTS, lt=MAX_POINTS, strict=True)]
+    reference: Identifier
+    description: Description | None = None
+
+    @model_validator(mode="after")
+    def _not_zero(self) -> AdjustmentRequest:
+        if self.points == 0:
+            raise ValueError("points must not be zero")
+        return self
+
+
+class ReversalRequest(StrictModel):
+    purchase_reference: Identifier
+    refund_reference: Identifier
+    amount: Money | None = Field(default=None, description="Refunded amount in the purchase's currency; null = full.")
+
+
+class PointsResult(BaseModel):
+    transaction_id: int
+    points: int
+    balance: int
+
+
+class ReversalResult(BaseModel):
+    purchase_reference: str
+    refund_reference: str
+    transaction_id: int | None
+    points: int
+    balance: int
+
+
+class NextTier(BaseModel):
+    name: str
+    points_needed: int
+
+
+class Expiring(BaseModel):
+    points: int
+    expires_at: datetime
+
+
+class Balance(BaseModel):
+    customer_id: str
+    balance: int
+    tier: str | None
+    qualifying_points: int
+    next_tier: NextTier | None
+    expiring: list[Expiring]
+
+
+class Transaction(BaseModel):
+    id: int
+    type: TransactionType
+    points: int
+    balance_after: int
+    reference: str
+    description: str
+    created_at: datetime
+
+
+class BonusCampaign(StrictModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    multiplier: PositiveFactor | None = None
+    bonus_points: Points | None = None
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    categories: list[Category] | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> BonusCampaign:
+        if (self.multiplier is None) == (self.bonus_points is None):
+            raise ValueError("give exactly one of multiplier or bonus_points")
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+    def applies(self, at: datetime, category: str | None) -> bool:
+        if not self.starts_at <= at < self.ends_at:
+            return False
+        return self.categories is None or (category is not None and category in self.categories)
+
+
+class EarningRules(StrictModel):
+    points_per_currency_unit: Factor = Decimal(1)
+    category_multipliers: dict[Category, Factor] = Field(default_factory=dict, max_length=1000)
+    bonus_campaigns: list[BonusCampaign] = Field(default_factory=list, max_length=100)
+    expires_after_days: Annotated[int, Field(ge=1, le=36500)] | None = 365
+
+
+class Tier(StrictModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    threshold: Annotated[int, Field(ge=0, lt=MAX_POINTS, strict=True)]
+    earn_multiplier: PositiveFactor = Decimal(1)
+
+
+class ExpiryRun(BaseModel):
+    accounts: int
+    lots_expired: int
+    points_expired: int
+    ran_at: datetime
+
+
+class LiabilityMonth(BaseModel):
+    month: str | None = Field(description="YYYY-MM of the expiry; null for points that never expire.")
+    points: int
+
+
+class Liability(BaseModel):
+    total_points: int = Field(description="Points customers hold and could still spend (open lots).")
+    negative_balance_points: int = Field(description="Points owed by accounts below zero (not netted above).")
+    accounts_with_points: int
+    by_expiry_month: list[LiabilityMonth]
+
+
+class AuditMismatch(BaseModel):
+    customer_id: str
+    balance: int | None
+    ledger_sum: int
+    last_balance_after: int | None
+    lots_remaining: int
+    broken_chain_links: int
+
+
+class Audit(BaseModel):
+    accounts_checked: int
+    mismatches: list[AuditMismatch]
+
+
+# Event payloads (what the gateway and the survey service publish); lenient about extra members.
+class PurchaseItem(BaseModel):
+    product_id: str | None = None
+    category: str | None = None
+    unit_price: Decimal
+    quantity: Annotated[int, Field(ge=0)] = 1
+
+
+class PurchaseCreated(BaseModel):
+    purchase_id: Identifier
+    customer_id: Identifier
+    occurred_at: datetime
+    currency: str
+    total: Decimal
+    items: list[PurchaseItem] = Field(default_factory=list)
+
+
+class PurchaseRefunded(BaseModel):
+    purchase_id: Identifier
+    refund_id: Identifier
+    customer_id: Identifier
+    amount: Decimal | None = None
+
+
+class SurveyResponded(BaseModel):
+    invitation_id: Annotated[str, StringConstraints(min_length=1, max_length=57)]
+    customer_id: Identifier
+    reward_points: int | None = 0

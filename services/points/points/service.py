@@ -1,0 +1,414 @@
+"""The points domain: earning by the rules, tiers, redemptions, reversals, expiry and the reports.
+
+Policies (also in docs/points.md):
+- Rounding: a purchase's points are computed exactly (decimals) and rounded down once, for the whole purchase;
+  fixed campaign bonuses are added after rounding. A reversal's share is rounded down too (in the customer's
+  favour), and the last refund of a purchase reverses whatever is left of what it earned.
+- Negative balances: a reversal takes its points even if they were spent; the balance goes below zero and the
+  next credits repay it before they form a lot. Redemptions never take a balance below zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.db import Database
+from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
+from kit.types import CURRENCY_DECIMALS, MAX_POINTS
+from points import repository
+from points.repository import Movement
+from points.schemas import (
+    AdjustmentRequest,
+    Audit,
+    AuditMismatch,
+    Balance,
+    EarningRules,
+    EarnRequest,
+    Expiring,
+    ExpiryRun,
+    Liability,
+    LiabilityMonth,
+    NextTier,
+    PointsResult,
+    PurchaseCreated,
+    PurchaseItem,
+    PurchaseRefunded,
+    RedemptionRequest,
+    ReversalRequest,
+    ReversalResult,
+    Tier,
+    Transaction,
+)
+
+log = structlog.get_logger("points")
+
+DEFAULT_TIERS: list[Tier] = [
+    Tier(name="bronze", threshold=0, earn_multiplier=Decimal(1)),
+    Tier(name="silver", threshold=1000, earn_multiplier=Decimal("1.25")),
+    Tier(name="gold", threshold=5000, earn_multiplier=Decimal("1.5")),
+]
+EXPIRY_BATCH = 500
+AUDIT_MISMATCH_LIMIT = 100
+EXPIRING_SHOWN = 10
+
+
+def _result(movement: Movement) -> PointsResult:
+    assert movement.transaction_id is not None
+    return PointsResult(transaction_id=movement.transaction_id, points=movement.points, balance=movement.balance)
+
+
+def _expires_at(rules: EarningRules, now: datetime | None = None) -> datetime | None:
+    if rules.expires_after_days is None:
+        return None
+    return (now or datetime.now(UTC)) + timedelta(days=rules.expires_after_days)
+
+
+# --- rules and tiers ---
+
+
+async def get_rules(session: AsyncSession) -> EarningRules:
+    stored = await repository.get_setting(session, "rules")
+    return EarningRules.model_validate(stored) if stored is not None else EarningRules()
+
+
+async def put_rules(session: AsyncSession, rules: EarningRules) -> EarningRules:
+    await repository.put_setting(session, "rules", rules.model_dump(mode="json"))
+    return rules
+
+
+def _tiers(stored: Any) -> list[Tier]:
+    tiers = DEFAULT_TIERS if stored is None else [Tier.model_validate(t) for t in stored]
+    return sorted(tiers, key=lambda t: t.threshold)
+
+
+async def get_tiers(session: AsyncSession) -> list[Tier]:
+    return _tiers(await repository.get_setting(session, "tiers"))
+
+
+async def put_tiers(session: AsyncSession, tiers: Sequence[Tier]) -> list[Tier]:
+    errors = []
+    names = [t.name for t in tiers]
+    thresholds = [t.threshold for t in tiers]
+    if len(set(names)) != len(names):
+        errors.append(FieldError("body", "Tier names must be unique."))
+    if len(set(thresholds)) != len(thresholds):
+        errors.append(FieldError("body", "Tier thresholds must be unique."))
+    if len(tiers) > 50:
+        errors.append(FieldError("body", "At most 50 tiers."))
+    if errors:
+        raise ValidationFailed(errors)
+    ordered = sorted(tiers, key=lambda t: t.threshold)
+    await repository.put_setting(session, "tiers", [t.model_dump(mode="json") for t in ordered])
+    return ordered
+
+
+def tier_for(tiers: Sequence[Tier], qualifying: int) -> tuple[Tier | None, Tier | None]:
+    """(the tier reached, the next one) for a number of qualifying points; tiers sorted by threshold."""
+    current: Tier | None = None
+    for tier in tiers:
+        if qualifying >= tier.threshold:
+            current = tier
+        else:
+            return current, tier
+    return current, None
+
+
+# --- earning ---
+
+
+@dataclass(frozen=True)
+class Earning:
+    points: int
+    base: Decimal
+    bonus_points: int
+
+
+def purchase_points(
+    rules: EarningRules,
+    tier_multiplier: Decimal,
+    occurred_at: datetime,
+    total: Decimal,
+    items: Sequence[PurchaseItem],
+) -> Earning:
+    """Points for a purchase: each line (unit_price x quantity, scaled down to `total` when the lines add up
+    to more, e.g. after a discount) x points_per_currency_unit x its category multiplier x every active
+    multiplier campaign for its category; the sum x the tier multiplier, rounded down once; plus the fixed
+    bonus of every active bonus campaign that matches at least one line (or has no categories)."""
+    lines: list[tuple[str | None, Decimal]] = [(i.category, i.unit_price * i.quantity) for i in items]
+    lines = [(category, amount) for category, amount in lines if amount > 0]
+    lines_total = sum((amount for _, amount in lines), Decimal(0))
+    if not lines:
+        lines, lines_total = [(None, total)], total
+    scale = min(Decimal(1), total / lines_total) if lines_total > 0 else Decimal(0)
+    active = [c for c in rules.bonus_campaigns if c.starts_at <= occurred_at < c.ends_at]
+    base = Decimal(0)
+    for category, amount in lines:
+        factor = rules.points_per_currency_unit
+        if category is not None:
+            factor *= rules.category_multipliers.get(category, Decimal(1))
+        for campaign in active:
+            if campaign.multiplier is not None and campaign.applies(occurred_at, category):
+                factor *= campaign.multiplier
+        base += amount * scale * factor
+    base *= tier_multiplier
+    bonus = sum(
+        c.bonus_points
+        for c in active
+        if c.bonus_points is not None and any(c.applies(occurred_at, category) for category, _ in lines)
+    )
+    earned = int(base.to_integral_value(rounding=ROUND_FLOOR)) if base > 0 else 0
+    return Earning(points=earned + bonus, base=base, bonus_points=bonus)
+
+
+async def earn(session: AsyncSession, customer_id: str, body: EarnRequest) -> PointsResult:
+    rules = await get_rules(session)
+    movement = await repository.credit(
+        session, customer_id, "earn", body.points, body.reference, body.description or "", _expires_at(rules)
+    )
+    log.info("points.earned", customer_id=customer_id, points=movement.points, outcome=movement.outcome)
+    return _result(movement)
+
+
+async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) -> Movement | None:
+    """The `purchase.created` handler's work: earn by the rules, remember what the purchase earned."""
+    rules_value, tiers_value, qualifying = await repository.earning_context(session, purchase.customer_id)
+    rules = EarningRules.model_validate(rules_value) if rules_value is not None else EarningRules()
+    tier, _ = tier_for(_tiers(tiers_value), max(0, qualifying))
+    occurred_at = purchase.occurred_at if purchase.occurred_at.tzinfo else purchase.occurred_at.replace(tzinfo=UTC)
+    earning = purchase_points(
+        rules, tier.earn_multiplier if tier else Decimal(1), occurred_at, purchase.total, purchase.items
+    )
+    if earning.points >= MAX_POINTS:
+        log.warning("points.purchase.refused", purchase_id=purchase.purchase_id, reason="points_out_of_range")
+        return None
+    movement: Movement | None = None
+    lot_id: int | None = None
+    points = earning.points
+    if points > 0:
+        movement = await repository.credit(
+            session,
+            purchase.customer_id,
+            "earn",
+            points,
+            purchase.purchase_id,
+            f"Purchase {purchase.purchase_id}",
+            _expires_at(rules),
+        )
+        lot_id, points = movement.lot_id, movement.points
+    await repository.record_purchase(
+        session, purchase.customer_id, purchase.purchase_id, points, lot_id, purchase.total, purchase.currency
+    )
+    log.info("points.purchase.earned", purchase_id=purchase.purchase_id, points=points, tier=tier and tier.name)
+    return movement
+
+
+async def earn_survey_reward(session: AsyncSession, customer_id: str, invitation_id: str, points: int) -> None:
+    rules = await get_rules(session)
+    await repository.credit(
+        session, customer_id, "earn", points, f"survey:{invitation_id}", "Survey reward", _expires_at(rules)
+    )
+
+
+async def adjust(session: AsyncSession, customer_id: str, body: AdjustmentRequest) -> PointsResult:
+    description = body.description or "Adjustment"
+    if body.points > 0:
+        rules = await get_rules(session)
+        movement = await repository.credit(
+            session, customer_id, "adjust", body.points, body.reference, description, _expires_at(rules)
+        )
+    else:
+        movement = await repository.debit(session, customer_id, "adjust", -body.points, body.reference, description)
+    result = _result(movement)
+    # a debit's result carries the points taken as a positive number; the adjustment is signed
+    return result.model_copy(update={"points": body.points}) if movement.outcome == "created" else result
+
+
+# --- redemption ---
+
+
+async def redeem(session: AsyncSession, customer_id: str, body: RedemptionRequest) -> PointsResult:
+    movement = await repository.redeem(session, customer_id, body.points, body.reference, body.description or "")
+    if movement.outcome == "insufficient":
+        log.info("points.redeem.refused", customer_id=customer_id, reason="insufficient_points")
+        raise Conflict(
+            "Not enough points for this redemption.",
+            code="insufficient_points",
+            balance=movement.balance,
+            requested=body.points,
+        )
+    return _result(movement)
+
+
+# --- reversal ---
+
+
+def reversal_target(earned: int, total: Decimal, refunded: Decimal, full: bool) -> int:
+    """How many of a purchase's points stand reversed once `refunded` of its `total` is refunded."""
+    if full or total <= 0 or refunded >= total:
+        return earned
+    return math.floor(Decimal(earned) * refunded / total)
+
+
+async def reverse_purchase(
+    session: AsyncSession,
+    customer_id: str,
+    purchase_id: str,
+    refund_id: str,
+    amount: Decimal | None,
+) -> ReversalResult:
+    """Reverse what a purchase earned, in full (amount None) or pro rata; a refund id counts once."""
+    await repository.lock_account(session, customer_id)
+    previous = await repository.find_refund(session, customer_id, refund_id)
+    if previous is not None:
+        return ReversalResult(
+            purchase_reference=previous.purchase_id,
+            refund_reference=refund_id,
+            transaction_id=previous.transaction_id,
+            points=previous.points,
+            balance=previous.balance,
+        )
+    purchase = await repository.lock_purchase(session, customer_id, purchase_id)
+    if purchase is None:
+        raise NotFound("No points were earned for this purchase.", code="purchase_not_found")
+    if amount is not None:
+        decimals = CURRENCY_DECIMALS.get(purchase.currency, 2)
+        exponent = amount.normalize().as_tuple().exponent
+        if amount <= 0 or (isinstance(exponent, int) and -exponent > decimals):
+            raise ValidationFailed([FieldError("amount", f"A positive {purchase.currency} amount.")])
+    refunded = purchase.total if amount is None else min(purchase.total, purchase.refunded_amount + amount)
+    target = reversal_target(purchase.points, purchase.total, refunded, amount is None)
+    points = max(0, target - purchase.reversed_points)
+    transaction_id: int | None = None
+    if points > 0:
+        movement = await repository.debit(
+            session,
+            customer_id,
+            "reverse",
+            points,
+            refund_id,
+            f"Refund {refund_id} of purchase {purchase_id}",
+            purchase.lot_id,
+        )
+        transaction_id, balance = movement.transaction_id, movement.balance
+    else:
+        balance = await repository.account_balance(session, customer_id)
+    await repository.record_refund(
+        session, customer_id, refund_id, purchase_id, amount, points, transaction_id, balance, refunded
+    )
+    log.info("points.reversed", customer_id=customer_id, purchase_id=purchase_id, refund_id=refund_id, points=points)
+    return ReversalResult(
+        purchase_reference=purchase_id,
+        refund_reference=refund_id,
+        transaction_id=transaction_id,
+        points=points,
+        balance=balance,
+    )
+
+
+async def reverse_refund(session: AsyncSession, refund: PurchaseRefunded) -> None:
+    await reverse_purchase(session, refund.customer_id, refund.purchase_id, refund.refund_id, refund.amount)
+
+
+async def create_reversal(session: AsyncSession, customer_id: str, body: ReversalRequest) -> ReversalResult:
+    return await reverse_purchase(session, customer_id, body.purchase_reference, body.refund_reference, body.amount)
+
+
+# --- reads ---
+
+
+async def balance(session: AsyncSession, customer_id: str) -> Balance:
+    row = await repository.balance_view(session, customer_id, EXPIRING_SHOWN)
+    qualifying = max(0, int(row.qualifying))
+    current, following = tier_for(_tiers(row.tiers), qualifying)
+    return Balance(
+        customer_id=customer_id,
+        balance=int(row.balance or 0),
+        tier=current.name if current else None,
+        qualifying_points=qualifying,
+        next_tier=NextTier(name=following.name, points_needed=following.threshold - qualifying) if following else None,
+        expiring=[Expiring.model_validate(e) for e in row.expiring],
+    )
+
+
+async def transactions(
+    session: AsyncSession, customer_id: str, limit: int, after: list[Any] | None
+) -> tuple[list[Transaction], int | None]:
+    before_id: int | None = None
+    if after is not None:
+        if len(after) != 1 or not isinstance(after[0], int):
+            raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")])
+        before_id = after[0]
+    rows = await repository.list_transactions(session, customer_id, limit + 1, before_id)
+    items = [Transaction.model_validate(row._mapping) for row in rows[:limit]]
+    return items, (items[-1].id if len(rows) > limit else None)
+
+
+# --- expiry and reports ---
+
+
+async def run_expiry(session: AsyncSession) -> ExpiryRun:
+    """Expire every lot due by now, in batches of accounts, in the caller's transaction."""
+    ran_at = await repository.now(session)
+    accounts = lots = points = 0
+    while True:
+        batch = await repository.expire_batch(session, ran_at, EXPIRY_BATCH)
+        accounts, lots, points = accounts + batch[0], lots + batch[1], points + batch[2]
+        if batch[0] < EXPIRY_BATCH:
+            break
+    if lots:
+        log.info("points.expired", accounts=accounts, lots=lots, points=points)
+    return ExpiryRun(accounts=accounts, lots_expired=lots, points_expired=points, ran_at=ran_at)
+
+
+async def expire_due(database: Database) -> ExpiryRun:
+    """The periodic job: like run_expiry, but each batch of accounts commits on its own, so a long run never
+    holds many account locks for long."""
+    async with database.transaction() as session:
+        ran_at = await repository.now(session)
+    accounts = lots = points = 0
+    while True:
+        async with database.transaction() as session:
+            batch = await repository.expire_batch(session, ran_at, EXPIRY_BATCH)
+        accounts, lots, points = accounts + batch[0], lots + batch[1], points + batch[2]
+        if batch[0] < EXPIRY_BATCH:
+            break
+    if lots:
+        log.info("points.expired", accounts=accounts, lots=lots, points=points, source="schedule")
+    return ExpiryRun(accounts=accounts, lots_expired=lots, points_expired=points, ran_at=ran_at)
+
+
+async def liability(session: AsyncSession) -> Liability:
+    months, negative, holders = await repository.liability(session)
+    by_month = [LiabilityMonth(month=m.month, points=int(m.points)) for m in months]
+    return Liability(
+        total_points=sum(m.points for m in by_month),
+        negative_balance_points=negative,
+        accounts_with_points=holders,
+        by_expiry_month=by_month,
+    )
+
+
+async def audit(session: AsyncSession) -> Audit:
+    checked, rows = await repository.audit(session, AUDIT_MISMATCH_LIMIT)
+    return Audit(
+        accounts_checked=checked,
+        mismatches=[
+            AuditMismatch(
+                customer_id=r.customer_id,
+                balance=r.balance,
+                ledger_sum=int(r.ledger_sum),
+                last_balance_after=r.last_balance_after,
+                lots_remaining=int(r.lots_remaining),
+                broken_chain_links=int(r.broken_chain_links),
+            )
+            for r in rows
+        ],
+    )
