@@ -28,7 +28,8 @@ async def asyncpg_ceiling(database_url: str, bodies: list[dict], seconds: float)
     pool = await asyncpg.create_pool(database_url, min_size=64, max_size=64)
     async with pool.acquire() as connection:
         await connection.execute(
-            "CREATE TABLE ceiling_purchases (purchase_id text PRIMARY KEY, customer_id text, body jsonb, event_id uuid);"
+            "CREATE TABLE ceiling_purchases (purchase_id text PRIMARY KEY, customer_id text, body jsonb,"
+            " event_id uuid);"
             "CREATE TABLE ceiling_events (id uuid PRIMARY KEY, type text, payload jsonb, created_at timestamptz"
             " DEFAULT now());"
             "CREATE TABLE ceiling_deliveries (id bigserial PRIMARY KEY, event_id uuid, consumer text,"
