@@ -1,0 +1,346 @@
+"""The recommendation model: trained from purchase history, immutable once built, served from memory.
+
+Training (:func:`train`) takes one row per (customer, product) pair: how many separate purchases, the
+quantity, the first and the last purchase time. It learns
+
+- item-to-item weights with EASE (Steck 2019: a closed-form linear item-item model, ``B = I - P / diag(P)``
+  with ``P = (XᵀX + λI)⁻¹``) on the most bought products, keeping each row's strongest neighbours;
+- how likely each product is bought again: the share of its buyers who bought it on more than one occasion,
+  shrunk towards its category's share (a catalogue of films is never re-bought; groceries are);
+- popularity with recent purchases weighing more (a seasonal shop sells Christmas lights in October).
+
+Serving (:func:`recommend`) folds in a customer's *current* history at request time (so a new purchase changes
+the next answer without retraining): the discover score is the history's EASE row sum; the buy-again score
+of a product already bought combines its learned repeat rate with the customer's own frequency and recency;
+``mixed`` ranks both on one scale. Nothing here touches the database or the web framework.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+__all__ = [
+    "History",
+    "Mode",
+    "Model",
+    "Params",
+    "Pick",
+    "ReasonKind",
+    "TrainingSet",
+    "empty_model",
+    "recommend",
+    "similar",
+    "train",
+]
+
+DAY = 86_400.0
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+
+class Mode(StrEnum):
+    discover = "discover"
+    buy_again = "buy_again"
+    mixed = "mixed"
+
+
+class ReasonKind(StrEnum):
+    bought_together = "bought_together"  # arg: index of the history product that contributed most
+    buy_again = "buy_again"  # arg: purchases; interval in days in `interval_days`
+    popular = "popular"  # in the product's category (or overall)
+
+
+@dataclass(frozen=True)
+class Params:
+    ease_lambda: float = 300.0
+    ease_max_items: int = 5000  # EASE inverts an n x n matrix: cap n (the rest are served by popularity)
+    neighbours: int = 100
+    popularity_half_life_days: float = 30.0
+    history_half_life_days: float = 180.0
+    repeat_half_life_days: float = 365.0
+    repeat_prior_strength: float = 10.0
+    # mixed: weight of the buy-again score against the best discover score
+    buy_again_weight: float = 4.0
+    frequency_power: float = 1.0
+    rate_power: float = 0.5
+    popularity_blend: float = 0.05
+    min_repeat_rate: float = 0.03  # mixed mode leaves out bought products less likely than this to be re-bought
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Columns of one row per (customer, product) pair; times in seconds since the epoch."""
+
+    customers: Sequence[str]
+    products: Sequence[str]
+    purchases: Ints
+    last_at: Floats
+    first_at: Floats
+    interactions: int
+    categories: Mapping[str, str] = field(default_factory=dict)  # product -> category, for the repeat prior
+
+
+@dataclass(frozen=True)
+class Model:
+    version: int
+    trained_at: datetime
+    customers: int
+    interactions: int
+    product_ids: tuple[str, ...]
+    index: Mapping[str, int]
+    neighbours: sparse.csr_matrix  # n x n, row i: the products bought with product i, weighted
+    popularity: Floats  # recency-weighted buyers, scaled to max 1
+    repeat_rate: Floats  # probability that a buyer buys again
+    reference_time: float  # the latest purchase seen in training
+
+    @property
+    def products(self) -> int:
+        return len(self.product_ids)
+
+
+def empty_model() -> Model:
+    return Model(
+        version=0,
+        trained_at=datetime.fromtimestamp(0, UTC),
+        customers=0,
+        interactions=0,
+        product_ids=(),
+        index={},
+        neighbours=sparse.csr_matrix((0, 0)),
+        popularity=np.zeros(0),
+        repeat_rate=np.zeros(0),
+        reference_time=0.0,
+    )
+
+
+def _top_k_rows(dense: Floats, k: int) -> sparse.csr_matrix:
+    """Keep each row's k largest positive entries."""
+    n = dense.shape[0]
+    k = min(k, max(n - 1, 1))
+    if n == 0:
+        return sparse.csr_matrix((0, 0))
+    top = np.argpartition(-dense, kth=k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(dense, top, axis=1)
+    rows = np.repeat(np.arange(n), k)
+    keep = values.ravel() > 0
+    return sparse.csr_matrix((values.ravel()[keep], (rows[keep], top.ravel()[keep])), shape=(n, n))
+
+
+def train(data: TrainingSet, *, version: int, params: Params = Params(), catalog: Sequence[str] = ()) -> Model:
+    """Build a new model; the caller swaps it in. `catalog` adds products nobody has bought yet."""
+    product_ids = tuple(dict.fromkeys([*data.products, *catalog]))
+    index = {product: i for i, product in enumerate(product_ids)}
+    n = len(product_ids)
+    customer_index: dict[str, int] = {}
+    rows = np.fromiter((customer_index.setdefault(c, len(customer_index)) for c in data.customers), np.int64)
+    cols = np.fromiter((index[p] for p in data.products), np.int64, count=len(data.products))
+    m = len(customer_index)
+    reference = float(data.last_at.max()) if len(data.last_at) else 0.0
+
+    # popularity: buyers, each weighted by how recently they last bought
+    age_days = (reference - data.last_at) / DAY
+    recent = np.power(0.5, age_days / params.popularity_half_life_days)
+    popularity = np.bincount(cols, weights=recent, minlength=n).astype(np.float64)
+    if popularity.max(initial=0) > 0:
+        popularity /= popularity.max()
+
+    # repeat rate: share of buyers who bought on more than one occasion, shrunk towards the category's share
+    buyers = np.bincount(cols, minlength=n).astype(np.float64)
+    repeaters = np.bincount(cols, weights=(data.purchases > 1).astype(np.float64), minlength=n)
+    category_of = [data.categories.get(p, "") for p in product_ids]
+    category_codes: dict[str, int] = {}
+    codes = np.fromiter((category_codes.setdefault(c, len(category_codes)) for c in category_of), np.int64, count=n)
+    category_buyers = np.bincount(codes, weights=buyers, minlength=len(category_codes))
+    category_repeaters = np.bincount(codes, weights=repeaters, minlength=len(category_codes))
+    overall = repeaters.sum() / max(buyers.sum(), 1.0)
+    prior_strength = params.repeat_prior_strength
+    category_rate = (category_repeaters + prior_strength * overall) / (category_buyers + prior_strength)
+    repeat_rate = (repeaters + prior_strength * category_rate[codes]) / (buyers + prior_strength)
+
+    neighbours = _ease_neighbours(rows, cols, m, n, buyers, params)
+    return Model(
+        version=version,
+        trained_at=datetime.now(UTC),
+        customers=m,
+        interactions=data.interactions,
+        product_ids=product_ids,
+        index=index,
+        neighbours=neighbours,
+        popularity=popularity,
+        repeat_rate=repeat_rate,
+        reference_time=reference,
+    )
+
+
+def _ease_neighbours(rows: Ints, cols: Ints, m: int, n: int, buyers: Floats, params: Params) -> sparse.csr_matrix:
+    if m == 0 or n == 0:
+        return sparse.csr_matrix((n, n))
+    bought = np.flatnonzero(buyers >= 2)
+    chosen = bought[np.argsort(-buyers[bought], kind="stable")[: params.ease_max_items]]
+    if len(chosen) < 2:
+        return sparse.csr_matrix((n, n))
+    local = np.full(n, -1, dtype=np.int64)
+    local[chosen] = np.arange(len(chosen))
+    keep = local[cols] >= 0
+    x = sparse.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float64), (rows[keep], local[cols[keep]])), shape=(m, len(chosen))
+    )
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices_from(gram)] += params.ease_lambda
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    top = _top_k_rows(weights, params.neighbours).tocoo()
+    return sparse.csr_matrix((top.data, (chosen[top.row], chosen[top.col])), shape=(n, n))
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """One customer's current history of one product, as read at request time."""
+
+    product_id: str
+    purchases: int
+    last_at: float
+    first_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    index: int
+    score: float
+    reason: ReasonKind
+    because: int = -1  # bought_together: the history product's index
+    purchases: int = 0
+    interval_days: float = 0.0
+
+
+def _discover_scores(model: Model, idx: Ints, weights: Floats) -> Floats:
+    rows = model.neighbours[idx]
+    return np.asarray(rows.T @ weights).ravel()
+
+
+def recommend(
+    model: Model,
+    history: Sequence[History],
+    *,
+    allowed: Bools,
+    now: float,
+    mode: Mode = Mode.mixed,
+    limit: int = 10,
+    params: Params = Params(),
+) -> list[Pick]:
+    """Personal picks among `allowed` products (a mask over the model's products); may be fewer than `limit`
+    (the caller fills up with popular products)."""
+    known = [h for h in history if h.product_id in model.index]
+    if not known or model.products == 0:
+        return []
+    idx = np.fromiter((model.index[h.product_id] for h in known), np.int64, count=len(known))
+    purchases = np.fromiter((h.purchases for h in known), np.float64, count=len(known))
+    last_at = np.fromiter((h.last_at for h in known), np.float64, count=len(known))
+    first_at = np.fromiter((h.first_at for h in known), np.float64, count=len(known))
+    age_days = np.maximum(now - last_at, 0.0) / DAY
+
+    picks: list[Pick] = []
+    if mode is not Mode.buy_again:
+        weights = np.power(0.5, age_days / params.history_half_life_days)
+        discover = _discover_scores(model, idx, weights)
+        top = discover.max(initial=0.0)
+        scores = discover / top if top > 0 else discover
+        scores = scores + params.popularity_blend * model.popularity
+        candidates = allowed.copy()
+        candidates[idx] = False
+        candidates &= discover > 0
+        picks.extend(_discover_picks(model, scores, candidates, idx, weights, limit))
+
+    if mode is not Mode.discover:
+        again = _buy_again_scores(model, idx, purchases, age_days, params)
+        interval = np.where(purchases > 1, (last_at - first_at) / DAY / np.maximum(purchases - 1, 1), 0.0)
+        usable = allowed[idx] & (again > 0)
+        if mode is Mode.mixed:
+            usable &= model.repeat_rate[idx] >= params.min_repeat_rate
+            again = again * params.buy_again_weight
+        for j in np.flatnonzero(usable):
+            picks.append(
+                Pick(
+                    int(idx[j]),
+                    float(again[j]),
+                    ReasonKind.buy_again,
+                    purchases=int(purchases[j]),
+                    interval_days=float(interval[j]),
+                )
+            )
+    picks.sort(key=lambda p: -p.score)
+    return picks[:limit]
+
+
+def _buy_again_scores(model: Model, idx: Ints, purchases: Floats, age_days: Floats, params: Params) -> Floats:
+    """Repeat rate of the product, raised by how often this customer bought it, lowered by how long ago."""
+    rate = np.power(model.repeat_rate[idx], params.rate_power)
+    frequency = np.power(purchases, params.frequency_power)
+    recency = np.power(0.5, age_days / params.repeat_half_life_days)
+    result: Floats = rate * frequency * recency
+    top = result.max(initial=0.0)
+    return result / top if top > 0 else result
+
+
+def _discover_picks(
+    model: Model, scores: Floats, candidates: Bools, idx: Ints, weights: Floats, limit: int
+) -> list[Pick]:
+    pool = np.flatnonzero(candidates)
+    if len(pool) == 0:
+        return []
+    if len(pool) > limit:
+        pool = pool[np.argpartition(-scores[pool], limit - 1)[:limit]]
+    # the history product that contributed most to each pick explains it ("bought together with Kettle")
+    contributions = model.neighbours[idx][:, pool].toarray() * weights[:, None]
+    because = idx[np.argmax(contributions, axis=0)]
+    return [
+        Pick(int(i), float(scores[i]), ReasonKind.bought_together, because=int(b))
+        for i, b in zip(pool, because, strict=True)
+    ]
+
+
+def popular(model: Model, *, allowed: Bools, limit: int, exclude: Sequence[int] = ()) -> list[Pick]:
+    mask = allowed.copy()
+    if len(exclude):
+        mask[np.asarray(exclude, dtype=np.int64)] = False
+    pool = np.flatnonzero(mask)
+    if len(pool) > limit:
+        pool = pool[np.argpartition(-model.popularity[pool], limit - 1)[:limit]]
+    ranked = sorted(pool.tolist(), key=lambda i: -model.popularity[i])
+    return [Pick(i, float(model.popularity[i]), ReasonKind.popular) for i in ranked]
+
+
+def similar(model: Model, product_id: str, *, allowed: Bools, limit: int) -> list[Pick]:
+    i = model.index.get(product_id)
+    if i is None:
+        return []
+    row = model.neighbours.getrow(i)
+    order = np.argsort(-row.data)
+    picks = []
+    for j in order:
+        col = int(row.indices[j])
+        if allowed[col] and col != i:
+            picks.append(Pick(col, float(row.data[j]), ReasonKind.bought_together, because=i))
+            if len(picks) >= limit:
+                break
+    return picks
+
+
+def describe_interval(days: float) -> str:
+    """"every month", for the buy-again reason."""
+    if days <= 0:
+        return ""
+    for limit, words in ((10, "every week"), (20, "every two weeks"), (45, "every month"), (75, "every two months")):
+        if days < limit:
+            return words
+    return "every few months" if days < 150 else f"about every {math.ceil(days / 30)} months"
