@@ -1,5 +1,134 @@
 """HTTP routes of the survey service: thin, each a call into the domain layer."""
 
-from kit.db import service_router
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from kit.auth import CallerDep
+from kit.db import SessionDep, service_router
+from kit.errors import problem_responses
+from kit.pagination import Page, PageParamsDep
+from survey import service
+from survey.schemas import (
+    Interval,
+    Invitation,
+    InvitationCreate,
+    InvitationForm,
+    InvitationQueued,
+    ResponseCreate,
+    ResponseCreated,
+    Survey,
+    SurveyCreate,
+    SurveyResults,
+)
+from survey.settings import SurveySettings
 
 router = service_router(tags=["survey"])
+
+
+def invite_policy(request: Request) -> service.InvitePolicy:
+    settings: SurveySettings = request.app.state.settings
+    return policy_from(settings)
+
+
+def policy_from(settings: SurveySettings) -> service.InvitePolicy:
+    return service.InvitePolicy(
+        public_base_url=settings.public_base_url,
+        sender=settings.smtp_from,
+        ttl_days=settings.invitation_ttl_days,
+        quota_per_day=settings.send_quota_per_day,
+    )
+
+
+PolicyDep = Annotated[service.InvitePolicy, Depends(invite_policy)]
+
+
+@router.post(
+    "/v1/surveys",
+    status_code=201,
+    operation_id="create_survey",
+    response_model=Survey,
+    responses=problem_responses(422),
+)
+async def create(body: SurveyCreate, session: SessionDep) -> Survey:
+    return await service.create_survey(session, body)
+
+
+@router.get("/v1/surveys", operation_id="list_surveys", response_model=Page[Survey], responses=problem_responses(422))
+async def list_(session: SessionDep, page: PageParamsDep) -> Page[Survey]:
+    return await service.list_surveys(session, page)
+
+
+@router.get(
+    "/v1/surveys/{survey_id}",
+    operation_id="get_survey",
+    response_model=Survey,
+    responses=problem_responses(404, 422),
+)
+async def get(survey_id: uuid.UUID, session: SessionDep) -> Survey:
+    return await service.get_survey(session, survey_id)
+
+
+@router.post(
+    "/v1/surveys/{survey_id}/invitations",
+    status_code=201,
+    operation_id="create_survey_invitation",
+    response_model=InvitationQueued,
+    responses=problem_responses(404, 409, 422, 429),
+)
+async def invite(
+    survey_id: uuid.UUID, body: InvitationCreate, session: SessionDep, caller: CallerDep, policy: PolicyDep
+) -> InvitationQueued:
+    return await service.invite(session, policy, survey_id, body.customer_id, body.email, caller=caller)
+
+
+@router.get(
+    "/v1/surveys/{survey_id}/invitations/{invitation_id}",
+    operation_id="get_survey_invitation_status",
+    response_model=Invitation,
+    responses=problem_responses(404, 422),
+)
+async def invitation_status(survey_id: uuid.UUID, invitation_id: uuid.UUID, session: SessionDep) -> Invitation:
+    return await service.invitation_status(session, survey_id, invitation_id)
+
+
+@router.get(
+    "/v1/surveys/{survey_id}/results",
+    operation_id="get_survey_results",
+    response_model=SurveyResults,
+    responses=problem_responses(404, 422),
+)
+async def results(
+    survey_id: uuid.UUID,
+    session: SessionDep,
+    from_: Annotated[datetime | None, Query(alias="from", description="Start (inclusive), RFC 3339.")] = None,
+    to: Annotated[datetime | None, Query(description="End (exclusive), RFC 3339.")] = None,
+    interval: Annotated[Interval, Query(description="Trend period (UTC; weeks start on Monday).")] = "week",
+) -> SurveyResults:
+    return await service.results(session, survey_id, from_, to, interval)
+
+
+@router.get(
+    "/v1/survey-invitations/{token}",
+    operation_id="get_survey_invitation_form",
+    response_model=InvitationForm,
+    responses=problem_responses(404, 409, 410),
+)
+async def invitation_form(token: str, session: SessionDep, caller: CallerDep) -> InvitationForm:
+    return await service.invitation_form(session, token, caller)
+
+
+@router.post(
+    "/v1/survey-responses",
+    status_code=201,
+    operation_id="submit_survey_response",
+    response_model=ResponseCreated,
+    responses=problem_responses(404, 409, 410, 422),
+)
+async def respond(body: ResponseCreate, session: SessionDep, caller: CallerDep) -> ResponseCreated:
+    answers = [(answer.question_id, answer.value) for answer in body.answers]
+    return await service.submit_response(session, body.token, answers, caller=caller)

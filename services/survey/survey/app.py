@@ -3,7 +3,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from kit.app import ServiceSpec, create_service_app
-from survey.api import router
+from kit.background import PeriodicJob
+from survey import api, pages
+from survey.events import purchase_created_handler
+from survey.mail import MailSender
 from survey.settings import SurveySettings
 
 SCHEMA = "survey"
@@ -12,11 +15,25 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def create_app(settings: SurveySettings | None = None) -> FastAPI:
     settings = settings or SurveySettings()  # type: ignore[call-arg]
+
+    def jobs(app: FastAPI) -> list[PeriodicJob]:
+        sender = MailSender(app.state.database, settings)
+        app.state.mail_sender = sender
+        return [PeriodicJob("survey.mail_sender", settings.mail_poll_seconds, sender.run_until_idle)]
+
     spec = ServiceSpec(
         name="survey",
         schema=SCHEMA,
-        routers=[router],
+        routers=[api.router, pages.router],
         migrations_dir=MIGRATIONS_DIR,
         description="Surveys, email invitations, public answer pages and NPS/CSAT results.",
+        event_handlers={
+            "purchase.created": purchase_created_handler(
+                api.policy_from(settings), settings.post_purchase_delay_seconds
+            ),
+        },
+        outbox_consumers={"points": settings.points_url, "coupon": settings.coupon_url},
+        jobs=jobs,
+        public_prefixes=("/s/",),
     )
     return create_service_app(spec, settings)

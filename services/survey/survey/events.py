@@ -1,0 +1,35 @@
+"""Events the survey service consumes."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.events import Event, EventHandler
+from kit.types import IDENTIFIER_PATTERN
+from survey import service
+from survey.schemas import EMAIL_PATTERN
+
+log = structlog.get_logger("survey.events")
+
+
+def purchase_created_handler(policy: service.InvitePolicy, delay_seconds: float) -> EventHandler:
+    """`purchase.created`: invite the buyer to the post-purchase survey once the delay has passed.
+
+    A purchase without an email, a customer who is throttled or opted out, or no post-purchase survey is
+    nothing to do; the event is still recorded as handled."""
+
+    async def on_purchase_created(session: AsyncSession, event: Event) -> None:
+        customer_id = event.payload.get("customer_id")
+        email = event.payload.get("email")
+        if not isinstance(customer_id, str) or not re.fullmatch(IDENTIFIER_PATTERN, customer_id):
+            log.warning("survey.purchase_event_ignored", event_id=str(event.id), reason="customer_id")
+            return
+        if not isinstance(email, str) or len(email) > 254 or not re.fullmatch(EMAIL_PATTERN, email):
+            return
+        await service.schedule_after_purchase(session, policy, customer_id, email, timedelta(seconds=delay_seconds))
+
+    return on_purchase_created

@@ -1,0 +1,261 @@
+"""The background mail sender: drains the mail outbox over SMTP (or into .eml files when no SMTP_HOST).
+
+Delivery is at least once, never silently lost:
+
+- A batch is *claimed* by pushing its rows' `next_attempt_at` one lease into the future (`FOR UPDATE SKIP LOCKED`,
+  so replicas share the work). Nothing is marked before sending: a process that dies mid-batch leaves its rows
+  pending, and they are due again when the lease runs out.
+- Each message is marked `sent` in its own short transaction right after the SMTP server accepted it (and its
+  body, which holds the personal link, is dropped). The only window for a duplicate is between the server's
+  `250` and that commit: a crash exactly there sends that one message again, with the same Message-ID.
+- Refusals: a 4xx or a connection failure is retried with exponential backoff (jittered) up to
+  `MAIL_MAX_ATTEMPTS`, then the message is `failed`; a 5xx is failed at once, and a 5xx on the recipient is a
+  hard bounce that puts the customer on the suppression list.
+- A sender stops taking new messages from its batch before the lease runs out, so a slow server cannot make two
+  senders hold the same row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import structlog
+from sqlalchemy import text
+
+from kit.db import Database
+from survey.settings import SurveySettings
+
+__all__ = ["MailSender"]
+
+log = structlog.get_logger("survey.mail")
+
+_CLAIM = text(
+    """
+    UPDATE mail_outbox AS m
+       SET next_attempt_at = now() + make_interval(secs => :lease)
+      FROM invitations AS i
+     WHERE m.id IN (SELECT id FROM mail_outbox
+                     WHERE status = 'pending' AND next_attempt_at <= now()
+                     ORDER BY next_attempt_at
+                     LIMIT :batch
+                     FOR UPDATE SKIP LOCKED)
+       AND i.id = m.invitation_id
+    RETURNING m.id, m.invitation_id, m.recipient, m.message, m.attempts,
+              EXISTS (SELECT 1 FROM suppressions AS s
+                       WHERE s.customer_id = i.customer_id OR s.email = i.email) AS suppressed
+    """
+)
+
+_SENT = text(
+    """
+    WITH sent AS (
+        UPDATE mail_outbox
+           SET status = 'sent', sent_at = now(), message = NULL, attempts = attempts + 1, last_error = NULL
+         WHERE id = :id AND status = 'pending'
+        RETURNING invitation_id)
+    UPDATE invitations SET status = 'sent', sent_at = now() WHERE id IN (SELECT invitation_id FROM sent)
+    """
+)
+
+_SENT_MANY = text(
+    """
+    WITH sent AS (
+        UPDATE mail_outbox
+           SET status = 'sent', sent_at = now(), message = NULL, attempts = attempts + 1, last_error = NULL
+         WHERE id = ANY(:ids) AND status = 'pending'
+        RETURNING invitation_id)
+    UPDATE invitations SET status = 'sent', sent_at = now() WHERE id IN (SELECT invitation_id FROM sent)
+    """
+)
+
+_RETRY = text(
+    """
+    UPDATE mail_outbox
+       SET attempts = attempts + 1, last_error = :error,
+           next_attempt_at = now() + make_interval(secs => :delay)
+     WHERE id = :id AND status = 'pending'
+    """
+)
+
+_FAIL = text(
+    """
+    WITH failed AS (
+        UPDATE mail_outbox
+           SET status = 'failed', attempts = attempts + 1, last_error = :error, message = NULL
+         WHERE id = :id AND status = 'pending'
+        RETURNING invitation_id)
+    UPDATE invitations SET status = 'failed' WHERE id IN (SELECT invitation_id FROM failed)
+    RETURNING customer_id, email
+    """
+)
+
+_CANCEL = text(
+    """
+    WITH cancelled AS (
+        UPDATE mail_outbox SET status = 'cancelled', message = NULL
+         WHERE id = ANY(:ids) AND status = 'pending'
+        RETURNING invitation_id)
+    UPDATE invitations SET status = 'cancelled' WHERE id IN (SELECT invitation_id FROM cancelled)
+    """
+)
+
+_BOUNCE = text(
+    """
+    INSERT INTO suppressions (customer_id, email, reason) VALUES (:customer_id, :email, 'hard_bounce')
+    ON CONFLICT (customer_id) DO NOTHING
+    """
+)
+
+# Errors that say nothing about the message but that the server cannot be used now.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPTimeoutError,
+    aiosmtplib.SMTPAuthenticationError,
+    aiosmtplib.SMTPHeloError,
+    aiosmtplib.SMTPNotSupported,
+    OSError,
+    TimeoutError,
+)
+
+
+class _Defer(Exception):
+    """The server is unusable: stop this connection's share of the batch."""
+
+
+class MailSender:
+    def __init__(self, database: Database, settings: SurveySettings) -> None:
+        self.database = database
+        self.settings = settings
+        self.sender_address = email.utils.parseaddr(settings.smtp_from)[1] or settings.smtp_from
+
+    def backoff(self, attempts: int) -> float:
+        """Exponential, capped, with equal jitter so retries of one outage spread out."""
+        delay = min(self.settings.mail_retry_max_seconds, self.settings.mail_retry_base_seconds * 2 ** (attempts - 1))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    async def run_until_idle(self) -> None:
+        """Send everything that is due now (the periodic job calls this)."""
+        while await self.run_once() >= self.settings.mail_batch_size:
+            pass
+
+    async def run_once(self) -> int:
+        lease = self.settings.mail_lease_seconds
+        async with self.database.transaction() as session:
+            params = {"lease": lease, "batch": self.settings.mail_batch_size}
+            rows = (await session.execute(_CLAIM, params)).all()
+        if not rows:
+            return 0
+        # Stop starting new sends well before the lease ends; unsent rows come back when it does.
+        deadline = time.monotonic() + lease * 0.5
+        suppressed = [row.id for row in rows if row.suppressed]
+        if suppressed:
+            async with self.database.transaction() as session:
+                await session.execute(_CANCEL, {"ids": suppressed})
+        due = [row for row in rows if not row.suppressed and row.message is not None]
+        if self.settings.smtp_host:
+            connections = min(self.settings.mail_connections, len(due))
+            shares = [due[i::connections] for i in range(connections)]
+            await asyncio.gather(*(self._send_share(share, deadline) for share in shares))
+        else:
+            await self._write_files(due)
+        return len(rows)
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username or None,
+            password=s.smtp_password or None,
+            start_tls=s.smtp_starttls,
+            timeout=s.smtp_timeout_seconds,
+        )
+
+    async def _send_share(self, rows: Sequence[Any], deadline: float) -> None:
+        remaining = list(rows)
+        try:
+            client = self._client()
+            try:
+                await client.connect()
+            except _CONNECTION_ERRORS as exc:
+                raise _Defer(f"connect: {type(exc).__name__}: {exc}") from exc
+            try:
+                while remaining and time.monotonic() < deadline:
+                    row = remaining[0]
+                    await self._send_one(client, row)
+                    remaining.pop(0)
+            finally:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()
+        except _Defer as exc:
+            log.warning("survey.mail.server_unavailable", error=str(exc), deferred=len(remaining))
+            for row in remaining:
+                await self._retry(row, str(exc))
+
+    async def _send_one(self, client: aiosmtplib.SMTP, row: Any) -> None:
+        try:
+            await client.sendmail(self.sender_address, [row.recipient], row.message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0] if exc.recipients else None
+            code = refused.code if refused else 550
+            await self._refused(row, code, f"{code} {refused.message if refused else exc}", recipient=True)
+            return
+        except aiosmtplib.SMTPResponseException as exc:
+            if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+                raise _Defer(f"{exc.code} {exc.message}") from exc
+            await self._refused(row, exc.code, f"{exc.code} {exc.message}", recipient=False)
+            return
+        except _CONNECTION_ERRORS as exc:
+            raise _Defer(f"{type(exc).__name__}: {exc}") from exc
+        async with self.database.transaction() as session:
+            await session.execute(_SENT, {"id": row.id})
+
+    async def _refused(self, row: Any, code: int, error: str, *, recipient: bool) -> None:
+        if 400 <= code < 500:
+            await self._retry(row, error)
+            return
+        log.warning("survey.mail.refused", invitation_id=str(row.invitation_id), error=error)
+        async with self.database.transaction() as session:
+            failed = (await session.execute(_FAIL, {"id": row.id, "error": error[:500]})).first()
+            if failed is not None and recipient:
+                await session.execute(_BOUNCE, {"customer_id": failed.customer_id, "email": failed.email})
+
+    async def _retry(self, row: Any, error: str) -> None:
+        tried = row.attempts + 1
+        async with self.database.transaction() as session:
+            if tried >= self.settings.mail_max_attempts:
+                log.warning("survey.mail.gave_up", invitation_id=str(row.invitation_id), error=error)
+                await session.execute(_FAIL, {"id": row.id, "error": error[:500]})
+            else:
+                params = {"id": row.id, "error": error[:500], "delay": self.backoff(tried)}
+                await session.execute(_RETRY, params)
+
+    async def _write_files(self, rows: Sequence[Any]) -> None:
+        """No SMTP server configured: each message becomes `MAIL_DIR/<invitation_id>.eml`."""
+        if not rows:
+            return
+        directory = self.settings.mail_dir
+        await asyncio.to_thread(_write_all, directory, [(row.invitation_id, row.message) for row in rows])
+        async with self.database.transaction() as session:
+            await session.execute(_SENT_MANY, {"ids": [row.id for row in rows]})
+
+
+def _write_all(directory: Path, messages: Sequence[tuple[uuid.UUID, bytes]]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for invitation_id, message in messages:
+        final = directory / f"{invitation_id}.eml"
+        partial = directory / f".{invitation_id}.eml.tmp"
+        partial.write_bytes(message)
+        os.replace(partial, final)

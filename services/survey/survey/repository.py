@@ -1,0 +1,284 @@
+"""SQL of the survey service. Hot paths (inviting, answering) are a few statements each."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Row, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from survey.tables import response_scores, responses, suppressions, surveys
+
+AnyRow = Row[*tuple[Any, ...]]
+
+SURVEY_COLUMNS = (
+    surveys.c.id,
+    surveys.c.name,
+    surveys.c.questions,
+    surveys.c.reward_points,
+    surveys.c.cooldown_days,
+    surveys.c.send_after_purchase,
+    surveys.c.created_at,
+)
+
+
+async def insert_survey(session: AsyncSession, values: dict[str, Any]) -> AnyRow:
+    result = await session.execute(surveys.insert().values(**values).returning(*SURVEY_COLUMNS))
+    return result.one()
+
+
+async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> AnyRow | None:
+    return (await session.execute(select(*SURVEY_COLUMNS).where(surveys.c.id == survey_id))).one_or_none()
+
+
+async def list_surveys(session: AsyncSession, limit: int, after: Sequence[Any] | None) -> Sequence[AnyRow]:
+    query = select(*SURVEY_COLUMNS).order_by(surveys.c.created_at, surveys.c.id).limit(limit + 1)
+    if after:
+        created_at, survey_id = datetime.fromisoformat(str(after[0])), uuid.UUID(str(after[1]))
+        query = query.where(
+            (surveys.c.created_at > created_at) | ((surveys.c.created_at == created_at) & (surveys.c.id > survey_id))
+        )
+    return (await session.execute(query)).all()
+
+
+async def latest_post_purchase_survey(session: AsyncSession) -> AnyRow | None:
+    query = (
+        select(*SURVEY_COLUMNS)
+        .where(surveys.c.send_after_purchase)
+        .order_by(surveys.c.created_at.desc(), surveys.c.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).one_or_none()
+
+
+_SURVEY_FOR_INVITATION = text(
+    """
+    SELECT s.id, s.name, s.cooldown_days, s.reward_points,
+           EXISTS (SELECT 1 FROM suppressions
+                    WHERE customer_id = :customer_id OR email = :email) AS suppressed
+      FROM surveys AS s
+     WHERE s.id = :survey_id
+    """
+)
+
+
+async def survey_for_invitation(
+    session: AsyncSession, survey_id: uuid.UUID, customer_id: str, email: str
+) -> AnyRow | None:
+    params = {"survey_id": survey_id, "customer_id": customer_id, "email": email}
+    return (await session.execute(_SURVEY_FOR_INVITATION, params)).one_or_none()
+
+
+# The throttle, race-free: the upsert takes the customer's row lock, and a second invitation in flight waits
+# for the first to commit and then sees its timestamp. A refused update returns no row and writes nothing.
+_CLAIM_CONTACT = text(
+    """
+    INSERT INTO contacts AS c (customer_id, last_invited_at) VALUES (:customer_id, :at)
+    ON CONFLICT (customer_id) DO UPDATE SET last_invited_at = EXCLUDED.last_invited_at
+     WHERE c.last_invited_at <= EXCLUDED.last_invited_at - make_interval(days => :cooldown_days)
+    RETURNING customer_id
+    """
+)
+
+
+async def claim_contact(session: AsyncSession, customer_id: str, at: datetime, cooldown_days: int) -> bool:
+    params = {"customer_id": customer_id, "at": at, "cooldown_days": cooldown_days}
+    return (await session.execute(_CLAIM_CONTACT, params)).first() is not None
+
+
+async def last_invited_at(session: AsyncSession, customer_id: str) -> datetime | None:
+    query = text("SELECT last_invited_at FROM contacts WHERE customer_id = :c")
+    return await session.scalar(query, {"c": customer_id})  # type: ignore[no-any-return]
+
+
+_COUNT_SEND = text(
+    """
+    INSERT INTO send_quota_usage AS q (caller, day, sent) VALUES (:caller, :day, 1)
+    ON CONFLICT (caller, day) DO UPDATE SET sent = q.sent + 1 WHERE q.sent < :quota
+    RETURNING sent
+    """
+)
+
+
+async def count_send(session: AsyncSession, caller: str, day: date, quota: int) -> bool:
+    """Count one send against the caller's daily quota; False when the quota is used up."""
+    if quota <= 0:
+        return False
+    params = {"caller": caller, "day": day, "quota": quota}
+    return (await session.execute(_COUNT_SEND, params)).first() is not None
+
+
+_INSERT_INVITATION = text(
+    """
+    WITH invitation AS (
+        INSERT INTO invitations (id, survey_id, customer_id, email, token_hash, status, source, caller,
+                                 send_at, expires_at)
+        VALUES (:id, :survey_id, :customer_id, :email, :token_hash, 'queued', :source, :caller,
+                :send_at, :expires_at)
+        RETURNING id, email, send_at)
+    INSERT INTO mail_outbox (invitation_id, recipient, message, next_attempt_at)
+    SELECT id, email, :message, send_at FROM invitation
+    """
+)
+
+
+async def insert_invitation(session: AsyncSession, values: dict[str, Any]) -> None:
+    """The invitation and its rendered message, in one statement of the caller's transaction."""
+    await session.execute(_INSERT_INVITATION, values)
+
+
+_INVITATION_STATUS = text(
+    """
+    SELECT i.id, i.survey_id, i.customer_id, i.status, i.source, i.created_at, i.send_at, i.sent_at,
+           i.expires_at, i.used_at, coalesce(m.attempts, 0) AS attempts, m.last_error
+      FROM invitations AS i LEFT JOIN mail_outbox AS m ON m.invitation_id = i.id
+     WHERE i.id = :id AND i.survey_id = :survey_id
+    """
+)
+
+
+async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitation_id: uuid.UUID) -> AnyRow | None:
+    params = {"id": invitation_id, "survey_id": survey_id}
+    return (await session.execute(_INVITATION_STATUS, params)).one_or_none()
+
+
+_BY_TOKEN = text(
+    """
+    SELECT i.id, i.survey_id, i.customer_id, i.email, i.status, i.expires_at, i.used_at,
+           s.name, s.questions, s.reward_points
+      FROM invitations AS i JOIN surveys AS s ON s.id = i.survey_id
+     WHERE i.token_hash = :token_hash
+    """
+)
+
+
+async def invitation_by_token(session: AsyncSession, token_hash: bytes) -> AnyRow | None:
+    return (await session.execute(_BY_TOKEN, {"token_hash": token_hash})).one_or_none()
+
+
+async def use_invitation(session: AsyncSession, invitation_id: uuid.UUID, at: datetime) -> bool:
+    """Single use: exactly one concurrent submission wins this conditional update."""
+    result = await session.execute(
+        text("UPDATE invitations SET used_at = :at WHERE id = :id AND used_at IS NULL RETURNING id"),
+        {"id": invitation_id, "at": at},
+    )
+    return result.first() is not None
+
+
+async def insert_response(session: AsyncSession, values: dict[str, Any], scores: Sequence[dict[str, Any]]) -> None:
+    await session.execute(responses.insert().values(**values))
+    if scores:
+        await session.execute(response_scores.insert(), list(scores))
+
+
+async def suppress(session: AsyncSession, customer_id: str, email: str | None, reason: str) -> None:
+    """Idempotent; an existing entry (an earlier opt-out or bounce) is kept as it was."""
+    await session.execute(
+        insert(suppressions)
+        .values(customer_id=customer_id, email=email, reason=reason)
+        .on_conflict_do_nothing(index_elements=[suppressions.c.customer_id])
+    )
+
+
+_CANCEL_PENDING = text(
+    """
+    WITH cancelled AS (
+        UPDATE mail_outbox AS m SET status = 'cancelled', message = NULL
+          FROM invitations AS i
+         WHERE i.id = m.invitation_id AND i.customer_id = :customer_id AND m.status = 'pending'
+        RETURNING m.invitation_id)
+    UPDATE invitations SET status = 'cancelled' WHERE id IN (SELECT invitation_id FROM cancelled)
+    """
+)
+
+
+async def cancel_pending_mail(session: AsyncSession, customer_id: str) -> None:
+    """An opted-out customer gets none of the messages still waiting to go out (scheduled ones included)."""
+    await session.execute(_CANCEL_PENDING, {"customer_id": customer_id})
+
+
+_INVITED = text(
+    """
+    SELECT count(*) AS invited, count(used_at) AS responded
+      FROM invitations
+     WHERE survey_id = :survey_id AND status <> 'cancelled'
+       AND (CAST(:from_ AS timestamptz) IS NULL OR created_at >= :from_)
+       AND (CAST(:to AS timestamptz) IS NULL OR created_at < :to)
+    """
+)
+
+_SCORES = text(
+    """
+    SELECT count(*) FILTER (WHERE kind = 'nps' AND score >= 9) AS promoters,
+           count(*) FILTER (WHERE kind = 'nps' AND score BETWEEN 7 AND 8) AS passives,
+           count(*) FILTER (WHERE kind = 'nps' AND score <= 6) AS detractors,
+           count(*) FILTER (WHERE kind = 'rating') AS ratings,
+           count(*) FILTER (WHERE kind = 'rating' AND score >= 4) AS satisfied
+      FROM response_scores
+     WHERE survey_id = :survey_id
+       AND (CAST(:from_ AS timestamptz) IS NULL OR submitted_at >= :from_)
+       AND (CAST(:to AS timestamptz) IS NULL OR submitted_at < :to)
+    """
+)
+
+# Periods are computed in UTC; weeks start on Monday (ISO), as date_trunc does.
+_TREND_RESPONSES = text(
+    """
+    SELECT date_trunc(:unit, submitted_at AT TIME ZONE 'UTC') AS period, count(*) AS responses
+      FROM responses
+     WHERE survey_id = :survey_id
+       AND (CAST(:from_ AS timestamptz) IS NULL OR submitted_at >= :from_)
+       AND (CAST(:to AS timestamptz) IS NULL OR submitted_at < :to)
+     GROUP BY 1
+    """
+)
+
+_TREND_NPS = text(
+    """
+    SELECT date_trunc(:unit, submitted_at AT TIME ZONE 'UTC') AS period,
+           count(*) FILTER (WHERE score >= 9) AS promoters,
+           count(*) FILTER (WHERE score <= 6) AS detractors,
+           count(*) AS answered
+      FROM response_scores
+     WHERE survey_id = :survey_id AND kind = 'nps'
+       AND (CAST(:from_ AS timestamptz) IS NULL OR submitted_at >= :from_)
+       AND (CAST(:to AS timestamptz) IS NULL OR submitted_at < :to)
+     GROUP BY 1
+    """
+)
+
+
+async def results(
+    session: AsyncSession, survey_id: uuid.UUID, start: datetime | None, end: datetime | None, unit: str
+) -> tuple[AnyRow, AnyRow, Sequence[AnyRow], Sequence[AnyRow]]:
+    params: dict[str, Any] = {"survey_id": survey_id, "from_": start, "to": end}
+    invited = (await session.execute(_INVITED, params)).one()
+    scores = (await session.execute(_SCORES, params)).one()
+    trend_params = {**params, "unit": unit}
+    by_period = (await session.execute(_TREND_RESPONSES, trend_params)).all()
+    nps_by_period = (await session.execute(_TREND_NPS, trend_params)).all()
+    return invited, scores, by_period, nps_by_period
+
+
+__all__ = [
+    "cancel_pending_mail",
+    "claim_contact",
+    "count_send",
+    "get_survey",
+    "insert_invitation",
+    "insert_response",
+    "insert_survey",
+    "invitation_by_token",
+    "invitation_status",
+    "last_invited_at",
+    "latest_post_purchase_survey",
+    "list_surveys",
+    "results",
+    "suppress",
+    "survey_for_invitation",
+    "use_invitation",
+]

@@ -1,0 +1,156 @@
+"""Request and response bodies of the survey API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StrictInt, StrictStr, StringConstraints, field_validator, model_validator
+
+from kit.types import Identifier, Points, StrictModel
+
+QuestionType = Literal["nps", "rating", "text", "choice"]
+Interval = Literal["day", "week", "month"]
+InvitationStatus = Literal["queued", "sent", "failed", "cancelled"]
+
+# Deliberately simple: one @, no spaces or control characters (no header injection), a dot in the domain.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL_PATTERN = rf"^[^@\s<>\"',;]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
+Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
+OptionText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+MAX_TEXT_ANSWER = 2000
+
+
+class QuestionIn(StrictModel):
+    id: Identifier
+    type: QuestionType
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    required: bool = False
+    options: Annotated[list[OptionText], Field(min_length=2, max_length=20)] | None = None
+
+    @model_validator(mode="after")
+    def _options_only_for_choice(self) -> QuestionIn:
+        if self.type == "choice":
+            if not self.options:
+                raise ValueError("a choice question needs options")
+            if len(set(self.options)) != len(self.options):
+                raise ValueError("options must be distinct")
+        elif self.options is not None:
+            raise ValueError(f"a {self.type} question takes no options")
+        return self
+
+
+class SurveyCreate(StrictModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    questions: Annotated[list[QuestionIn], Field(min_length=1, max_length=50)]
+    reward_points: Points | None = None
+    cooldown_days: Annotated[int, Field(ge=0, le=3650, strict=True)] = 90
+    # Additive to the contract: the newest survey with this flag is sent after purchases.
+    send_after_purchase: bool = False
+
+    @field_validator("questions")
+    @classmethod
+    def _unique_ids(cls, questions: list[QuestionIn]) -> list[QuestionIn]:
+        ids = [q.id for q in questions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("question ids must be unique")
+        return questions
+
+
+class Question(BaseModel):
+    id: str
+    type: QuestionType
+    text: str
+    required: bool
+    options: list[str] | None = None
+
+
+class Survey(BaseModel):
+    id: uuid.UUID
+    name: str
+    questions: list[Question]
+    reward_points: int | None
+    cooldown_days: int
+    send_after_purchase: bool
+    created_at: datetime
+
+
+class InvitationCreate(StrictModel):
+    customer_id: Identifier
+    email: Email
+
+
+class InvitationQueued(BaseModel):
+    invitation_id: uuid.UUID
+    status: InvitationStatus
+
+
+class Invitation(BaseModel):
+    """What became of one invitation (additive to the contract)."""
+
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    customer_id: str
+    status: InvitationStatus
+    source: Literal["api", "purchase"]
+    created_at: datetime
+    send_at: datetime
+    sent_at: datetime | None
+    expires_at: datetime
+    responded_at: datetime | None
+    attempts: int
+    last_error: str | None
+
+
+class InvitationForm(BaseModel):
+    """The survey behind a personal link, for apps that render it themselves."""
+
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    name: str
+    questions: list[Question]
+    reward_points: int | None
+    expires_at: datetime
+
+
+class AnswerIn(StrictModel):
+    question_id: Annotated[str, StringConstraints(max_length=64)]
+    value: StrictInt | StrictStr | None
+
+
+class ResponseCreate(StrictModel):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    answers: Annotated[list[AnswerIn], Field(max_length=100)]
+
+
+class ResponseCreated(BaseModel):
+    response_id: uuid.UUID
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    reward_points: int | None
+    submitted_at: datetime
+
+
+class NpsSummary(BaseModel):
+    score: float | None = Field(description="100 × (promoters − detractors) / answered NPS scores; null with none.")
+    promoters: int
+    passives: int
+    detractors: int
+
+
+class TrendPoint(BaseModel):
+    period_start: datetime
+    responses: int
+    nps: float | None
+
+
+class SurveyResults(BaseModel):
+    survey_id: uuid.UUID
+    invited: int
+    responded: int
+    response_rate: float | None = Field(description="responded / invited, as a fraction; null when none invited.")
+    nps: NpsSummary
+    csat: float | None = Field(description="Share (0-1) of answered ratings that are 4 or 5; null with none.")
+    trend: list[TrendPoint]

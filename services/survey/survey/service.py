@@ -1,0 +1,509 @@
+"""Survey domain logic: surveys, invitations (throttle, suppression, quota), answers and results.
+
+No FastAPI here: callers pass plain values and get schemas back; refusals are kit errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.auth import Caller
+from kit.errors import Conflict, DomainError, FieldError, NotFound, TooManyRequests, ValidationFailed
+from kit.events import publish
+from kit.pagination import Page, PageParams, paginate
+from survey import repository
+from survey.rendering import invitation_message
+from survey.schemas import (
+    MAX_TEXT_ANSWER,
+    Invitation,
+    InvitationForm,
+    InvitationQueued,
+    NpsSummary,
+    Question,
+    ResponseCreated,
+    Survey,
+    SurveyCreate,
+    SurveyResults,
+    TrendPoint,
+)
+
+log = structlog.get_logger("survey.service")
+
+TOKEN_BYTES = 32  # 256 random bits; the contract asks for at least 128
+MAX_TOKEN_LENGTH = 128
+MAX_TREND_PERIODS = 1000
+QUOTA_CALLER_KINDS = ("partner", "customer")
+
+
+class Gone(DomainError):
+    status = 410
+    code = "invitation_expired"
+
+
+@dataclass(frozen=True)
+class InvitePolicy:
+    """The settings that shape an invitation."""
+
+    public_base_url: str
+    sender: str
+    ttl_days: int
+    quota_per_day: int
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _caller_key(caller: Caller | None) -> str:
+    return f"{caller.kind}:{caller.id}" if caller else "internal:events"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _survey(row: Any) -> Survey:
+    return Survey(
+        id=row.id,
+        name=row.name,
+        questions=[Question(**q) for q in row.questions],
+        reward_points=row.reward_points,
+        cooldown_days=row.cooldown_days,
+        send_after_purchase=row.send_after_purchase,
+        created_at=row.created_at,
+    )
+
+
+# Surveys
+
+
+async def create_survey(session: AsyncSession, body: SurveyCreate) -> Survey:
+    row = await repository.insert_survey(
+        session,
+        {
+            "id": uuid.uuid4(),
+            "name": body.name,
+            "questions": [q.model_dump(exclude_none=True) for q in body.questions],
+            "reward_points": body.reward_points,
+            "cooldown_days": body.cooldown_days,
+            "send_after_purchase": body.send_after_purchase,
+        },
+    )
+    return _survey(row)
+
+
+async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> Survey:
+    row = await repository.get_survey(session, survey_id)
+    if row is None:
+        raise NotFound("No survey with this id.", code="survey_not_found")
+    return _survey(row)
+
+
+async def list_surveys(session: AsyncSession, page: PageParams) -> Page[Survey]:
+    rows = await repository.list_surveys(session, page.limit, page.after)
+    items, cursor = paginate(rows, page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id)))
+    return Page[Survey](items=[_survey(r) for r in items], next_cursor=cursor)
+
+
+# Invitations
+
+
+async def invite(
+    session: AsyncSession,
+    policy: InvitePolicy,
+    survey_id: uuid.UUID,
+    customer_id: str,
+    email: str,
+    *,
+    caller: Caller | None,
+    send_at: datetime | None = None,
+    source: str = "api",
+) -> InvitationQueued:
+    """Checks the suppression list, the per-customer throttle and the caller's quota, then writes the
+    invitation and its rendered message (the mail outbox row) in the caller's transaction."""
+    email = email.lower()
+    now = _now()
+    send_at = send_at or now
+    survey = await repository.survey_for_invitation(session, survey_id, customer_id, email)
+    if survey is None:
+        raise NotFound("No survey with this id.", code="survey_not_found")
+    if survey.suppressed:
+        raise Conflict("This customer has opted out of surveys.", code="customer_opted_out")
+    if not await repository.claim_contact(session, customer_id, send_at, survey.cooldown_days):
+        last = await repository.last_invited_at(session, customer_id)
+        next_at = (last + timedelta(days=survey.cooldown_days)) if last else None
+        raise Conflict(
+            f"This customer was invited within the last {survey.cooldown_days} days.",
+            code="survey_throttled",
+            next_invitation_at=next_at.isoformat() if next_at else None,
+        )
+    counted = caller is not None and caller.kind in QUOTA_CALLER_KINDS
+    if counted and not await repository.count_send(session, _caller_key(caller), now.date(), policy.quota_per_day):
+        tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+        raise TooManyRequests(
+            f"The daily quota of {policy.quota_per_day} invitations is used up.",
+            code="send_quota_exceeded",
+            retry_after=int((tomorrow - now).total_seconds()) + 1,
+        )
+
+    invitation_id = uuid.uuid4()
+    token = new_token()
+    expires_at = send_at + timedelta(days=policy.ttl_days)
+    base = policy.public_base_url.rstrip("/")
+    # The message (with the raw token in its link) is rendered now and lives only in the mail outbox row
+    # until the SMTP server accepts it; the invitation itself keeps only the token's hash.
+    message = invitation_message(
+        invitation_id=str(invitation_id),
+        sender=policy.sender,
+        recipient=email,
+        survey_name=survey.name,
+        survey_url=f"{base}/s/{token}",
+        unsubscribe_url=f"{base}/s/{token}/unsubscribe",
+        reward_points=survey.reward_points,
+        expires_at=expires_at,
+        sent_at=send_at,
+    )
+    await repository.insert_invitation(
+        session,
+        {
+            "id": invitation_id,
+            "survey_id": survey_id,
+            "customer_id": customer_id,
+            "email": email,
+            "token_hash": hash_token(token),
+            "source": source,
+            "caller": _caller_key(caller),
+            "send_at": send_at,
+            "expires_at": expires_at,
+            "message": message,
+        },
+    )
+    return InvitationQueued(invitation_id=invitation_id, status="queued")
+
+
+async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitation_id: uuid.UUID) -> Invitation:
+    row = await repository.invitation_status(session, survey_id, invitation_id)
+    if row is None:
+        raise NotFound("No invitation with this id for this survey.", code="invitation_not_found")
+    return Invitation(
+        invitation_id=row.id,
+        survey_id=row.survey_id,
+        customer_id=row.customer_id,
+        status=row.status,
+        source=row.source,
+        created_at=row.created_at,
+        send_at=row.send_at,
+        sent_at=row.sent_at,
+        expires_at=row.expires_at,
+        responded_at=row.used_at,
+        attempts=row.attempts,
+        last_error=row.last_error,
+    )
+
+
+async def schedule_after_purchase(
+    session: AsyncSession, policy: InvitePolicy, customer_id: str, email: str, delay: timedelta
+) -> InvitationQueued | None:
+    """Invite to the newest post-purchase survey after `delay`; None when there is nothing to do."""
+    survey = await repository.latest_post_purchase_survey(session)
+    if survey is None:
+        return None
+    try:
+        async with session.begin_nested():
+            return await invite(
+                session, policy, survey.id, customer_id, email, caller=None, send_at=_now() + delay, source="purchase"
+            )
+    except Conflict as refusal:
+        log.info("survey.purchase_invitation_skipped", customer_id=customer_id, reason=refusal.instance_code)
+        return None
+
+
+# Answering
+
+
+@dataclass(frozen=True)
+class OpenInvitation:
+    id: uuid.UUID
+    survey_id: uuid.UUID
+    customer_id: str
+    email: str
+    name: str
+    questions: list[Question]
+    reward_points: int | None
+    expires_at: datetime
+
+
+async def _find(session: AsyncSession, token: str) -> Any:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    return await repository.invitation_by_token(session, hash_token(token))
+
+
+def _unknown() -> NotFound:
+    return NotFound("This survey link is not valid.", code="invitation_not_found")
+
+
+async def open_invitation(session: AsyncSession, token: str, caller: Caller | None = None) -> OpenInvitation:
+    """The survey behind a link that can still be answered (404 unknown, 409 used, 410 expired)."""
+    row = await _find(session, token)
+    if row is None or (caller is not None and caller.kind == "customer" and caller.id != row.customer_id):
+        raise _unknown()
+    if row.used_at is not None:
+        raise Conflict("This survey has already been answered.", code="invitation_used")
+    if row.expires_at <= _now():
+        raise Gone("This survey link has expired.")
+    return OpenInvitation(
+        id=row.id,
+        survey_id=row.survey_id,
+        customer_id=row.customer_id,
+        email=row.email,
+        name=row.name,
+        questions=[Question(**q) for q in row.questions],
+        reward_points=row.reward_points,
+        expires_at=row.expires_at,
+    )
+
+
+async def invitation_form(session: AsyncSession, token: str, caller: Caller | None = None) -> InvitationForm:
+    found = await open_invitation(session, token, caller)
+    return InvitationForm(
+        invitation_id=found.id,
+        survey_id=found.survey_id,
+        name=found.name,
+        questions=found.questions,
+        reward_points=found.reward_points,
+        expires_at=found.expires_at,
+    )
+
+
+class _Answers:
+    """Validated answers: what is stored, and the NPS/rating scores that results aggregate."""
+
+    INT_RANGES: ClassVar[dict[str, tuple[int, int]]] = {"nps": (0, 10), "rating": (1, 5)}
+
+    def __init__(self) -> None:
+        self.stored: list[dict[str, Any]] = []
+        self.scores: list[tuple[str, str, int]] = []
+        self.errors: list[FieldError] = []
+
+
+def validate_answers(
+    questions: Sequence[Question], answers: Sequence[tuple[str, Any]], *, from_form: bool = False
+) -> _Answers:
+    """Each answer checked against its question's type; required questions must be answered.
+
+    Form posts carry only strings: there, numbers are parsed and an empty field is no answer.
+    """
+    result = _Answers()
+    by_id = {q.id: q for q in questions}
+    given: dict[str, Any] = {}
+    for index, (question_id, value) in enumerate(answers):
+        field = f"answers.{index}.question_id"
+        if question_id not in by_id:
+            result.errors.append(FieldError(field, f"No question {question_id!r} in this survey."))
+        elif question_id in given:
+            result.errors.append(FieldError(field, f"Question {question_id!r} is answered twice."))
+        else:
+            given[question_id] = value
+    for question in questions:
+        field = f"answers.{question.id}"
+        value = given.get(question.id)
+        if isinstance(value, str) and (from_form or question.type != "text"):
+            value = value.strip()
+        if value is None or value == "":
+            if question.required:
+                result.errors.append(FieldError(field, "This question is required."))
+            continue
+        if question.type in _Answers.INT_RANGES:
+            low, high = _Answers.INT_RANGES[question.type]
+            if from_form and isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 4:
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                result.errors.append(FieldError(field, f"Must be a whole number from {low} to {high}."))
+                continue
+            result.scores.append((question.id, question.type, value))
+        elif question.type == "text":
+            if not isinstance(value, str):
+                result.errors.append(FieldError(field, "Must be text."))
+                continue
+            if len(value) > MAX_TEXT_ANSWER:
+                result.errors.append(FieldError(field, f"At most {MAX_TEXT_ANSWER} characters."))
+                continue
+        elif question.type == "choice" and (not isinstance(value, str) or value not in (question.options or ())):
+            result.errors.append(FieldError(field, "Must be one of the question's options."))
+            continue
+        result.stored.append({"question_id": question.id, "value": value})
+    return result
+
+
+async def submit_response(
+    session: AsyncSession,
+    token: str,
+    answers: Sequence[tuple[str, Any]],
+    *,
+    caller: Caller | None = None,
+    from_form: bool = False,
+) -> ResponseCreated:
+    """Records the answers once per link and, in the same transaction, publishes the reward and the
+    detractor events; a second submission of the same link is 409 `invitation_used`."""
+    found = await open_invitation(session, token, caller)
+    checked = validate_answers(found.questions, answers, from_form=from_form)
+    if checked.errors:
+        raise ValidationFailed(checked.errors, detail="Some answers are not valid.")
+    now = _now()
+    if not await repository.use_invitation(session, found.id, now):
+        raise Conflict("This survey has already been answered.", code="invitation_used")
+    response_id = uuid.uuid4()
+    await repository.insert_response(
+        session,
+        {
+            "id": response_id,
+            "invitation_id": found.id,
+            "survey_id": found.survey_id,
+            "customer_id": found.customer_id,
+            "answers": checked.stored,
+            "submitted_at": now,
+        },
+        [
+            {
+                "response_id": response_id,
+                "question_id": qid,
+                "survey_id": found.survey_id,
+                "kind": kind,
+                "score": score,
+                "submitted_at": now,
+            }
+            for qid, kind, score in checked.scores
+        ],
+    )
+    common = {
+        "response_id": str(response_id),
+        "invitation_id": str(found.id),
+        "survey_id": str(found.survey_id),
+        "customer_id": found.customer_id,
+    }
+    if found.reward_points:
+        await publish(session, "survey.responded", {**common, "reward_points": found.reward_points}, ["points"])
+    nps_scores = [score for _, kind, score in checked.scores if kind == "nps"]
+    if nps_scores and min(nps_scores) <= 6:
+        await publish(session, "survey.detractor", {**common, "score": min(nps_scores)}, ["coupon"])
+    log.info("survey.responded", survey_id=str(found.survey_id), response_id=str(response_id))
+    return ResponseCreated(
+        response_id=response_id,
+        invitation_id=found.id,
+        survey_id=found.survey_id,
+        reward_points=found.reward_points,
+        submitted_at=now,
+    )
+
+
+# Opting out
+
+
+async def unsubscribe_target(session: AsyncSession, token: str) -> str:
+    """The customer a link belongs to. Used and expired links still unsubscribe: an old email must work."""
+    row = await _find(session, token)
+    if row is None:
+        raise _unknown()
+    return str(row.customer_id)
+
+
+async def unsubscribe(session: AsyncSession, token: str) -> None:
+    row = await _find(session, token)
+    if row is None:
+        raise _unknown()
+    await repository.suppress(session, row.customer_id, row.email, "opt_out")
+    await repository.cancel_pending_mail(session, row.customer_id)
+    log.info("survey.opted_out", customer_id=row.customer_id)
+
+
+# Results
+
+_STEP = {"day": timedelta(days=1), "week": timedelta(weeks=1)}
+
+
+def _next_period(start: datetime, interval: str) -> datetime:
+    if interval == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start + _STEP[interval]
+
+
+def _truncate(moment: datetime, interval: str) -> datetime:
+    moment = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "week":
+        return moment - timedelta(days=moment.weekday())
+    if interval == "month":
+        return moment.replace(day=1)
+    return moment
+
+
+def _nps(promoters: int, detractors: int, answered: int) -> float | None:
+    return round(100 * (promoters - detractors) / answered, 1) if answered else None
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def results(
+    session: AsyncSession, survey_id: uuid.UUID, start: datetime | None, end: datetime | None, interval: str
+) -> SurveyResults:
+    """`invited`/`responded` count invitations made within [from, to) and how many of those were answered;
+    NPS, CSAT and the trend count answers submitted within [from, to)."""
+    start, end = _utc(start), _utc(end)
+    if start and end and start >= end:
+        raise ValidationFailed([FieldError("from", "Must be before `to`.")])
+    if start and end and (end - start) / _STEP.get(interval, timedelta(days=28)) > MAX_TREND_PERIODS:
+        raise ValidationFailed([FieldError("interval", f"At most {MAX_TREND_PERIODS} periods; use a longer one.")])
+    await get_survey(session, survey_id)
+    invited, scores, by_period, nps_by_period = await repository.results(session, survey_id, start, end, interval)
+
+    responses: Mapping[datetime, int] = {r.period.replace(tzinfo=UTC): r.responses for r in by_period}
+    nps: Mapping[datetime, Any] = {r.period.replace(tzinfo=UTC): r for r in nps_by_period}
+    trend: list[TrendPoint] = []
+    known = sorted(responses)
+    first = _truncate(start, interval) if start else (known[0] if known else None)
+    last = end if end else (known[-1] if known else None)
+    period = first
+    while period is not None and last is not None and period <= last and len(trend) < MAX_TREND_PERIODS:
+        if end is None or period < end:
+            row = nps.get(period)
+            trend.append(
+                TrendPoint(
+                    period_start=period,
+                    responses=responses.get(period, 0),
+                    nps=_nps(row.promoters, row.detractors, row.answered) if row else None,
+                )
+            )
+        period = _next_period(period, interval)
+
+    answered_nps = scores.promoters + scores.passives + scores.detractors
+    return SurveyResults(
+        survey_id=survey_id,
+        invited=invited.invited,
+        responded=invited.responded,
+        response_rate=round(invited.responded / invited.invited, 4) if invited.invited else None,
+        nps=NpsSummary(
+            score=_nps(scores.promoters, scores.detractors, answered_nps),
+            promoters=scores.promoters,
+            passives=scores.passives,
+            detractors=scores.detractors,
+        ),
+        csat=round(scores.satisfied / scores.ratings, 4) if scores.ratings else None,
+        trend=trend,
+    )
