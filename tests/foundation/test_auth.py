@@ -50,7 +50,7 @@ class TestMissingOrBadTokens:
 
     async def test_token_signed_with_another_secret_is_401(self, platform: Platform) -> None:
         future = datetime.now(UTC) + timedelta(minutes=5)
-        token = jwt.encode({"sub": "c1", "exp": future}, "another-secret-of-enough-length", algorithm="HS256")
+        token = jwt.encode({"sub": "c1", "exp": future}, "another-secret-of-enough-length-32b", algorithm="HS256")
         async with platform.client(token=token) as client:
             assert_problem(await client.get("/v1/me/points"), 401, "unauthorized")
 
