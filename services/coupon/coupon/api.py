@@ -1,5 +1,253 @@
 """HTTP routes of the coupon service: thin, each a call into the domain layer."""
 
-from kit.db import service_router
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import BackgroundTasks, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from coupon import service
+from coupon.schemas import (
+    Campaign,
+    CampaignCreate,
+    CampaignPatch,
+    CodeJob,
+    CodesRequest,
+    CouponCode,
+    Issuance,
+    IssuanceRequest,
+    Redemption,
+    RedemptionRequest,
+    Rule,
+    RuleCreate,
+    RulePatch,
+    ValidationRequest,
+    ValidationResult,
+    WalletCoupon,
+)
+from coupon.service import CouponRuntime
+from kit.auth import CallerDep
+from kit.db import Database, SessionDep, service_router
+from kit.errors import problem_responses
+from kit.pagination import Page, PageParamsDep
+from kit.types import CustomerIdPath
 
 router = service_router(tags=["coupon"])
+
+
+def _runtime(request: Request) -> CouponRuntime:
+    return request.app.state.coupon_runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[CouponRuntime, Depends(_runtime)]
+CodePath = Annotated[str, Path(min_length=1, max_length=64, description="The code; case and separators ignored.")]
+
+
+@router.post(
+    "/v1/coupon-campaigns",
+    operation_id="create_coupon_campaign",
+    status_code=201,
+    response_model=Campaign,
+    responses=problem_responses(422),
+)
+async def create(body: CampaignCreate, session: SessionDep, runtime: RuntimeDep) -> Campaign:
+    return await service.create_campaign(session, runtime, body)
+
+
+@router.get(
+    "/v1/coupon-campaigns",
+    operation_id="list_coupon_campaigns",
+    response_model=Page[Campaign],
+    responses=problem_responses(422),
+)
+async def list_(session: SessionDep, page: PageParamsDep, active: bool | None = None) -> Page[Campaign]:
+    return await service.list_campaigns(session, page, active)
+
+
+@router.get(
+    "/v1/coupon-campaigns/{campaign_id}",
+    operation_id="get_coupon_campaign",
+    response_model=Campaign,
+    responses=problem_responses(404, 422),
+)
+async def get(campaign_id: uuid.UUID, session: SessionDep) -> Campaign:
+    return await service.get_campaign(session, campaign_id)
+
+
+@router.patch(
+    "/v1/coupon-campaigns/{campaign_id}",
+    operation_id="update_coupon_campaign",
+    response_model=Campaign,
+    responses=problem_responses(404, 422),
+)
+async def update(campaign_id: uuid.UUID, body: CampaignPatch, session: SessionDep) -> Campaign:
+    return await service.update_campaign(session, campaign_id, body)
+
+
+@router.post(
+    "/v1/coupon-campaigns/{campaign_id}/codes",
+    operation_id="generate_coupon_codes",
+    status_code=201,
+    response_model=CodeJob,
+    responses={202: {"description": "A background job was started.", "model": CodeJob}, **problem_responses(404, 422)},
+)
+async def generate_codes(
+    campaign_id: uuid.UUID,
+    body: CodesRequest,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    response: Response,
+    background: BackgroundTasks,
+) -> CodeJob:
+    job, done = await service.request_codes(session, runtime, campaign_id, body)
+    response.headers["Location"] = f"/v1/coupon-campaigns/{campaign_id}/code-jobs/{job.id}"
+    if not done:
+        response.status_code = 202
+        # after the response is sent, i.e. after the job row committed
+        background.add_task(runtime.wake_jobs)
+    return job
+
+
+@router.get(
+    "/v1/coupon-campaigns/{campaign_id}/code-jobs/{job_id}",
+    operation_id="get_coupon_code_job",
+    response_model=CodeJob,
+    responses=problem_responses(404, 422),
+)
+async def get_code_job(campaign_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep) -> CodeJob:
+    return await service.get_code_job(session, campaign_id, job_id)
+
+
+@router.get(
+    "/v1/coupon-campaigns/{campaign_id}/codes",
+    operation_id="list_coupon_codes",
+    response_model=Page[CouponCode],
+    responses={200: {"content": {"text/csv": {}}}, **problem_responses(404, 422)},
+)
+async def list_codes(
+    campaign_id: uuid.UUID,
+    session: SessionDep,
+    page: PageParamsDep,
+    request: Request,
+    format: Annotated[Literal["json", "csv"], Query(description="`csv` streams every code.")] = "json",
+) -> Page[CouponCode] | StreamingResponse:
+    if format == "csv":
+        await service.check_campaign_exists(session, campaign_id)
+        database: Database = request.app.state.database
+        return StreamingResponse(
+            service.stream_codes_csv(database.sessionmaker, campaign_id),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="coupon-codes-{campaign_id}.csv"'},
+        )
+    return await service.list_codes(session, campaign_id, page)
+
+
+@router.post(
+    "/v1/coupon-campaigns/{campaign_id}/issuances",
+    operation_id="issue_coupon",
+    status_code=201,
+    response_model=Issuance,
+    responses=problem_responses(404, 422),
+)
+async def issue(
+    campaign_id: uuid.UUID, body: IssuanceRequest, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
+) -> Issuance:
+    caller.require_customer(body.customer_id)
+    return await service.issue_coupon(session, runtime, campaign_id, body)
+
+
+@router.get(
+    "/v1/customers/{customer_id}/coupons",
+    operation_id="list_customer_coupons",
+    response_model=Page[WalletCoupon],
+    responses=problem_responses(404, 422),
+)
+async def customer_wallet(
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    page: PageParamsDep,
+    caller: CallerDep,
+    status: Literal["active", "redeemed", "expired"] | None = None,
+) -> Page[WalletCoupon]:
+    caller.require_customer(customer_id)
+    return await service.wallet(session, customer_id, status, page)
+
+
+@router.post(
+    "/v1/coupons/{code}/validation",
+    operation_id="validate_coupon",
+    response_model=ValidationResult,
+    responses=problem_responses(404, 422, 429),
+)
+async def validate(
+    code: CodePath, body: ValidationRequest, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
+) -> ValidationResult:
+    caller.require_customer(body.customer_id)
+    return await service.validate(session, runtime, caller, code, body)
+
+
+@router.post(
+    "/v1/coupons/{code}/redemptions",
+    operation_id="redeem_coupon",
+    status_code=201,
+    response_model=Redemption,
+    responses=problem_responses(404, 409, 422, 429),
+)
+async def redeem(
+    code: CodePath, body: RedemptionRequest, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
+) -> Redemption:
+    caller.require_customer(body.customer_id)
+    return await service.redeem(session, runtime, caller, code, body)
+
+
+@router.post(
+    "/v1/coupon-redemptions/{redemption_id}/rollback",
+    operation_id="roll_back_coupon_redemption",
+    response_model=Redemption,
+    responses=problem_responses(404, 422),
+)
+async def roll_back(redemption_id: uuid.UUID, session: SessionDep) -> Redemption:
+    return await service.roll_back(session, redemption_id)
+
+
+@router.post(
+    "/v1/coupon-rules",
+    operation_id="create_coupon_rule",
+    status_code=201,
+    response_model=Rule,
+    responses=problem_responses(404, 422),
+)
+async def create_rule(body: RuleCreate, session: SessionDep) -> Rule:
+    return await service.create_rule(session, body)
+
+
+@router.get(
+    "/v1/coupon-rules",
+    operation_id="list_coupon_rules",
+    response_model=Page[Rule],
+    responses=problem_responses(422),
+)
+async def list_rules(session: SessionDep, page: PageParamsDep) -> Page[Rule]:
+    return await service.list_rules(session, page)
+
+
+@router.get(
+    "/v1/coupon-rules/{rule_id}",
+    operation_id="get_coupon_rule",
+    response_model=Rule,
+    responses=problem_responses(404, 422),
+)
+async def get_rule(rule_id: uuid.UUID, session: SessionDep) -> Rule:
+    return await service.get_rule(session, rule_id)
+
+
+@router.patch(
+    "/v1/coupon-rules/{rule_id}",
+    operation_id="update_coupon_rule",
+    response_model=Rule,
+    responses=problem_responses(404, 422),
+)
+async def update_rule(rule_id: uuid.UUID, body: RulePatch, session: SessionDep) -> Rule:
+    return await service.update_rule(session, rule_id, body)

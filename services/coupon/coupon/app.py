@@ -3,8 +3,13 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from coupon.api import router
+from coupon.events import handlers
+from coupon.guards import FormatCache, GuessThrottle
+from coupon.jobs import CodeJobRunner
+from coupon.service import CouponRuntime
 from coupon.settings import CouponSettings
 from kit.app import ServiceSpec, create_service_app
+from kit.background import PeriodicJob
 
 SCHEMA = "coupon"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -12,11 +17,38 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def create_app(settings: CouponSettings | None = None) -> FastAPI:
     settings = settings or CouponSettings()  # type: ignore[call-arg]
+    throttle = GuessThrottle(settings.guess_limit, settings.guess_window_seconds)
+    runners: list[CodeJobRunner] = []
+
+    async def wake_jobs() -> None:
+        for runner in runners:
+            await runner.wake()
+
+    runtime = CouponRuntime(settings=settings, throttle=throttle, formats=FormatCache(), wake_jobs=wake_jobs)
+
+    async def on_startup(app: FastAPI) -> None:
+        runner = CodeJobRunner(app.state.database, settings.code_batch_size)
+        runners.append(runner)
+        runner.start()
+
+    async def on_shutdown(app: FastAPI) -> None:
+        for runner in runners:
+            await runner.stop()
+
+    async def prune_throttle() -> None:
+        throttle.prune()
+
     spec = ServiceSpec(
         name="coupon",
         schema=SCHEMA,
         routers=[router],
         migrations_dir=MIGRATIONS_DIR,
         description="Campaigns, unguessable codes, issuance, validation, redemptions and surprise rules.",
+        event_handlers=handlers(runtime),
+        jobs=lambda _app: [PeriodicJob("coupon.throttle.prune", 60, prune_throttle)],
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
     )
-    return create_service_app(spec, settings)
+    app = create_service_app(spec, settings)
+    app.state.coupon_runtime = runtime
+    return app

@@ -1,0 +1,181 @@
+"""SQL of the coupon service. Hot paths (redemption, validation) are hand-written statements; bulk codes
+go through COPY on the raw asyncpg connection."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coupon.codes import CodeFormat, as_strings, copy_rows, generate_bodies
+
+__all__ = [
+    "driver_connection",
+    "store_codes",
+]
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, inside the session's transaction."""
+    raw = await (await session.connection()).get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
+
+
+_INSERT_SKIPPING_DUPLICATES = """
+INSERT INTO codes (code, campaign_id, seq)
+SELECT c, $2, s FROM unnest($1::text[], $3::bigint[]) AS t(c, s)
+ON CONFLICT (code) DO NOTHING
+RETURNING seq
+"""
+
+
+async def store_codes(
+    connection: asyncpg.Connection, campaign_id: uuid.UUID, fmt: CodeFormat, seq_start: int, count: int
+) -> None:
+    """Generate and store `count` codes with sequence numbers `seq_start ...`.
+
+    COPY is all-or-nothing, so a collision with an existing code (about `count * live / space`, below
+    2^-40 per code under the guessability rule) rolls back to a savepoint and the batch goes in with
+    `ON CONFLICT DO NOTHING`; the codes that collided are drawn again, keeping their sequence numbers.
+    """
+    await store_batch(connection, campaign_id, fmt, generate_bodies(fmt, count), seq_start)
+
+
+async def store_batch(
+    connection: asyncpg.Connection,
+    campaign_id: uuid.UUID,
+    fmt: CodeFormat,
+    bodies: npt.NDArray[np.uint8],
+    seq_start: int,
+) -> None:
+    await connection.execute("SAVEPOINT coupon_codes_copy")
+    try:
+        await connection.copy_to_table(
+            "codes", source=copy_rows(bodies, str(campaign_id), seq_start), columns=["code", "campaign_id", "seq"]
+        )
+    except asyncpg.UniqueViolationError:
+        await connection.execute("ROLLBACK TO SAVEPOINT coupon_codes_copy")
+        await _insert_with_retries(connection, campaign_id, fmt, as_strings(bodies), seq_start)
+    else:
+        await connection.execute("RELEASE SAVEPOINT coupon_codes_copy")
+
+
+async def _insert_with_retries(
+    connection: asyncpg.Connection, campaign_id: uuid.UUID, fmt: CodeFormat, codes: list[str], seq_start: int
+) -> None:
+    pending = dict(zip(range(seq_start, seq_start + len(codes)), codes, strict=True))
+    while pending:
+        seqs = list(pending)
+        inserted = await connection.fetch(_INSERT_SKIPPING_DUPLICATES, [pending[s] for s in seqs], campaign_id, seqs)
+        for record in inserted:
+            del pending[record["seq"]]
+        if pending:
+            fresh = as_strings(generate_bodies(fmt, len(pending)))
+            pending = dict(zip(pending, fresh, strict=True))
+
+
+async def insert_one_code(session: AsyncSession, campaign_id: uuid.UUID, fmt: CodeFormat, seq: int) -> str:
+    connection = await driver_connection(session)
+    while True:
+        code = as_strings(generate_bodies(fmt, 1))[0]
+        inserted = await connection.fetch(_INSERT_SKIPPING_DUPLICATES, [code], campaign_id, [seq])
+        if inserted:
+            return code
+
+
+async def fetch_one(session: AsyncSession, sql: str, **params: Any) -> Row[Any] | None:
+    return (await session.execute(text(sql), params)).first()
+
+
+async def fetch_all(session: AsyncSession, sql: str, **params: Any) -> Sequence[Row[Any]]:
+    return (await session.execute(text(sql), params)).all()
+
+
+async def execute(session: AsyncSession, sql: str, **params: Any) -> int:
+    result = await session.execute(text(sql), params)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+CAMPAIGN_COLUMNS = """
+    k.id, k.name, k.discount_type, k.discount_value, k.currency, k.max_discount, k.code_prefix, k.code_length,
+    k.charset, k.per_code_limit, k.per_customer_limit, k.total_limit, k.uses, k.min_order_total, k.categories,
+    k.valid_from, k.valid_until, k.active, k.generated, k.issued, k.reserved, k.issue_cursor, k.created_at,
+    k.updated_at
+"""
+
+SELECT_CAMPAIGN = f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns k WHERE k.id = :id"
+
+REDEMPTION_STATS = """
+SELECT campaign_id,
+       count(*) FILTER (WHERE rolled_back_at IS NULL) AS redeemed,
+       count(*) FILTER (WHERE rolled_back_at IS NOT NULL) AS rolled_back
+  FROM redemptions WHERE campaign_id = ANY(:ids) GROUP BY campaign_id
+"""
+
+LATEST_JOBS = """
+SELECT DISTINCT ON (campaign_id) id, campaign_id, status, requested, generated, created_at, started_at,
+       finished_at, error
+  FROM code_jobs WHERE campaign_id = ANY(:ids) ORDER BY campaign_id, created_at DESC
+"""
+
+JOB_COLUMNS = "id, campaign_id, status, requested, generated, created_at, started_at, finished_at, error"
+
+# Locks the code row (the row that carries the per-code limit); the campaign is read, not locked.
+LOCK_CODE = f"""
+SELECT c.code, c.customer_id AS assigned_to, c.uses AS code_uses, now() AS now, {CAMPAIGN_COLUMNS}
+  FROM codes c JOIN campaigns k ON k.id = c.campaign_id
+ WHERE c.code = :code
+   FOR UPDATE OF c
+"""
+
+READ_CODE = f"""
+SELECT c.code, c.customer_id AS assigned_to, c.uses AS code_uses, now() AS now, {CAMPAIGN_COLUMNS},
+       (SELECT uses FROM customer_uses u WHERE u.campaign_id = k.id AND u.customer_id = :customer_id)
+           AS customer_uses
+  FROM codes c JOIN campaigns k ON k.id = c.campaign_id
+ WHERE c.code = :code
+"""
+
+REDEMPTION_COLUMNS = """
+id, code, campaign_id, customer_id, order_id, currency, discount_amount, created_at, rolled_back_at
+"""
+
+PRIOR_REDEMPTION = f"SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE code = :code AND order_id = :order_id"
+
+# The per-customer limit lives on its own row: a conditional upsert, so two codes of one campaign
+# redeemed at once by one customer cannot both pass.
+TAKE_CUSTOMER_USE = """
+INSERT INTO customer_uses AS u (campaign_id, customer_id, uses) VALUES (:campaign_id, :customer_id, 1)
+ON CONFLICT (campaign_id, customer_id) DO UPDATE SET uses = u.uses + 1 WHERE u.uses < :limit
+RETURNING uses
+"""
+
+TAKE_CAMPAIGN_USE = """
+UPDATE campaigns SET uses = uses + 1 WHERE id = :campaign_id AND uses < total_limit RETURNING uses
+"""
+
+INSERT_REDEMPTION = f"""
+WITH used AS (UPDATE codes SET uses = uses + 1 WHERE code = :code)
+INSERT INTO redemptions (id, code, campaign_id, customer_id, order_id, order_total, currency, discount_amount)
+VALUES (:id, :code, :campaign_id, :customer_id, :order_id, :order_total, :currency, :discount_amount)
+RETURNING {REDEMPTION_COLUMNS}
+"""
+
+ROLL_BACK = f"""
+UPDATE redemptions SET rolled_back_at = now() WHERE id = :id AND rolled_back_at IS NULL
+RETURNING {REDEMPTION_COLUMNS}
+"""
+
+# Given back one statement at a time, in the order a redemption takes them (code, customer, campaign),
+# so a rollback and a redemption never wait on each other in a cycle.
+GIVE_BACK = (
+    "UPDATE codes SET uses = uses - 1 WHERE code = :code",
+    "UPDATE customer_uses SET uses = uses - 1 WHERE campaign_id = :campaign_id AND customer_id = :customer_id",
+    "UPDATE campaigns SET uses = uses - 1 WHERE id = :campaign_id AND total_limit IS NOT NULL",
+)
