@@ -1,0 +1,143 @@
+"""Lots: redemptions use the lots that expire first; expiry runs write `expire` transactions for what is left.
+
+To let time pass, a test moves a lot's `expires_at` into the past with SQL (the service has no clock
+override: an `as_of` on the public expiry run would let anyone holding the admin key expire points early).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.points.conftest import DEFAULT_RULES, audit_clean, balance, earn, ledger, new_id
+
+
+async def lots_of(db: asyncpg.Connection, customer: str) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        "SELECT l.id, l.points, l.remaining, l.expires_at, t.reference FROM lots l "
+        "JOIN transactions t ON t.id = l.transaction_id WHERE l.customer_id = $1 ORDER BY l.id",
+        customer,
+    )
+    return [dict(r) for r in rows]
+
+
+async def age_lot(db: asyncpg.Connection, customer: str, reference: str, *, days_ago: int = 1) -> None:
+    """Time travel for one lot: it expired `days_ago` days ago."""
+    await db.execute(
+        "UPDATE lots SET expires_at = now() - make_interval(days => $3) "
+        "WHERE customer_id = $1 AND transaction_id = "
+        "(SELECT id FROM transactions WHERE customer_id = $1 AND type = 'earn' AND reference = $2)",
+        customer,
+        reference,
+        days_ago,
+    )
+
+
+@pytest.mark.usefixtures("restore_rules")
+class TestFifoByExpiry:
+    async def test_redemption_uses_the_lot_that_expires_first_not_the_oldest(
+        self, points: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        customer = new_id()
+        await earn(points, customer, 100, reference="long")  # expires in 365 days
+        await points.put("/v1/points/rules", json={**DEFAULT_RULES, "expires_after_days": 30})
+        await earn(points, customer, 50, reference="short")  # newer, but expires in 30 days
+        response = await points.post(
+            f"/v1/customers/{customer}/points/redemptions", json={"points": 70, "reference": "r"}
+        )
+        assert response.status_code == 201
+        remaining = {lot["reference"]: lot["remaining"] for lot in await lots_of(db, customer)}
+        assert remaining == {"short": 0, "long": 80}
+        view = await balance(points, customer)
+        assert view["balance"] == 80
+        assert [e["points"] for e in view["expiring"]] == [80]
+
+    async def test_expiring_lists_open_lots_soonest_first(self, points: httpx.AsyncClient) -> None:
+        customer = new_id()
+        await earn(points, customer, 10, reference="a")
+        await points.put("/v1/points/rules", json={**DEFAULT_RULES, "expires_after_days": 7})
+        await earn(points, customer, 20, reference="b")
+        view = await balance(points, customer)
+        assert [e["points"] for e in view["expiring"]] == [20, 10]
+        assert view["expiring"][0]["expires_at"] < view["expiring"][1]["expires_at"]
+
+    async def test_points_without_expiry_are_used_last(self, points: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+        customer = new_id()
+        await points.put("/v1/points/rules", json={**DEFAULT_RULES, "expires_after_days": None})
+        await earn(points, customer, 10, reference="forever")
+        await points.put("/v1/points/rules", json={**DEFAULT_RULES, "expires_after_days": 400})
+        await earn(points, customer, 10, reference="dated")
+        await points.post(f"/v1/customers/{customer}/points/redemptions", json={"points": 15, "reference": "r"})
+        remaining = {lot["reference"]: lot["remaining"] for lot in await lots_of(db, customer)}
+        assert remaining == {"forever": 5, "dated": 0}
+        assert (await balance(points, customer))["expiring"] == []
+
+
+class TestExpiryRuns:
+    async def test_expiry_writes_expire_transactions_for_what_is_left(
+        self, points: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        customer = new_id()
+        await earn(points, customer, 100, reference="old")
+        await earn(points, customer, 40, reference="new")
+        await points.post(f"/v1/customers/{customer}/points/redemptions", json={"points": 30, "reference": "r"})
+        await age_lot(db, customer, "old")
+        run = await points.post("/v1/points/expiry-runs")
+        assert run.status_code == 201
+        assert run.json()["points_expired"] >= 70
+        assert run.json()["lots_expired"] >= 1
+        assert (await balance(points, customer))["balance"] == 40
+        entries = await ledger(points, customer)
+        assert [(e["type"], e["points"], e["balance_after"]) for e in entries] == [
+            ("earn", 100, 100),
+            ("earn", 40, 140),
+            ("redeem", -30, 110),
+            ("expire", -70, 40),
+        ]
+        again = (await points.post("/v1/points/expiry-runs")).json()
+        assert again["lots_expired"] == 0
+        assert (await balance(points, customer))["balance"] == 40
+        await audit_clean(points)
+
+    async def test_a_fully_spent_lot_expires_nothing(self, points: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+        customer = new_id()
+        await earn(points, customer, 10, reference="old")
+        await points.post(f"/v1/customers/{customer}/points/redemptions", json={"points": 10, "reference": "r"})
+        await age_lot(db, customer, "old")
+        await points.post("/v1/points/expiry-runs")
+        assert [e["type"] for e in await ledger(points, customer)] == ["earn", "redeem"]
+
+    async def test_expiry_run_is_admin_only_through_the_gateway(self, admin: httpx.AsyncClient) -> None:
+        key = await admin.post("/v1/api-keys", json={"name": new_id("k"), "scopes": ["points:write", "points:read"]})
+        assert key.status_code == 201, key.text
+        async with httpx.AsyncClient(
+            base_url=str(admin.base_url), headers={"Authorization": f"Bearer {key.json()['key']}"}
+        ) as partner:
+            assert (await partner.post("/v1/points/expiry-runs")).status_code == 403
+        assert (await admin.post("/v1/points/expiry-runs")).status_code == 201
+
+
+class TestLiability:
+    async def test_liability_counts_open_lots_by_expiry_month(self, points: httpx.AsyncClient) -> None:
+        before = (await points.get("/v1/points/liability")).json()
+        customer = new_id()
+        await earn(points, customer, 123)
+        after = (await points.get("/v1/points/liability")).json()
+        assert after["total_points"] == before["total_points"] + 123
+        assert sum(m["points"] for m in after["by_expiry_month"]) == after["total_points"]
+
+
+class TestAppendOnly:
+    async def test_the_ledger_refuses_updates_and_deletes(
+        self, points: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        customer = new_id()
+        await earn(points, customer, 5)
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await db.execute("UPDATE transactions SET points = 500 WHERE customer_id = $1", customer)
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await db.execute("DELETE FROM transactions WHERE customer_id = $1", customer)
+        assert (await balance(points, customer))["balance"] == 5
