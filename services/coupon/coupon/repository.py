@@ -23,6 +23,8 @@ __all__ = [
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under the session, inside the session's transaction."""
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement: make sure it has been sent.
+    await session.execute(text("SELECT 1"))
     raw = await (await session.connection()).get_raw_connection()
     return raw.driver_connection  # type: ignore[return-value]
 
@@ -57,7 +59,9 @@ async def store_batch(
     await connection.execute("SAVEPOINT coupon_codes_copy")
     try:
         await connection.copy_to_table(
-            "codes", source=copy_rows(bodies, str(campaign_id), seq_start), columns=["code", "campaign_id", "seq"]
+            "codes",
+            source=memoryview(copy_rows(bodies, str(campaign_id), seq_start)),  # bytes would be taken for a path
+            columns=["code", "campaign_id", "seq"],
         )
     except asyncpg.UniqueViolationError:
         await connection.execute("ROLLBACK TO SAVEPOINT coupon_codes_copy")

@@ -1,0 +1,107 @@
+import asyncio
+import csv
+import io
+import secrets
+from typing import Any
+
+import httpx
+import pytest
+
+from coupon.codes import CodeFormat
+from tests.coupon.helpers import create_campaign, generate
+
+
+async def _wait_for_job(client: httpx.AsyncClient, location: str) -> dict[str, Any]:
+    for _ in range(600):
+        job = (await client.get(location)).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the code generation job did not finish")
+
+
+async def test_small_count_is_generated_in_the_request(coupon: httpx.AsyncClient) -> None:
+    campaign = await create_campaign(coupon, code={"prefix": "W1", "length": 12, "charset": "alphanumeric"})
+    response = await coupon.post(f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": 250})
+    assert response.status_code == 201
+    assert response.json()["status"] == "succeeded"
+    assert response.json()["generated"] == 250
+    codes = await generate(coupon, campaign["id"], 50)
+    assert len(codes) == len(set(codes)) == 300
+    fmt = CodeFormat("W1", 12, "alphanumeric")
+    assert all(fmt.accepts(code) for code in codes)
+    stats = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()["stats"]
+    assert stats["generated"] == 300
+
+
+async def test_count_limits(coupon: httpx.AsyncClient) -> None:
+    campaign = await create_campaign(coupon)
+    for count in (0, 1_000_001, "5"):
+        response = await coupon.post(f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": count})
+        assert response.status_code == 422
+
+
+async def test_guessable_count_is_refused(coupon: httpx.AsyncClient) -> None:
+    # 31^11 possible default codes / 2^40 = 23,108 codes at most for the default format
+    campaign = await create_campaign(coupon, code={"prefix": "GUESS", "length": 12, "charset": "unambiguous"})
+    response = await coupon.post(f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": 23_109})
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["code"] == "codes_guessable"
+    assert problem["max_codes"] == 31**11 >> 40
+    assert "2^40" in problem["detail"]
+    stats = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()["stats"]
+    assert stats["generated"] == 0
+    # numeric codes of 10 characters can never be safe
+    short = await create_campaign(coupon, code={"length": 10, "charset": "numeric"})
+    refused = await coupon.post(f"/v1/coupon-campaigns/{short['id']}/codes", json={"count": 1})
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "codes_guessable"
+
+
+async def test_large_count_runs_as_a_job_and_exports_as_csv(coupon: httpx.AsyncClient) -> None:
+    campaign = await create_campaign(coupon, code={"prefix": "BULK", "length": 14, "charset": "unambiguous"})
+    response = await coupon.post(f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": 100_000})
+    assert response.status_code == 202
+    assert response.json()["status"] in ("pending", "running", "succeeded")
+    job = await _wait_for_job(coupon, response.headers["location"])
+    assert job["status"] == "succeeded"
+    assert job["generated"] == 100_000
+    fetched = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()
+    assert fetched["stats"]["generated"] == 100_000
+    assert fetched["generation"]["id"] == job["id"]
+
+    async with coupon.stream("GET", f"/v1/coupon-campaigns/{campaign['id']}/codes", params={"format": "csv"}) as csv_:
+        assert csv_.status_code == 200
+        assert csv_.headers["content-type"].startswith("text/csv")
+        text = "".join([chunk async for chunk in csv_.aiter_text()])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    codes = [row["code"] for row in rows]
+    assert len(codes) == len(set(codes)) == 100_000
+    fmt = CodeFormat("BULK", 14, "unambiguous")
+    assert all(fmt.accepts(code) for code in codes)
+
+
+async def test_colliding_codes_are_drawn_again(coupon: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source is made to repeat itself: every collision (within the batch and with another campaign's
+    codes) is retried with fresh randomness, and the count still comes out exact."""
+    real = secrets.token_bytes
+    calls = {"n": 0}
+
+    class RepeatingOnce:
+        @staticmethod
+        def token_bytes(n: int) -> bytes:
+            calls["n"] += 1
+            return b"\x00" * n if calls["n"] == 1 else real(n)
+
+    fmt = {"prefix": "COLL", "length": 14, "charset": "unambiguous"}
+    monkeypatch.setattr("coupon.codes.secrets", RepeatingOnce)
+    first = await create_campaign(coupon, code=fmt)
+    codes = await generate(coupon, first["id"], 5)
+    assert len(set(codes)) == 5
+    assert "COLL" + "2" * 14 in codes  # the one repeated code that got in
+    calls["n"] = 0
+    second = await create_campaign(coupon, code=fmt)
+    again = await generate(coupon, second["id"], 5)
+    assert len(set(again)) == 5
+    assert not set(again) & set(codes)
