@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 
 import asyncpg
 import httpx
@@ -32,14 +33,14 @@ async def test_email_link_form_and_single_use(
     assert html is not None and link in html.get_content()
 
     # Only the token's hash is stored; the rendered message is dropped once the server accepted it.
+    await _wait_status(admin, survey["id"], created.json()["invitation_id"], "sent")
     row = await db.fetchrow(
         "SELECT i.status, i.token_hash, m.message FROM invitations i JOIN mail_outbox m ON m.invitation_id = i.id"
         " WHERE i.id = $1",
-        __import__("uuid").UUID(created.json()["invitation_id"]),
+        uuid.UUID(created.json()["invitation_id"]),
     )
     assert row["token_hash"] == hashlib.sha256(token.encode()).digest()
     assert row["message"] is None
-    await _wait_status(admin, survey["id"], created.json()["invitation_id"], "sent")
 
     # The public link works through the gateway without any credentials.
     async with platform.client(None) as public:
@@ -137,8 +138,6 @@ async def test_concurrent_submissions_of_one_link_record_one_response(
     async with platform.client(limits=httpx.Limits(max_connections=50)) as client:
         answers = await asyncio.gather(*(client.post("/v1/survey-responses", json=body) for _ in range(20)))
     assert sorted(r.status_code for r in answers) == [201] + [409] * 19
-    import uuid
-
     count = await db.fetchval("SELECT count(*) FROM responses WHERE survey_id = $1", uuid.UUID(survey["id"]))
     assert count == 1
 
@@ -150,8 +149,6 @@ async def test_expired_link_is_gone(
     email = address()
     created = await invite(admin, survey["id"], uid(), email)
     _, token = links((await mailbox.wait_for(email))[0])
-    import uuid
-
     await db.execute(
         "UPDATE invitations SET expires_at = now() - interval '1 second' WHERE id = $1",
         uuid.UUID(created.json()["invitation_id"]),
