@@ -24,7 +24,8 @@ async def test_create_get_and_stats(coupon: httpx.AsyncClient) -> None:
 
 async def test_defaults(coupon: httpx.AsyncClient) -> None:
     response = await coupon.post(
-        "/v1/coupon-campaigns", json={"name": "d", "discount": {"type": "fixed_amount", "value": "5", "currency": "USD"}}
+        "/v1/coupon-campaigns",
+        json={"name": "d", "discount": {"type": "fixed_amount", "value": "5", "currency": "USD"}},
     )
     assert response.status_code == 201
     body = response.json()
