@@ -337,7 +337,7 @@ def similar(model: Model, product_id: str, *, allowed: Bools, limit: int) -> lis
 
 
 def describe_interval(days: float) -> str:
-    """"every month", for the buy-again reason."""
+    """ "every month", for the buy-again reason."""
     if days <= 0:
         return ""
     for limit, words in ((10, "every week"), (20, "every two weeks"), (45, "every month"), (75, "every two months")):

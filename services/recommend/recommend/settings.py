@@ -5,3 +5,7 @@ from kit.settings import ServiceSettings
 
 class RecommendSettings(ServiceSettings):
     port: int = Field(default=8003, validation_alias="RECOMMEND_PORT")
+    retrain_interval_seconds: float = Field(default=3600.0, validation_alias="RECOMMEND_RETRAIN_SECONDS")
+    # Training in a child process keeps numpy/scipy's GIL-holding parts away from request latency.
+    train_in_subprocess: bool = Field(default=True, validation_alias="RECOMMEND_TRAIN_IN_SUBPROCESS")
+    serving_pool_size: int = Field(default=8, validation_alias="RECOMMEND_SERVING_POOL_SIZE")

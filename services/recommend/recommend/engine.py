@@ -1,0 +1,304 @@
+"""The serving side: one immutable :class:`View` (a trained model plus the catalog as this process last saw
+it), replaced by a single reference assignment when a model finishes training or the catalog changes.
+Requests read whichever view is current; they never wait for training.
+
+Training runs in a child process (or a thread, by setting): the request loop keeps its GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import numpy as np
+import structlog
+
+from recommend import repository
+from recommend.model import (
+    Bools,
+    History,
+    Ints,
+    Mode,
+    Model,
+    Params,
+    Pick,
+    ReasonKind,
+    describe_interval,
+    empty_model,
+    popular,
+    recommend,
+    similar,
+)
+from recommend.training import Connection, train_from_database
+
+__all__ = ["Engine", "Item", "Result", "View"]
+
+log = structlog.get_logger("recommend.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    name: str
+    category: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    product_id: str
+    name: str
+    category: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    strategy: str
+    model_version: int
+    items: list[Item]
+
+
+@dataclass(frozen=True)
+class View:
+    model: Model
+    catalog: Mapping[str, CatalogEntry]
+    seq: int
+    names: tuple[str, ...]  # aligned with the model's products
+    categories: tuple[str, ...]
+    category_codes: Mapping[str, int]  # casefolded category -> code
+    codes: Ints
+    active: Bools
+    unmodelled: tuple[str, ...]  # active catalog products the model does not know yet (last-resort fill)
+
+    @classmethod
+    def build(cls, model: Model, catalog: Mapping[str, CatalogEntry], seq: int) -> View:
+        names: list[str] = []
+        categories: list[str] = []
+        active = np.zeros(model.products, dtype=np.bool_)
+        for i, product_id in enumerate(model.product_ids):
+            entry = catalog.get(product_id)
+            if entry is None:
+                names.append(product_id)
+                categories.append("")
+            else:
+                names.append(entry.name)
+                categories.append(entry.category)
+                active[i] = entry.active
+        category_codes: dict[str, int] = {}
+        codes = np.fromiter(
+            (category_codes.setdefault(c.casefold(), len(category_codes)) for c in categories),
+            np.int64,
+            count=len(categories),
+        )
+        unmodelled = tuple(p for p, e in catalog.items() if e.active and p not in model.index)
+        return cls(model, catalog, seq, tuple(names), tuple(categories), category_codes, codes, active, unmodelled)
+
+    def mask(self, category: str | None, excluded: Sequence[str]) -> Bools:
+        allowed = self.active.copy()
+        if category is not None:
+            code = self.category_codes.get(category.casefold())
+            if code is None:
+                return np.zeros_like(allowed)
+            allowed &= self.codes == code
+        excluded_codes = [self.category_codes[c.casefold()] for c in excluded if c.casefold() in self.category_codes]
+        if excluded_codes:
+            allowed &= ~np.isin(self.codes, excluded_codes)
+        return allowed
+
+
+class Engine:
+    def __init__(
+        self, pool: asyncpg.Pool, connection: Connection, *, subprocess: bool = True, params: Params = Params()
+    ) -> None:
+        self.pool = pool
+        self.connection = connection
+        self.params = params
+        self.view = View.build(empty_model(), {}, 0)
+        self._catalog_lock = asyncio.Lock()
+        self._training: asyncio.Task[None] | None = None
+        self._again = False
+        self._executor: Executor = (
+            ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            if subprocess
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend-train")
+        )
+        self.last_training_seconds: float | None = None
+        self.trained_interactions = -1
+
+    async def close(self) -> None:
+        if self._training:
+            self._training.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- catalog -------------------------------------------------------------------------------------------
+    async def ensure_catalog(self, seq: int) -> View:
+        """The current view, refreshed first when the database's catalog is newer than this process's copy."""
+        view = self.view
+        if seq <= view.seq:
+            return view
+        async with self._catalog_lock:
+            view = self.view
+            if seq > view.seq:
+                rows = await repository.catalog_since(self.pool, view.seq)
+                catalog = dict(view.catalog)
+                newest = view.seq
+                for r in rows:
+                    catalog[r["product_id"]] = CatalogEntry(r["name"], r["category"], r["active"])
+                    newest = max(newest, r["seq"])
+                view = View.build(view.model, catalog, newest)
+                self.view = view
+            return view
+
+    # -- training ------------------------------------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        return self._training is not None and not self._training.done()
+
+    def request_training(self, version: int) -> None:
+        """Start training unless it is running; a request during a run schedules one more run after it."""
+        if self.training:
+            self._again = True
+            return
+        self._training = asyncio.create_task(self._train(version), name="recommend.train")
+
+    async def _train(self, version: int) -> None:
+        while True:
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            try:
+                model = await loop.run_in_executor(
+                    self._executor, train_from_database, self.connection, version, self.params
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recommend.training_failed", version=version)
+                return
+            self.last_training_seconds = time.perf_counter() - started
+            self.trained_interactions = model.interactions
+            await self.install(model)
+            log.info(
+                "recommend.model_trained",
+                version=model.version,
+                seconds=round(self.last_training_seconds, 2),
+                customers=model.customers,
+                products=model.products,
+            )
+            if not self._again:
+                return
+            self._again = False
+            version = int(await self.pool.fetchval("SELECT nextval('model_version_seq')"))
+
+    async def install(self, model: Model) -> None:
+        """Swap a trained model in, aligned with the freshest catalog."""
+        if model.version < self.view.model.version:
+            return
+        async with self._catalog_lock:
+            seq = await repository.catalog_seq(self.pool)
+            view = self.view
+            catalog = dict(view.catalog)
+            newest = view.seq
+            if seq > newest:
+                for r in await repository.catalog_since(self.pool, newest):
+                    catalog[r["product_id"]] = CatalogEntry(r["name"], r["category"], r["active"])
+                    newest = max(newest, r["seq"])
+            self.view = View.build(model, catalog, newest)
+
+    # -- serving -------------------------------------------------------------------------------------------
+    async def recommendations(
+        self, customer_id: str, *, limit: int, category: str | None, mode: Mode, now: float | None = None
+    ) -> Result:
+        read = await repository.read_for_serving(self.pool, customer_id)
+        view = await self.ensure_catalog(read.catalog_seq)
+        model = view.model
+        allowed = view.mask(category, read.excluded)
+        history = [History(p, n, last, first) for p, n, last, first in read.history]
+        picks = recommend(
+            model, history, allowed=allowed, now=time.time() if now is None else now, mode=mode, limit=limit,
+            params=self.params,
+        )  # fmt: skip
+        strategy = "personal" if picks else ("preference" if read.categories else "popular")
+        chosen = {p.index for p in picks}
+        bought = [model.index[h.product_id] for h in history if h.product_id in model.index]
+        # discover never repeats a bought product; mixed fills up with new products only
+        # the fill-up offers products new to the customer (in buy_again mode: anything not listed yet)
+        skip = list(chosen if mode is Mode.buy_again else chosen | set(bought))
+        if len(picks) < limit and read.categories:
+            preferred = view.mask(None, read.excluded)
+            codes = [view.category_codes[c.casefold()] for c in read.categories if c.casefold() in view.category_codes]
+            preferred &= np.isin(view.codes, codes) & allowed
+            more = popular(model, allowed=preferred, limit=limit - len(picks), exclude=skip)
+            picks += more
+            skip += [p.index for p in more]
+        if len(picks) < limit:
+            picks += popular(model, allowed=allowed, limit=limit - len(picks), exclude=skip)
+        items = [self._item(view, p) for p in picks]
+        if len(items) < limit:
+            items += self._unmodelled(view, category, read.excluded, limit - len(items))
+        return Result(strategy, model.version, items)
+
+    def similar(self, product_id: str, *, limit: int) -> list[Item]:
+        view = self.view
+        model = view.model
+        allowed = view.active.copy()
+        picks = similar(model, product_id, allowed=allowed, limit=limit)
+        i = model.index.get(product_id)
+        if len(picks) < limit and i is not None:
+            same = allowed & (view.codes == view.codes[i])
+            picks += popular(model, allowed=same, limit=limit - len(picks), exclude=[i, *(p.index for p in picks)])
+        return [self._item(view, p) for p in picks]
+
+    def _item(self, view: View, pick: Pick) -> Item:
+        i = pick.index
+        return Item(
+            view.model.product_ids[i], view.names[i], view.categories[i], round(pick.score, 6), _reason(view, pick)
+        )
+
+    def _unmodelled(self, view: View, category: str | None, excluded: Sequence[str], limit: int) -> list[Item]:
+        banned = {c.casefold() for c in excluded}
+        items: list[Item] = []
+        for product_id in view.unmodelled:
+            entry = view.catalog[product_id]
+            folded = entry.category.casefold()
+            if folded in banned or (category is not None and folded != category.casefold()):
+                continue
+            items.append(Item(product_id, entry.name, entry.category, 0.0, f"new in {entry.category}"))
+            if len(items) == limit:
+                break
+        return items
+
+    def model_info(self) -> dict[str, object]:
+        model = self.view.model
+        return {
+            "version": model.version,
+            "trained_at": model.trained_at if model.version else None,
+            "customers": model.customers,
+            "products": model.products,
+            "interactions": model.interactions,
+            "training": self.training,
+        }
+
+
+def _reason(view: View, pick: Pick) -> str:
+    if pick.reason is ReasonKind.bought_together and pick.because >= 0:
+        return f"bought together with {view.names[pick.because]}"
+    if pick.reason is ReasonKind.buy_again:
+        every = describe_interval(pick.interval_days)
+        if pick.purchases >= 3 and every:
+            return f"you buy this {every}"
+        if pick.purchases >= 2:
+            return f"you bought this {pick.purchases} times"
+        return "you bought this before"
+    category = view.categories[pick.index]
+    return f"popular in {category}" if category else "popular right now"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,238 @@
+"""SQL of the recommend service. Bulk paths go to asyncpg itself (COPY, unnest arrays): one round trip per
+batch instead of one per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = [
+    "Aggregate",
+    "CatalogRow",
+    "InteractionRow",
+    "ServingRead",
+    "driver",
+    "existing_products",
+    "get_preferences",
+    "get_product",
+    "insert_interactions",
+    "next_model_version",
+    "put_preferences",
+    "read_for_serving",
+    "upsert_products",
+]
+
+
+async def driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, inside the same transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRow:
+    product_id: str
+    name: str
+    category: str
+    price: Decimal | None
+    currency: str | None
+    active: bool
+
+
+_UPSERT_PRODUCTS = """
+INSERT INTO products AS p (product_id, name, category, price, currency, active)
+SELECT * FROM unnest($1::varchar[], $2::text[], $3::varchar[], $4::numeric[], $5::varchar[], $6::boolean[])
+ON CONFLICT (product_id) DO UPDATE
+   SET name = excluded.name, category = excluded.category, price = excluded.price, currency = excluded.currency,
+       active = excluded.active, seq = nextval('catalog_seq'), updated_at = now()
+ WHERE (p.name, p.category, p.price, p.currency, p.active)
+       IS DISTINCT FROM (excluded.name, excluded.category, excluded.price, excluded.currency, excluded.active)
+"""
+
+_INSERT_MISSING_PRODUCTS = """
+INSERT INTO products (product_id, name, category, price, currency, active)
+SELECT * FROM unnest($1::varchar[], $2::text[], $3::varchar[], $4::numeric[], $5::varchar[], $6::boolean[])
+ON CONFLICT (product_id) DO NOTHING
+"""
+
+
+def _columns(rows: Sequence[CatalogRow]) -> list[list[Any]]:
+    return [
+        [r.product_id for r in rows],
+        [r.name for r in rows],
+        [r.category for r in rows],
+        [r.price for r in rows],
+        [r.currency for r in rows],
+        [r.active for r in rows],
+    ]
+
+
+async def upsert_products(session: AsyncSession, rows: Sequence[CatalogRow], *, only_missing: bool = False) -> None:
+    connection = await driver(session)
+    await connection.execute(_INSERT_MISSING_PRODUCTS if only_missing else _UPSERT_PRODUCTS, *_columns(rows))
+
+
+async def get_product(session: AsyncSession, product_id: str) -> Any:
+    result = await session.execute(
+        text(
+            "SELECT product_id, name, category, price, currency, active, updated_at FROM products"
+            " WHERE product_id = :id"
+        ),
+        {"id": product_id},
+    )
+    return result.first()
+
+
+async def existing_products(session: AsyncSession, product_ids: Sequence[str]) -> set[str]:
+    connection = await driver(session)
+    rows = await connection.fetch("SELECT product_id FROM products WHERE product_id = ANY($1::varchar[])", product_ids)
+    return {r[0] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionRow:
+    customer_id: str
+    product_id: str
+    quantity: int
+    occurred_at: datetime
+
+
+@dataclass
+class Aggregate:
+    purchases: set[datetime]
+    quantity: int
+    first_at: datetime
+    last_at: datetime
+
+
+_UPSERT_HISTORY = """
+INSERT INTO customer_products AS cp (customer_id, product_id, purchases, quantity, first_at, last_at)
+SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::int[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
+ON CONFLICT (customer_id, product_id) DO UPDATE
+   SET purchases = cp.purchases + excluded.purchases
+                   - CASE WHEN excluded.first_at = cp.last_at OR excluded.last_at = cp.first_at THEN 1 ELSE 0 END,
+       quantity = cp.quantity + excluded.quantity,
+       first_at = least(cp.first_at, excluded.first_at),
+       last_at = greatest(cp.last_at, excluded.last_at)
+"""
+
+
+async def insert_interactions(session: AsyncSession, rows: Sequence[InteractionRow], source: str) -> None:
+    """Append the raw lines and fold them into each (customer, product) history.
+
+    A purchase is one point in time: lines of the same customer and product at the same time count once (an
+    invoice listing a product twice, or split across import batches)."""
+    if not rows:
+        return
+    connection = await driver(session)
+    await connection.copy_records_to_table(
+        "interactions",
+        records=[(r.customer_id, r.product_id, r.quantity, r.occurred_at, source) for r in rows],
+        columns=["customer_id", "product_id", "quantity", "occurred_at", "source"],
+    )
+    grouped: dict[tuple[str, str], Aggregate] = {}
+    for r in rows:
+        key = (r.customer_id, r.product_id)
+        entry = grouped.get(key)
+        if entry is None:
+            grouped[key] = Aggregate({r.occurred_at}, r.quantity, r.occurred_at, r.occurred_at)
+        else:
+            entry.purchases.add(r.occurred_at)
+            entry.quantity += r.quantity
+            entry.first_at = min(entry.first_at, r.occurred_at)
+            entry.last_at = max(entry.last_at, r.occurred_at)
+    # sorted keys: concurrent imports touching the same pairs lock them in one order (no deadlock)
+    keys = sorted(grouped)
+    await connection.execute(
+        _UPSERT_HISTORY,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [len(grouped[k].purchases) for k in keys],
+        [grouped[k].quantity for k in keys],
+        [grouped[k].first_at for k in keys],
+        [grouped[k].last_at for k in keys],
+    )
+
+
+async def put_preferences(
+    session: AsyncSession, customer_id: str, categories: Sequence[str], excluded: Sequence[str]
+) -> Any:
+    result = await session.execute(
+        text(
+            "INSERT INTO preferences (customer_id, categories, excluded_categories) VALUES (:c, :cats, :excl)"
+            " ON CONFLICT (customer_id) DO UPDATE SET categories = excluded.categories,"
+            " excluded_categories = excluded.excluded_categories, updated_at = now()"
+            " RETURNING customer_id, categories, excluded_categories, updated_at"
+        ),
+        {"c": customer_id, "cats": list(categories), "excl": list(excluded)},
+    )
+    return result.one()
+
+
+async def get_preferences(session: AsyncSession, customer_id: str) -> Any:
+    result = await session.execute(
+        text("SELECT customer_id, categories, excluded_categories, updated_at FROM preferences WHERE customer_id = :c"),
+        {"c": customer_id},
+    )
+    return result.first()
+
+
+async def next_model_version(session: AsyncSession) -> int:
+    return int(await session.scalar(text("SELECT nextval('model_version_seq')")) or 0)
+
+
+# Serving reads: one statement, one round trip, on the serving pool (no transaction needed for one SELECT).
+_SERVING_READ = """
+SELECT 0 AS kind, product_id, purchases::bigint AS n, extract(epoch FROM last_at)::float8 AS last_at,
+       extract(epoch FROM first_at)::float8 AS first_at, NULL::varchar[] AS cats, NULL::varchar[] AS excl
+  FROM customer_products WHERE customer_id = $1
+UNION ALL
+SELECT 1, NULL, NULL, NULL, NULL, categories, excluded_categories FROM preferences WHERE customer_id = $1
+UNION ALL
+SELECT 2, NULL, (SELECT coalesce(max(seq), 0) FROM products), NULL, NULL, NULL, NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ServingRead:
+    history: list[tuple[str, int, float, float]]
+    categories: list[str]
+    excluded: list[str]
+    has_preferences: bool
+    catalog_seq: int
+
+
+async def read_for_serving(pool: asyncpg.Pool, customer_id: str) -> ServingRead:
+    rows = await pool.fetch(_SERVING_READ, customer_id)
+    history: list[tuple[str, int, float, float]] = []
+    categories: list[str] = []
+    excluded: list[str] = []
+    has_preferences = False
+    seq = 0
+    for kind, product_id, n, last_at, first_at, cats, excl in rows:
+        if kind == 0:
+            history.append((product_id, n, last_at, first_at))
+        elif kind == 1:
+            has_preferences = True
+            categories, excluded = list(cats), list(excl)
+        else:
+            seq = n
+    return ServingRead(history, categories, excluded, has_preferences, seq)
+
+
+async def catalog_since(pool: asyncpg.Pool, seq: int) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT product_id, name, category, active, seq FROM products WHERE seq > $1 ORDER BY seq", seq
+    )
+
+
+async def catalog_seq(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM products"))
