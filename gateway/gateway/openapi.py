@@ -136,6 +136,11 @@ def merge(own: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[str,
     if tags:
         merged["tags"] = sorted(tags, key=lambda t: str(t.get("name")))
     components["schemas"] = _referenced_schemas(merged)
+    for schema_name, schema in components["schemas"].items():
+        if isinstance(schema, dict):
+            # Generators name classes after the title: FastAPI gives `Tier-Input` and `Tier-Output` one title,
+            # and a qualified schema keeps its service's; the component name is the one unique name.
+            schema["title"] = schema_name
     return merged
 
 

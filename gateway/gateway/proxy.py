@@ -139,6 +139,7 @@ class FrontDoor:
         self, scope: Scope, receive: Receive, send: Send, service: str, path: str, principal: Principal | None
     ) -> None:
         upstreams: Upstreams = self.state.upstreams
+        scope["state"]["route_label"] = f"proxy:{service}"
         url = upstreams.urls[service] + path
         query = scope.get("query_string", b"")
         if query:

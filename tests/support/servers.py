@@ -81,7 +81,7 @@ class ServiceProcess:
         )
         return self
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float = 60.0, path: str = "/readyz") -> None:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
@@ -89,7 +89,7 @@ class ServiceProcess:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"{self.module} exited with {self.process.returncode}; see {self.log_path}")
                 try:
-                    if (await client.get(self.url + "/readyz", timeout=1)).status_code == 200:
+                    if (await client.get(self.url + path, timeout=1)).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass

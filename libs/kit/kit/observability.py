@@ -3,9 +3,10 @@ plus the `/healthz`, `/readyz` and `/metrics` endpoints every process serves."""
 
 from __future__ import annotations
 
+import logging as _stdlib_logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -32,6 +33,7 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 log = structlog.get_logger("kit.http")
+_access_logger = _stdlib_logging.getLogger("kit.http")
 
 UNINSTRUMENTED = frozenset({"/healthz", "/metrics"})
 
@@ -51,7 +53,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -73,18 +75,16 @@ class RequestContextMiddleware:
             path = scope["path"]
             if path not in UNINSTRUMENTED:
                 route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                template = getattr(route, "path", None) or scope["state"].get("route_label", "unmatched")
                 elapsed = time.perf_counter() - started
                 REQUESTS.labels(scope["method"], template, str(status)).inc()
                 LATENCY.labels(scope["method"], template).observe(elapsed)
+                # Rendering a log line costs more than the rest of this middleware: errors always, the rest at DEBUG.
+                fields = {"method": scope["method"], "path": path, "status": status, "ms": round(elapsed * 1000, 2)}
                 if status >= 500:
-                    log.warning(
-                        "http.request", method=scope["method"], path=path, status=status, ms=round(elapsed * 1000, 2)
-                    )
-                else:
-                    log.debug(
-                        "http.request", method=scope["method"], path=path, status=status, ms=round(elapsed * 1000, 2)
-                    )
+                    log.warning("http.request", **fields)
+                elif _access_logger.isEnabledFor(_stdlib_logging.DEBUG):
+                    log.debug("http.request", **fields)
             request_id_var.reset(token)
 
 
