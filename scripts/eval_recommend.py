@@ -28,11 +28,11 @@ from datetime import UTC, datetime
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows) with threaded BLAS
 
-import numpy as np  # noqa: E402
-from scipy import sparse  # noqa: E402
+import numpy as np
+from scipy import sparse
 
-from recommend.model import History, Mode, Model, Params, TrainingSet, recommend, train  # noqa: E402
-from scripts.online_retail import FULL, category_for, rows  # noqa: E402
+from recommend.model import History, Mode, Model, Params, TrainingSet, recommend, train
+from scripts.online_retail import FULL, category_for, rows
 
 SPLIT = datetime(2011, 10, 1, tzinfo=UTC)
 END = datetime(2011, 12, 10, tzinfo=UTC)
@@ -260,7 +260,9 @@ def _retrain(variant: Params, base: Params) -> bool:
 
 
 def _label(variant: Params, base: Params) -> str:
-    changed = [f"{k}={getattr(variant, k)}" for k in variant.__dataclass_fields__ if getattr(variant, k) != getattr(base, k)]
+    changed = [
+        f"{k}={getattr(variant, k)}" for k in variant.__dataclass_fields__ if getattr(variant, k) != getattr(base, k)
+    ]
     return "ours " + ", ".join(changed)
 
 

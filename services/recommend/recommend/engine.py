@@ -225,11 +225,13 @@ class Engine:
             params=self.params,
         )  # fmt: skip
         strategy = "personal" if picks else ("preference" if read.categories else "popular")
+        if mode is Mode.buy_again and picks:
+            # a buy-again shelf lists bought products only; it is filled up only when it would be empty
+            return Result(strategy, model.version, [self._item(view, p) for p in picks])
         chosen = {p.index for p in picks}
         bought = [model.index[h.product_id] for h in history if h.product_id in model.index]
         # discover never repeats a bought product; mixed fills up with new products only
-        # the fill-up offers products new to the customer (in buy_again mode: anything not listed yet)
-        skip = list(chosen if mode is Mode.buy_again else chosen | set(bought))
+        skip = list(chosen | set(bought))
         if len(picks) < limit and read.categories:
             preferred = view.mask(None, read.excluded)
             codes = [view.category_codes[c.casefold()] for c in read.categories if c.casefold() in view.category_codes]

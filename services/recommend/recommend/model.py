@@ -36,6 +36,7 @@ __all__ = [
     "ReasonKind",
     "TrainingSet",
     "empty_model",
+    "popular",
     "recommend",
     "similar",
     "train",
