@@ -8,6 +8,7 @@ import io
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ class Retail:
     model_version: int
 
 
-async def wait_for_model(client: httpx.AsyncClient, version: int) -> dict[str, object]:
+async def wait_for_model(client: httpx.AsyncClient, version: int) -> dict[str, Any]:
     for _ in range(600):
         model = (await client.get("/v1/recommend/model")).json()
         if model["version"] >= version and not model["training"]:
