@@ -28,9 +28,9 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.servers import ServiceProcess, free_port  # noqa: E402
+from tests.support.servers import ServiceProcess  # noqa: E402
+from tests.support.stack import SERVICES, process_stack  # noqa: E402
 
-SERVICES = ("coupon", "points", "recommend", "survey")
 INTERNAL_TOKEN = "bench-internal-token-0123456789"
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef"
@@ -82,10 +82,12 @@ class Stack:
 
 @asynccontextmanager
 async def platform(
-    database_url: str, services: Sequence[str] = SERVICES, gateway: bool = True, extra_env: dict[str, str] | None = None
+    database_url: str,
+    services: Sequence[str] = SERVICES,
+    gateway: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """The named services (and the gateway) as real processes, as `make run` starts them."""
-    ports = {name: free_port() for name in (*SERVICES, "gateway")}
     env = {
         "DATABASE_URL": database_url,
         "LOYALTY_INTERNAL_TOKEN": INTERNAL_TOKEN,
@@ -94,24 +96,10 @@ async def platform(
         "LOG_LEVEL": "WARNING",
         "RATE_LIMIT_PARTNER_PER_MINUTE": "100000000",
         "RATE_LIMIT_CUSTOMER_PER_MINUTE": "100000000",
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['gateway']}",
-        **{f"{n.upper()}_URL": f"http://127.0.0.1:{ports[n]}" for n in SERVICES},
         **(extra_env or {}),
     }
-    logs = ROOT / ".data" / "bench-logs"
-    names = [*services, "gateway"] if gateway else list(services)
-    processes = {n: ServiceProcess(n, ports[n], env, logs / f"{n}.log") for n in names}
-    try:
-        for name, process in processes.items():
-            process.start()
-            # One at a time: migrations of a fresh database are quicker without contention. A gateway in front
-            # of only some services is never "ready" (it checks them all), so wait for it to be alive.
-            partial = name == "gateway" and set(services) != set(SERVICES)
-            await process.wait_ready(path="/healthz" if partial else "/readyz")
-        yield Stack(env, processes)
-    finally:
-        for process in processes.values():
-            process.stop()
+    async with process_stack(env, ROOT / ".data" / "bench-logs", services, gateway) as processes:
+        yield Stack(processes["gateway" if gateway else services[0]].env, processes)
 
 
 @dataclass
