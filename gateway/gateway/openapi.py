@@ -52,6 +52,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 PROBLEM_REF = "#/components/schemas/Problem"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 SCHEMA_PREFIX = "#/components/schemas/"
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 # FastAPI's default 422 body; no process answers with it (the kit renders validation errors as problems).
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
@@ -237,6 +238,7 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any], *, fo
     for status, response in list(responses.items()):
         if isinstance(response, dict) and _is_fastapi_validation(response):
             responses[status] = _problem("The request is not valid.")
+    _raw_bodies_as_binary(operation)
     if path.startswith(PUBLIC_PREFIXES):
         operation["security"] = []
         return
@@ -262,6 +264,26 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any], *, fo
     if not parameters:
         del operation["parameters"]
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _raw_bodies_as_binary(operation: dict[str, Any]) -> None:
+    """A body in a media type that is neither JSON nor a form (CSV, JSON lines) is a byte stream: saying so
+    (`format: binary`) lets a generator pass a file through instead of failing on a string it cannot encode.
+
+    Media types are put in name order: openapi-python-client sends a file body as the last one listed."""
+    body = operation.get("requestBody") or {}
+    if "content" in body:
+        body["content"] = dict(sorted(body["content"].items()))
+    for media_type, media in (body.get("content") or {}).items():
+        schema = media.get("schema")
+        if media_type in FORM_MEDIA_TYPES or _is_json(media_type) or not isinstance(schema, dict):
+            continue
+        if schema.get("type") == "string" and "format" not in schema:
+            schema["format"] = "binary"
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _unique_operation_ids(paths: dict[str, Any], origin: dict[str, str]) -> None:

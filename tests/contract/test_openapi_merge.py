@@ -190,7 +190,7 @@ def test_a_renamed_schema_does_not_take_a_name_already_used() -> None:
     taken["paths"]["/v1/coupon-rules"]["get"]["responses"]["200"] = json_response(ref("PointsBalance"))
     merged = merge(own(), {"points": points(), "coupon": taken})
     schemas = merged["components"]["schemas"]
-    assert schemas["PointsBalance"] == {"type": "string"}
+    assert schemas["PointsBalance"] == {"type": "string", "title": "PointsBalance"}
     assert schemas["PointsBalance2"]["properties"]["balance"] == {"type": "integer"}
 
 
