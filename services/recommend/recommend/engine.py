@@ -181,9 +181,9 @@ class Engine:
             except Exception:
                 log.exception("recommend.training_failed", version=version)
                 return
-            self.last_training_seconds = time.perf_counter() - started
             self.trained_interactions = model.interactions
             await self.install(model)
+            self.last_training_seconds = time.perf_counter() - started
             log.info(
                 "recommend.model_trained",
                 version=model.version,
@@ -285,6 +285,7 @@ class Engine:
             "products": model.products,
             "interactions": model.interactions,
             "training": self.training,
+            "training_seconds": None if self.last_training_seconds is None else round(self.last_training_seconds, 3),
         }
 
 

@@ -101,7 +101,8 @@ class ModelInfo(BaseModel):
     customers: int
     products: int
     interactions: int
-    training: bool
+    training: bool = Field(description="Whether a new model is being trained now.")
+    training_seconds: float | None = Field(description="How long the last training took, from reading to swapping in.")
 
 
 class RetrainAccepted(BaseModel):

@@ -1,0 +1,165 @@
+"""Recommendations with the full UCI Online Retail catalog and history loaded.
+
+- The recommend service and the gateway run as real processes on a fresh database.
+- Loading: the whole catalog (`PUT /v1/products`, categories from scripts/online_retail.py) and all 397k clean
+  purchase lines streamed as CSV into `POST /v1/interactions:import`; then `POST /v1/recommend/model/retrain`
+  and the time until the new model serves (`GET /v1/recommend/model`, `training_seconds` from the service).
+- Load: 64 clients, `GET /v1/customers/{id}/recommendations?limit=10` for 2,000 known customers in turn, straight
+  to the service and through the gateway (admin key); and straight again while a retrain runs.
+- Ceilings in the same run: `GET /healthz` straight to the service, and `GET /v1/recommend/model` (answered from
+  memory, no database) straight and through the gateway.
+- Memory: resident set of the serving process (and of its training child) after all of it.
+
+Data: Chen, Sain and Guo (2012), UCI Machine Learning Repository dataset 352, CC BY 4.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import psutil
+
+from scripts.benchlib import LOAD_HEADERS, fresh_database, platform, print_table, result_row, run_load
+from scripts.online_retail import FULL, category_for, rows
+
+CLIENTS = 64
+CENT = Decimal("0.01")
+CUSTOMERS = 2_000
+
+
+async def csv_chunks(lines: list[str], size: int = 20_000) -> AsyncIterator[bytes]:
+    yield b"customer_id,product_id,quantity,occurred_at\n"
+    for start in range(0, len(lines), size):
+        yield "".join(lines[start : start + size]).encode()
+
+
+async def wait_for_version(client: httpx.AsyncClient, version: int, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = (await client.get("/v1/recommend/model")).json()
+        if model["version"] >= version and not model["training"]:
+            return model  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise TimeoutError("model not trained")
+
+
+async def bench() -> None:
+    products: dict[str, dict[str, Any]] = {}
+    lines: list[str] = []
+    customers: set[str] = set()
+    for row in rows(FULL):
+        if row.product_id not in products:
+            products[row.product_id] = {
+                "product_id": row.product_id,
+                "name": row.description or row.product_id,
+                "category": category_for(row.description),
+                "price": str(row.unit_price.quantize(CENT)),
+                "currency": "GBP",
+            }
+        customers.add(row.customer_id)
+        lines.append(f"{row.customer_id},{row.product_id},{row.quantity},{row.occurred_at.isoformat()}\n")
+    for item in products.values():
+        if item["price"] == "0.00":
+            del item["price"], item["currency"]
+
+    async with fresh_database() as url, platform(url, services=["recommend"]) as stack:
+        service = stack.url("recommend")
+        gateway = stack.url("gateway")
+        async with httpx.AsyncClient(base_url=service, headers=stack.internal_headers, timeout=600) as client:
+            started = time.perf_counter()
+            catalog = list(products.values())
+            for start in range(0, len(catalog), 10_000):
+                put = await client.put("/v1/products", json={"items": catalog[start : start + 10_000]})
+                put.raise_for_status()
+            catalog_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            imported = await client.post(
+                "/v1/interactions:import", content=csv_chunks(lines), headers={"Content-Type": "text/csv"}
+            )
+            imported.raise_for_status()
+            import_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            retrain = await client.post("/v1/recommend/model/retrain")
+            model = await wait_for_version(client, retrain.json()["version"])
+            train_wall = time.perf_counter() - started
+        print_table(
+            "Loading and training (full Online Retail)",
+            ["what", "count", "seconds", "per second"],
+            [
+                ["catalog upsert (PUT /v1/products, 10,000 per call)", len(catalog), catalog_seconds,
+                 len(catalog) / catalog_seconds],
+                ["history import (CSV streamed)", imported.json()["imported"], import_seconds,
+                 imported.json()["imported"] / import_seconds],
+                ["training (read + EASE + repeat rates + swap), in the service", model["interactions"],
+                 model["training_seconds"], "-"],
+                ["retrain call to new model serving", model["customers"], train_wall, "-"],
+            ],
+        )  # fmt: skip
+
+        known = random.Random(7).sample(sorted(customers), CUSTOMERS)
+        straight = [
+            {"method": "GET", "url": f"{service}/v1/customers/{c}/recommendations?limit=10",
+             "headers": stack.internal_headers}
+            for c in known
+        ]  # fmt: skip
+        through = [
+            {"method": "GET", "url": f"{gateway}/v1/customers/{c}/recommendations?limit=10",
+             "headers": stack.admin_headers}
+            for c in known
+        ]  # fmt: skip
+        health = [{"method": "GET", "url": f"{service}/healthz"}]
+        model_straight = [{"method": "GET", "url": f"{service}/v1/recommend/model", "headers": stack.internal_headers}]
+        model_through = [{"method": "GET", "url": f"{gateway}/v1/recommend/model", "headers": stack.admin_headers}]
+
+        ceiling = run_load("ceiling: GET /healthz, straight", health, concurrency=CLIENTS)
+        memory_read = run_load("ceiling: GET /v1/recommend/model, straight", model_straight, concurrency=CLIENTS)
+        direct = run_load("recommendations (10 items), straight", straight, concurrency=CLIENTS)
+        gateway_ceiling = run_load("ceiling: GET /v1/recommend/model, gateway", model_through, concurrency=CLIENTS)
+        proxied = run_load("recommendations (10 items), gateway", through, concurrency=CLIENTS)
+
+        async with httpx.AsyncClient(base_url=service, headers=stack.internal_headers, timeout=600) as client:
+            retrain = await client.post("/v1/recommend/model/retrain")
+            during = await asyncio.to_thread(
+                run_load, "recommendations while a retrain runs, straight", straight, concurrency=CLIENTS,
+                duration=8.0, warmup=0.5,
+            )  # fmt: skip
+            retrained = await wait_for_version(client, retrain.json()["version"])
+        print_table(
+            f"Recommendations at {CLIENTS} clients ({len(customers):,} customers, {len(products):,} products loaded)",
+            LOAD_HEADERS,
+            [
+                result_row(ceiling),
+                result_row(memory_read, ceiling),
+                result_row(direct, ceiling),
+                result_row(during, ceiling),
+                result_row(gateway_ceiling),
+                result_row(proxied, gateway_ceiling),
+            ],
+        )
+        process = stack.processes["recommend"].process
+        assert process is not None
+        serving = psutil.Process(process.pid)
+        children = serving.children(recursive=True)
+        print_table(
+            "Memory",
+            ["process", "RSS MiB"],
+            [
+                ["recommend (serving)", serving.memory_info().rss / 2**20],
+                *[["recommend training child", c.memory_info().rss / 2**20] for c in children],
+            ],
+        )
+        print(f"\n(retrain during load: version {retrained['version']}, {retrained['training_seconds']} s)")
+
+
+def main() -> None:
+    asyncio.run(bench())
+
+
+if __name__ == "__main__":
+    main()
