@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 import asyncpg
 import numpy as np
 import structlog
+from threadpoolctl import threadpool_limits
 
 from recommend import repository
 from recommend.model import (
@@ -125,7 +127,9 @@ class Engine:
         self._training: asyncio.Task[None] | None = None
         self._again = False
         self._executor: Executor = (
-            ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_background_priority
+            )
             if subprocess
             else ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend-train")
         )
@@ -287,6 +291,12 @@ class Engine:
             "training": self.training,
             "training_seconds": None if self.last_training_seconds is None else round(self.last_training_seconds, 3),
         }
+
+
+def _background_priority() -> None:
+    """The training child yields the CPU to request handling, and uses one BLAS thread (2-core machines)."""
+    os.nice(10)
+    threadpool_limits(1)
 
 
 def _reason(view: View, pick: Pick) -> str:

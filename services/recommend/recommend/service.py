@@ -29,7 +29,6 @@ from recommend.schemas import (
     Product,
     ProductsPut,
     ProductsPutResult,
-    Recommendations,
     RecommendedItem,
     RetrainAccepted,
     SimilarProducts,
@@ -275,15 +274,19 @@ def _items(items: Sequence[Item]) -> list[RecommendedItem]:
 
 async def recommendations(
     engine: Engine, customer_id: str, *, limit: int, category: str | None, mode: Mode
-) -> Recommendations:
+) -> dict[str, Any]:
+    """The `Recommendations` body as a plain dict: this is the hot path, and the fields are already checked."""
     result = await engine.recommendations(customer_id, limit=limit, category=category, mode=mode)
-    return Recommendations(
-        customer_id=customer_id,
-        strategy=result.strategy,  # type: ignore[arg-type]
-        mode=mode.value,
-        model_version=result.model_version,
-        items=_items(result.items),
-    )
+    return {
+        "customer_id": customer_id,
+        "strategy": result.strategy,
+        "mode": mode.value,
+        "model_version": result.model_version,
+        "items": [
+            {"product_id": i.product_id, "name": i.name, "category": i.category, "score": i.score, "reason": i.reason}
+            for i in result.items
+        ],
+    }
 
 
 async def similar_products(session: AsyncSession, engine: Engine, product_id: str, *, limit: int) -> SimilarProducts:
