@@ -4,7 +4,8 @@ A job is claimed with `FOR UPDATE SKIP LOCKED` (so replicas share the work) and 
 is its own transaction that stores its codes by COPY and advances the job's and the campaign's counters, so
 progress is visible while it runs and a crash loses at most one batch: a job whose heartbeat is older than
 `STALE_SECONDS` is claimed again and continues where its last committed batch ended. The next batch is
-generated in a thread while the current one is being copied.
+generated in a thread while the current one is being copied, and two writers COPY at once (PostgreSQL
+runs each COPY on one core).
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ _CLAIM = text(
 
 
 class CodeJobRunner:
-    def __init__(self, database: Database, batch_size: int) -> None:
+    def __init__(self, database: Database, batch_size: int, writers: int = 2) -> None:
         self.database = database
         self.batch_size = batch_size
+        self.writers = writers
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -97,24 +99,43 @@ class CodeJobRunner:
                 )
         return True
 
+    async def _pending_offsets(self, job: Any) -> list[int]:
+        """Batch offsets not yet stored. A batch commits whole, with every sequence number of its range, so
+        its first sequence number tells whether it is in (batches commit out of order with two writers)."""
+        offsets = list(range(0, int(job.requested), self.batch_size))
+        if int(job.generated) == 0:
+            return offsets
+        async with self.database.transaction() as session:
+            connection = await repo.driver_connection(session)
+            stored = await connection.fetch(
+                "SELECT seq FROM codes WHERE campaign_id = $1 AND seq = ANY($2::bigint[])",
+                job.campaign_id,
+                [int(job.seq_start) + offset for offset in offsets],
+            )
+        done = {int(record["seq"]) - int(job.seq_start) for record in stored}
+        return [offset for offset in offsets if offset not in done]
+
     async def _run(self, job: Any, fmt: CodeFormat) -> None:
-        done = int(job.generated)
+        pending = iter(await self._pending_offsets(job))
         requested = int(job.requested)
 
-        def batch(size: int) -> asyncio.Task[npt.NDArray[np.uint8]]:
-            return asyncio.create_task(asyncio.to_thread(generate_bodies, fmt, size))
+        async def writer() -> None:
+            # two writers: while one COPY runs in PostgreSQL, the other generates its next batch in a thread
+            for offset in pending:
+                size = min(self.batch_size, requested - offset)
+                bodies = await asyncio.to_thread(generate_bodies, fmt, size)
+                await self._store(job.id, job.campaign_id, fmt, bodies, int(job.seq_start) + offset)
 
-        next_batch = batch(min(self.batch_size, requested - done)) if done < requested else None
-        while next_batch is not None:
-            bodies = await next_batch
-            size = bodies.shape[0]
-            after = done + size
-            next_batch = batch(min(self.batch_size, requested - after)) if after < requested else None
-            await self._store(
-                job.id, job.campaign_id, fmt, bodies, int(job.seq_start) + done, finished=next_batch is None
+        await asyncio.gather(*(writer() for _ in range(self.writers)))
+        async with self.database.transaction() as session:
+            await session.execute(
+                text(
+                    "UPDATE code_jobs SET status = 'succeeded', finished_at = now(), heartbeat_at = now() "
+                    "WHERE id = :id AND generated = requested"
+                ),
+                {"id": job.id},
             )
-            done = after
-        log.info("coupon.jobs.finished", job_id=str(job.id), generated=done)
+        log.info("coupon.jobs.finished", job_id=str(job.id), generated=requested)
 
     async def _store(
         self,
@@ -123,8 +144,6 @@ class CodeJobRunner:
         fmt: CodeFormat,
         bodies: npt.NDArray[np.uint8],
         seq_start: int,
-        *,
-        finished: bool,
     ) -> None:
         size = bodies.shape[0]
         async with self.database.transaction() as session:
@@ -132,14 +151,10 @@ class CodeJobRunner:
             await repo.store_batch(connection, campaign_id, fmt, bodies, seq_start)
             await connection.execute(
                 """
-                UPDATE code_jobs SET generated = generated + $2, heartbeat_at = now(),
-                       status = CASE WHEN $3 THEN 'succeeded' ELSE status END,
-                       finished_at = CASE WHEN $3 THEN now() END
-                 WHERE id = $1
+                UPDATE code_jobs SET generated = generated + $2, heartbeat_at = now() WHERE id = $1
                 """,
                 job_id,
                 size,
-                finished,
             )
             # last, so the campaign row is locked only for the commit
             await connection.execute("UPDATE campaigns SET generated = generated + $2 WHERE id = $1", campaign_id, size)

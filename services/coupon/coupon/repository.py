@@ -22,11 +22,18 @@ __all__ = [
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, inside the session's transaction."""
-    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement: make sure it has been sent.
-    await session.execute(text("SELECT 1"))
+    """The asyncpg connection under the session, inside the session's transaction (the hot paths and COPY
+    use it directly: asyncpg's prepared statements cost a fraction of SQLAlchemy's per-statement overhead)."""
     raw = await (await session.connection()).get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
+    adapted = raw.dbapi_connection
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; statements sent straight to
+    # asyncpg before that would run outside the request's transaction.
+    if getattr(adapted, "_transaction", False) is None and hasattr(adapted, "_start_transaction"):
+        await adapted._start_transaction()  # type: ignore[union-attr]
+    connection: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+    if not connection.is_in_transaction():
+        await session.execute(text("SELECT 1"))
+    return connection
 
 
 _INSERT_SKIPPING_DUPLICATES = """
@@ -130,45 +137,59 @@ SELECT DISTINCT ON (campaign_id) id, campaign_id, status, requested, generated, 
 
 JOB_COLUMNS = "id, campaign_id, status, requested, generated, created_at, started_at, finished_at, error"
 
+CAMPAIGN_COLUMNS_RAW = CAMPAIGN_COLUMNS
+
 # Locks the code row (the row that carries the per-code limit); the campaign is read, not locked.
 LOCK_CODE = f"""
 SELECT c.code, c.customer_id AS assigned_to, c.uses AS code_uses, now() AS now, {CAMPAIGN_COLUMNS}
   FROM codes c JOIN campaigns k ON k.id = c.campaign_id
- WHERE c.code = :code
+ WHERE c.code = $1
    FOR UPDATE OF c
 """
 
 READ_CODE = f"""
 SELECT c.code, c.customer_id AS assigned_to, c.uses AS code_uses, now() AS now, {CAMPAIGN_COLUMNS},
-       (SELECT uses FROM customer_uses u WHERE u.campaign_id = k.id AND u.customer_id = :customer_id)
-           AS customer_uses
+       (SELECT uses FROM customer_uses u WHERE u.campaign_id = k.id AND u.customer_id = $2) AS customer_uses
   FROM codes c JOIN campaigns k ON k.id = c.campaign_id
- WHERE c.code = :code
+ WHERE c.code = $1
 """
 
 REDEMPTION_COLUMNS = """
 id, code, campaign_id, customer_id, order_id, currency, discount_amount, created_at, rolled_back_at
 """
 
-PRIOR_REDEMPTION = f"SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE code = :code AND order_id = :order_id"
-
-# The per-customer limit lives on its own row: a conditional upsert, so two codes of one campaign
-# redeemed at once by one customer cannot both pass.
-TAKE_CUSTOMER_USE = """
-INSERT INTO customer_uses AS u (campaign_id, customer_id, uses) VALUES (:campaign_id, :customer_id, 1)
-ON CONFLICT (campaign_id, customer_id) DO UPDATE SET uses = u.uses + 1 WHERE u.uses < :limit
-RETURNING uses
-"""
-
-TAKE_CAMPAIGN_USE = """
-UPDATE campaigns SET uses = uses + 1 WHERE id = :campaign_id AND uses < total_limit RETURNING uses
-"""
-
-INSERT_REDEMPTION = f"""
-WITH used AS (UPDATE codes SET uses = uses + 1 WHERE code = :code)
-INSERT INTO redemptions (id, code, campaign_id, customer_id, order_id, order_total, currency, discount_amount)
-VALUES (:id, :code, :campaign_id, :customer_id, :order_id, :order_total, :currency, :discount_amount)
-RETURNING {REDEMPTION_COLUMNS}
+# Everything after the code row is locked, in one statement (a new snapshot, so a concurrent redemption
+# with this order id that committed while we waited for the lock is seen):
+# - a prior redemption of this code for this order id answers the repeat and takes nothing;
+# - the customer's use is a conditional upsert on customer_uses (the row that carries that limit);
+# - the campaign's use, only for campaigns with a total limit, a conditional UPDATE of the campaign row;
+# - then the code's use and the redemption.
+# Each step runs only if the one before it succeeded (the EXISTS references also fix the order in which the
+# rows are locked: code, customer, campaign). $6 is false when the caller already found a refusal.
+REDEEM = f"""
+WITH prior AS (
+    SELECT false AS is_new, {REDEMPTION_COLUMNS} FROM redemptions WHERE code = $1 AND order_id = $2
+), customer AS (
+    INSERT INTO customer_uses AS u (campaign_id, customer_id, uses)
+    SELECT $3, $4, 1 WHERE $6 AND NOT EXISTS (SELECT 1 FROM prior)
+    ON CONFLICT (campaign_id, customer_id) DO UPDATE SET uses = u.uses + 1 WHERE u.uses < $5
+    RETURNING uses
+), campaign AS (
+    UPDATE campaigns SET uses = uses + 1
+     WHERE id = $3 AND $7 AND uses < total_limit AND EXISTS (SELECT 1 FROM customer)
+    RETURNING uses
+), code AS (
+    UPDATE codes SET uses = uses + 1
+     WHERE code = $1 AND EXISTS (SELECT 1 FROM customer) AND (NOT $7 OR EXISTS (SELECT 1 FROM campaign))
+    RETURNING uses
+), created AS (
+    INSERT INTO redemptions (id, code, campaign_id, customer_id, order_id, order_total, currency, discount_amount)
+    SELECT $8, $1, $3, $4, $2, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM code)
+    RETURNING true AS is_new, {REDEMPTION_COLUMNS}
+)
+SELECT r.*, EXISTS (SELECT 1 FROM customer) AS customer_taken, EXISTS (SELECT 1 FROM campaign) AS campaign_taken
+  FROM (SELECT 1) AS one
+  LEFT JOIN (SELECT * FROM prior UNION ALL SELECT * FROM created) AS r ON true
 """
 
 ROLL_BACK = f"""

@@ -535,34 +535,34 @@ def _unknown(runtime: CouponRuntime, caller: Caller) -> NotFound:
     return NotFound("No such coupon code.", code="coupon_not_found", reason="unknown_code")
 
 
-def _discount_amount(row: Row[Any], order_total: Decimal, currency: str) -> Decimal:
+def _discount_amount(row: Any, order_total: Decimal, currency: str) -> Decimal:
     """Percent discounts are rounded half up to the currency's minor unit, then capped by `max_discount`;
     no discount exceeds the order total."""
     quantum = Decimal(1).scaleb(-CURRENCY_DECIMALS.get(currency, 2))
-    if row.discount_type == "percent":
-        amount = (order_total * Decimal(row.discount_value) / 100).quantize(quantum, rounding=ROUND_HALF_UP)
-        if row.max_discount is not None:
-            amount = min(amount, Decimal(row.max_discount))
+    if row["discount_type"] == "percent":
+        amount = (order_total * Decimal(row["discount_value"]) / 100).quantize(quantum, rounding=ROUND_HALF_UP)
+        if row["max_discount"] is not None:
+            amount = min(amount, Decimal(row["max_discount"]))
     else:
-        amount = Decimal(row.discount_value)
+        amount = Decimal(row["discount_value"])
     return min(amount, order_total).quantize(quantum, rounding=ROUND_HALF_UP)
 
 
-def _refusal(row: Row[Any], body: ValidationRequest | RedemptionRequest) -> tuple[str, str] | None:
+def _refusal(row: Any, body: ValidationRequest | RedemptionRequest) -> tuple[str, str] | None:
     """Why this code cannot apply to this order (reason, detail), limits aside."""
-    if not row.active:
+    if not row["active"]:
         return "inactive", "This coupon's campaign is inactive."
-    if row.valid_from is not None and row.now < row.valid_from:
+    if row["valid_from"] is not None and row["now"] < row["valid_from"]:
         return "not_yet_valid", "This coupon is not valid yet."
-    if row.valid_until is not None and row.now >= row.valid_until:
+    if row["valid_until"] is not None and row["now"] >= row["valid_until"]:
         return "expired", "This coupon has expired."
-    if row.assigned_to is not None and row.assigned_to != body.customer_id:
+    if row["assigned_to"] is not None and row["assigned_to"] != body.customer_id:
         return "assigned_to_another_customer", "This coupon was issued to another customer."
-    if row.currency is not None and row.currency != body.currency:
-        return "currency_mismatch", f"This coupon applies to orders in {row.currency}."
-    if row.min_order_total is not None and body.order_total < row.min_order_total:
-        return "minimum_not_met", f"This coupon needs an order total of at least {row.min_order_total}."
-    if body.categories is not None and row.categories and not set(body.categories) & set(row.categories):
+    if row["currency"] is not None and row["currency"] != body.currency:
+        return "currency_mismatch", f"This coupon applies to orders in {row['currency']}."
+    if row["min_order_total"] is not None and body.order_total < row["min_order_total"]:
+        return "minimum_not_met", f"This coupon needs an order total of at least {row['min_order_total']}."
+    if body.categories is not None and row["categories"] and not set(body.categories) & set(row["categories"]):
         return "category_mismatch", "This coupon applies to other categories."
     return None
 
@@ -571,35 +571,37 @@ async def validate(
     session: AsyncSession, runtime: CouponRuntime, caller: Caller, raw_code: str, body: ValidationRequest
 ) -> ValidationResult:
     code = await _checked_code(session, runtime, caller, raw_code)
-    row = await repo.fetch_one(session, repo.READ_CODE, code=code, customer_id=body.customer_id)
+    connection = await repo.driver_connection(session)
+    row = await connection.fetchrow(repo.READ_CODE, code, body.customer_id)
     if row is None:
         raise _unknown(runtime, caller)
     refusal = _refusal(row, body)
     reason = refusal[0] if refusal else None
     if reason is None:
-        if row.code_uses >= row.per_code_limit or (row.total_limit is not None and row.uses >= row.total_limit):
+        if row["code_uses"] >= row["per_code_limit"] or (
+            row["total_limit"] is not None and row["uses"] >= row["total_limit"]
+        ):
             reason = "coupon_exhausted"
-        elif (row.customer_uses or 0) >= row.per_customer_limit:
+        elif (row["customer_uses"] or 0) >= row["per_customer_limit"]:
             reason = "customer_limit_reached"
     if reason is not None:
         return ValidationResult(valid=False, discount_amount=None, reason=reason)
-    return ValidationResult(
-        valid=True, discount_amount=_discount_amount(row, body.order_total, body.currency), reason=None
-    )
+    amount = _discount_amount(row, body.order_total, body.currency)
+    return ValidationResult(valid=True, discount_amount=amount, reason=None)
 
 
-def _redemption(row: Row[Any]) -> Redemption:
+def _redemption(row: Any) -> Redemption:
     return Redemption(
-        redemption_id=row.id,
-        discount_amount=row.discount_amount,
-        currency=row.currency,
-        code=row.code,
-        campaign_id=row.campaign_id,
-        customer_id=row.customer_id,
-        order_id=row.order_id,
-        status="rolled_back" if row.rolled_back_at is not None else "redeemed",
-        created_at=row.created_at,
-        rolled_back_at=row.rolled_back_at,
+        redemption_id=row["id"],
+        discount_amount=row["discount_amount"],
+        currency=row["currency"],
+        code=row["code"],
+        campaign_id=row["campaign_id"],
+        customer_id=row["customer_id"],
+        order_id=row["order_id"],
+        status="rolled_back" if row["rolled_back_at"] is not None else "redeemed",
+        created_at=row["created_at"],
+        rolled_back_at=row["rolled_back_at"],
     )
 
 
@@ -607,53 +609,50 @@ async def redeem(
     session: AsyncSession, runtime: CouponRuntime, caller: Caller, raw_code: str, body: RedemptionRequest
 ) -> Redemption:
     """Idempotent by `order_id` per code: a repeat answers with the first redemption (even if it was since
-    rolled back) and changes nothing."""
+    rolled back) and changes nothing. Two statements: lock the code row, then everything else at once."""
     code = await _checked_code(session, runtime, caller, raw_code)
-    row = await repo.fetch_one(session, repo.LOCK_CODE, code=code)
+    connection = await repo.driver_connection(session)
+    row = await connection.fetchrow(repo.LOCK_CODE, code)
     if row is None:
         raise _unknown(runtime, caller)
-    # read after the lock: a concurrent redemption with this order id has committed (or not) by now
-    prior = await repo.fetch_one(session, repo.PRIOR_REDEMPTION, code=code, order_id=body.order_id)
-    if prior is not None:
-        if prior.customer_id != body.customer_id:
+    refusal = _refusal(row, body)
+    exhausted = row["code_uses"] >= row["per_code_limit"]
+    amount = _discount_amount(row, body.order_total, body.currency)
+    result = await connection.fetchrow(
+        repo.REDEEM,
+        code,
+        body.order_id,
+        row["id"],
+        body.customer_id,
+        row["per_customer_limit"],
+        refusal is None and not exhausted,
+        row["total_limit"] is not None,
+        uuid.uuid4(),
+        body.order_total,
+        body.currency,
+        amount,
+    )
+    assert result is not None
+    if result["is_new"] is False:
+        if result["customer_id"] != body.customer_id:
             raise Conflict(
                 "This order id was already used with this coupon by another customer.", code="order_id_conflict"
             )
-        return _redemption(prior)
-    refusal = _refusal(row, body)
+        return _redemption(result)
     if refusal is not None:
         raise Unprocessable(refusal[1], code="coupon_not_applicable", reason=refusal[0])
-    if row.code_uses >= row.per_code_limit:
+    if exhausted:
         raise Conflict("This coupon code has been used up.", code="coupon_exhausted", limit="per_code")
-    taken = await repo.fetch_one(
-        session, repo.TAKE_CUSTOMER_USE, campaign_id=row.id, customer_id=body.customer_id, limit=row.per_customer_limit
-    )
-    if taken is None:
+    if not result["customer_taken"]:
         raise Conflict(
             "This customer has used this campaign's coupons as often as allowed.",
             code="customer_limit_reached",
-            limit=row.per_customer_limit,
+            limit=row["per_customer_limit"],
         )
-    if (
-        row.total_limit is not None
-        and await repo.fetch_one(session, repo.TAKE_CAMPAIGN_USE, campaign_id=row.id) is None
-    ):
+    if result["is_new"] is None:
+        # the customer's use was taken but the campaign's total was reached; raising rolls the former back
         raise Conflict("This campaign's coupons have all been used.", code="coupon_exhausted", limit="total")
-    amount = _discount_amount(row, body.order_total, body.currency)
-    created = await repo.fetch_one(
-        session,
-        repo.INSERT_REDEMPTION,
-        id=uuid.uuid4(),
-        code=code,
-        campaign_id=row.id,
-        customer_id=body.customer_id,
-        order_id=body.order_id,
-        order_total=body.order_total,
-        currency=body.currency,
-        discount_amount=amount,
-    )
-    assert created is not None
-    return _redemption(created)
+    return _redemption(result)
 
 
 async def roll_back(session: AsyncSession, redemption_id: uuid.UUID) -> Redemption:
@@ -665,11 +664,11 @@ async def roll_back(session: AsyncSession, redemption_id: uuid.UUID) -> Redempti
         )
         if existing is None:
             raise NotFound("No coupon redemption with this id.", code="redemption_not_found")
-        return _redemption(existing)
+        return _redemption(existing._mapping)
     for statement in repo.GIVE_BACK:
         await repo.execute(session, statement, code=row.code, campaign_id=row.campaign_id, customer_id=row.customer_id)
     log.info("coupon.redemption.rolled_back", redemption_id=str(redemption_id))
-    return _redemption(row)
+    return _redemption(row._mapping)
 
 
 # ---------------------------------------------------------------- surprise rules

@@ -49,7 +49,7 @@ def upgrade() -> None:
     op.create_index("ix_campaigns_format", "campaigns", ["code_prefix", "code_length", "charset"])
     op.create_table(
         "codes",
-        sa.Column("code", sa.String(64), primary_key=True),
+        sa.Column("code", sa.String(64, collation="C"), primary_key=True),
         sa.Column("campaign_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("customer_id", sa.String(64)),
