@@ -150,17 +150,17 @@ class MailSender:
 
     async def run_once(self) -> int:
         lease = self.settings.mail_lease_seconds
-        async with self.database.transaction() as session:
+        async with self.database.engine.begin() as connection:
             params = {"lease": lease, "batch": self.settings.mail_batch_size}
-            rows = (await session.execute(_CLAIM, params)).all()
+            rows = (await connection.execute(_CLAIM, params)).all()
         if not rows:
             return 0
         # Stop starting new sends well before the lease ends; unsent rows come back when it does.
         deadline = time.monotonic() + lease * 0.5
         suppressed = [row.id for row in rows if row.suppressed]
         if suppressed:
-            async with self.database.transaction() as session:
-                await session.execute(_CANCEL, {"ids": suppressed})
+            async with self.database.engine.begin() as connection:
+                await connection.execute(_CANCEL, {"ids": suppressed})
         due = [row for row in rows if not row.suppressed and row.message is not None]
         if self.settings.smtp_host:
             connections = min(self.settings.mail_connections, len(due))
@@ -219,28 +219,28 @@ class MailSender:
             return
         except _CONNECTION_ERRORS as exc:
             raise _Defer(f"{type(exc).__name__}: {exc}") from exc
-        async with self.database.transaction() as session:
-            await session.execute(_SENT, {"id": row.id})
+        async with self.database.engine.begin() as connection:
+            await connection.execute(_SENT, {"id": row.id})
 
     async def _refused(self, row: Any, code: int, error: str, *, recipient: bool) -> None:
         if 400 <= code < 500:
             await self._retry(row, error)
             return
         log.warning("survey.mail.refused", invitation_id=str(row.invitation_id), error=error)
-        async with self.database.transaction() as session:
-            failed = (await session.execute(_FAIL, {"id": row.id, "error": error[:500]})).first()
+        async with self.database.engine.begin() as connection:
+            failed = (await connection.execute(_FAIL, {"id": row.id, "error": error[:500]})).first()
             if failed is not None and recipient:
-                await session.execute(_BOUNCE, {"customer_id": failed.customer_id, "email": failed.email})
+                await connection.execute(_BOUNCE, {"customer_id": failed.customer_id, "email": failed.email})
 
     async def _retry(self, row: Any, error: str) -> None:
         tried = row.attempts + 1
-        async with self.database.transaction() as session:
+        async with self.database.engine.begin() as connection:
             if tried >= self.settings.mail_max_attempts:
                 log.warning("survey.mail.gave_up", invitation_id=str(row.invitation_id), error=error)
-                await session.execute(_FAIL, {"id": row.id, "error": error[:500]})
+                await connection.execute(_FAIL, {"id": row.id, "error": error[:500]})
             else:
                 params = {"id": row.id, "error": error[:500], "delay": self.backoff(tried)}
-                await session.execute(_RETRY, params)
+                await connection.execute(_RETRY, params)
 
     async def _write_files(self, rows: Sequence[Any]) -> None:
         """No SMTP server configured: each message becomes `MAIL_DIR/<invitation_id>.eml`."""
@@ -248,8 +248,8 @@ class MailSender:
             return
         directory = self.settings.mail_dir
         await asyncio.to_thread(_write_all, directory, [(row.invitation_id, row.message) for row in rows])
-        async with self.database.transaction() as session:
-            await session.execute(_SENT_MANY, {"ids": [row.id for row in rows]})
+        async with self.database.engine.begin() as connection:
+            await connection.execute(_SENT_MANY, {"ids": [row.id for row in rows]})
 
 
 def _write_all(directory: Path, messages: Sequence[tuple[uuid.UUID, bytes]]) -> None:

@@ -14,9 +14,10 @@ QuestionType = Literal["nps", "rating", "text", "choice"]
 Interval = Literal["day", "week", "month"]
 InvitationStatus = Literal["queued", "sent", "failed", "cancelled"]
 
-# Deliberately simple: one @, no spaces or control characters (no header injection), a dot in the domain.
+# Deliberately simple and ASCII: RFC 5322 atoms and dots before the @ (nothing that could break a header),
+# DNS labels after it.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL_PATTERN = rf"^[^@\s<>\"',;]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
+EMAIL_PATTERN = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
 Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 OptionText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
