@@ -177,6 +177,13 @@ async def test_customer_token_answers_only_its_own_invitation(
         assert minted.status_code == 201, minted.text
         return str(minted.json()["token"])
 
+    # The customer overview lists what the customer can still answer (the token itself is not there).
+    async with platform.service_client("survey") as service:
+        pending = (await service.get(f"/v1/customers/{owner}/surveys", params={"status": "pending"})).json()
+    assert [item["survey_id"] for item in pending["items"]] == [survey["id"]]
+    overview = (await admin.get(f"/v1/customers/{owner}/overview")).json()
+    assert [item["survey_id"] for item in overview["surveys"]["pending"]] == [survey["id"]]
+
     body = {"token": token, "answers": [{"question_id": "nps", "value": 7}]}
     async with platform.client(await customer_token(uid())) as stranger:
         assert (await stranger.get(f"/v1/survey-invitations/{token}")).status_code == 404
@@ -185,3 +192,5 @@ async def test_customer_token_answers_only_its_own_invitation(
         assert (await customer.get(f"/v1/survey-invitations/{token}")).status_code == 200
         assert (await customer.post("/v1/survey-responses", json=body)).status_code == 201
         assert (await customer.post(f"/v1/surveys/{survey['id']}/invitations", json={})).status_code == 403
+    async with platform.service_client("survey") as service:
+        assert (await service.get(f"/v1/customers/{owner}/surveys")).json()["items"] == []

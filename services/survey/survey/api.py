@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
@@ -12,6 +12,7 @@ from kit.auth import CallerDep
 from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.pagination import Page, PageParamsDep
+from kit.types import CustomerIdPath
 from survey import service
 from survey.schemas import (
     Interval,
@@ -19,6 +20,7 @@ from survey.schemas import (
     InvitationCreate,
     InvitationForm,
     InvitationQueued,
+    PendingSurvey,
     ResponseCreate,
     ResponseCreated,
     Survey,
@@ -132,3 +134,20 @@ async def invitation_form(token: str, session: SessionDep, caller: CallerDep) ->
 async def respond(body: ResponseCreate, session: SessionDep, caller: CallerDep) -> ResponseCreated:
     answers = [(answer.question_id, answer.value) for answer in body.answers]
     return await service.submit_response(session, body.token, answers, caller=caller)
+
+
+@router.get(
+    "/v1/customers/{customer_id}/surveys",
+    operation_id="list_customer_pending_surveys",
+    response_model=Page[PendingSurvey],
+    responses=problem_responses(404, 422),
+)
+async def customer_surveys(
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    caller: CallerDep,
+    page: PageParamsDep,
+    status: Annotated[Literal["pending"], Query(description="Only `pending` (answerable) for now.")] = "pending",
+) -> Page[PendingSurvey]:
+    caller.require_customer(customer_id)
+    return await service.pending_for_customer(session, customer_id, page)

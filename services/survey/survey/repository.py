@@ -146,6 +146,32 @@ async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitat
     return (await session.execute(_INVITATION_STATUS, params)).one_or_none()
 
 
+_PENDING = text(
+    """
+    SELECT i.id, i.survey_id, s.name, s.reward_points, i.sent_at, i.expires_at, i.created_at
+      FROM invitations AS i JOIN surveys AS s ON s.id = i.survey_id
+     WHERE i.customer_id = :customer_id AND i.status IN ('queued', 'sent') AND i.used_at IS NULL
+       AND i.expires_at > now() AND i.send_at <= now()
+       AND (CAST(:after_created AS timestamptz) IS NULL
+            OR (i.created_at, i.id) > (CAST(:after_created AS timestamptz), CAST(:after_id AS uuid)))
+     ORDER BY i.created_at, i.id
+     LIMIT :limit
+    """
+)
+
+
+async def pending_invitations(
+    session: AsyncSession, customer_id: str, limit: int, after: Sequence[Any] | None
+) -> Sequence[AnyRow]:
+    params = {
+        "customer_id": customer_id,
+        "limit": limit + 1,
+        "after_created": datetime.fromisoformat(str(after[0])) if after else None,
+        "after_id": uuid.UUID(str(after[1])) if after else None,
+    }
+    return (await session.execute(_PENDING, params)).all()
+
+
 _BY_TOKEN = text(
     """
     SELECT i.id, i.survey_id, i.customer_id, i.email, i.status, i.expires_at, i.used_at,
@@ -277,6 +303,7 @@ __all__ = [
     "last_invited_at",
     "latest_post_purchase_survey",
     "list_surveys",
+    "pending_invitations",
     "results",
     "suppress",
     "survey_for_invitation",

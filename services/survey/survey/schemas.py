@@ -105,6 +105,17 @@ class Invitation(BaseModel):
     last_error: str | None
 
 
+class PendingSurvey(BaseModel):
+    """An invitation the customer can still answer (for the customer overview)."""
+
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    name: str
+    reward_points: int | None
+    sent_at: datetime | None
+    expires_at: datetime
+
+
 class InvitationForm(BaseModel):
     """The survey behind a personal link, for apps that render it themselves."""
 

@@ -28,6 +28,7 @@ from survey.schemas import (
     InvitationForm,
     InvitationQueued,
     NpsSummary,
+    PendingSurvey,
     Question,
     ResponseCreated,
     Survey,
@@ -211,6 +212,31 @@ async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitat
         responded_at=row.used_at,
         attempts=row.attempts,
         last_error=row.last_error,
+    )
+
+
+async def pending_for_customer(session: AsyncSession, customer_id: str, page: PageParams) -> Page[PendingSurvey]:
+    """Invitations already sent (or due) that the customer can still answer."""
+    if page.after is not None and len(page.after) != 2:
+        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")])
+    try:
+        rows = await repository.pending_invitations(session, customer_id, page.limit, page.after)
+    except ValueError as exc:
+        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from exc
+    items, cursor = paginate(rows, page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id)))
+    return Page[PendingSurvey](
+        items=[
+            PendingSurvey(
+                invitation_id=r.id,
+                survey_id=r.survey_id,
+                name=r.name,
+                reward_points=r.reward_points,
+                sent_at=r.sent_at,
+                expires_at=r.expires_at,
+            )
+            for r in items
+        ],
+        next_cursor=cursor,
     )
 
 
