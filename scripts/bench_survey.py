@@ -114,22 +114,31 @@ async def ceiling(port: int, messages: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - started
 
 
-async def wait_until_sent(database_url: str, count: int, timeout: float) -> tuple[float, float]:
-    """Polls the service's own record; returns (time when all were accepted, time when the API was done)."""
+async def wait_until_sent(database_url: str, count: int, timeout: float) -> float:
+    """Polls the service's own record (marked right after the server's 250); returns when all were."""
     connection = await asyncpg.connect(database_url)
     try:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             sent = await connection.fetchval("SELECT count(*) FROM survey.invitations WHERE status = 'sent'")
             if sent >= count:
-                return time.perf_counter(), 0.0
+                return time.perf_counter()
             await asyncio.sleep(0.1)
         raise TimeoutError(f"only {sent} of {count} sent after {timeout} s")
     finally:
         await connection.close()
 
 
-async def bench() -> None:
+async def ceiling_run(messages: list[tuple[str, bytes]]) -> tuple[float, int]:
+    smtp = SmtpServer()
+    try:
+        seconds = await ceiling(smtp.port, messages)
+    finally:
+        accepted = smtp.stop()
+    return seconds, accepted
+
+
+async def service_run() -> tuple[Any, float, int]:
     smtp = SmtpServer()
     try:
         async with fresh_database() as database_url:
@@ -169,45 +178,39 @@ async def bench() -> None:
                         cycle=False,
                     )
                 )
-                all_sent, _ = await wait_until_sent(database_url, INVITATIONS, timeout=180)
+                all_sent = await wait_until_sent(database_url, INVITATIONS, timeout=180)
                 api = await load
-                end_to_end = all_sent - started
-            accepted_by_service = smtp.stop()
-            smtp = SmtpServer()
-            messages = await asyncio.to_thread(_messages, INVITATIONS)
-            raw = await ceiling(smtp.port, messages)
     finally:
-        accepted_in_ceiling = smtp.stop()
+        accepted = smtp.stop()
+    return api, all_sent - started, accepted
+
+
+async def bench() -> None:
+    messages = await asyncio.to_thread(_messages, INVITATIONS)
+    before, accepted_before = await ceiling_run(messages)
+    api, end_to_end, accepted_by_service = await service_run()
+    after, accepted_after = await ceiling_run(messages)
+    best = min(before, after)
+    rate = INVITATIONS / best
 
     rows: list[list[Any]] = [
-        [
-            f"ceiling: raw aiosmtplib sendmail of {INVITATIONS:,} rendered messages, {CONNECTIONS} connections",
-            raw,
-            INVITATIONS / raw,
-            "100%",
-        ],
-        [
-            "API only: POST /v1/surveys/{id}/invitations answered 201 (64 clients)",
-            api.seconds,
-            api.rps,
-            f"{api.rps / (INVITATIONS / raw):.0%}",
-        ],
-        [
-            "end to end: first API call -> 10,000th message accepted by the SMTP server",
-            end_to_end,
-            INVITATIONS / end_to_end,
-            f"{raw / end_to_end:.0%}",
-        ],
-    ]
+        [f"ceiling before: raw aiosmtplib, {INVITATIONS:,} rendered messages, {CONNECTIONS} connections", before,
+         INVITATIONS / before, f"{best / before:.0%}"],
+        ["ceiling after (same)", after, INVITATIONS / after, f"{best / after:.0%}"],
+        ["API only: POST /v1/surveys/{id}/invitations answered 201 (64 clients)", api.seconds, api.rps,
+         f"{api.rps / rate:.0%}"],
+        ["end to end: first API call -> 10,000th message accepted by the SMTP server", end_to_end,
+         INVITATIONS / end_to_end, f"{best / end_to_end:.0%}"],
+    ]  # fmt: skip
     print_table(
-        f"{INVITATIONS:,} survey invitations by email, same SMTP server (aiosmtpd, own process), same run",
-        ["what", "seconds", "per second", "vs. ceiling"],
+        f"{INVITATIONS:,} survey invitations by email, SMTP server aiosmtpd in its own process, same run",
+        ["what", "seconds", "per second", "vs. best ceiling"],
         rows,
     )
     print(
         f"\nAPI: p50 {api.p50_ms:.1f} ms, p99 {api.p99_ms:.1f} ms, errors {api.errors}, statuses {api.statuses}; "
         f"messages the server accepted from the service: {accepted_by_service:,} "
-        f"(ceiling run: {accepted_in_ceiling:,})",
+        f"(ceiling runs: {accepted_before:,}, {accepted_after:,})",
         flush=True,
     )
 
