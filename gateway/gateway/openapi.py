@@ -255,6 +255,8 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any], *, fo
         added["409"] = ("Conflict, or a request with this Idempotency-Key is still running.", _RETRY_AFTER)
     if parameters or "requestBody" in operation:
         added["422"] = ("The request is not valid.", {})
+    if "requestBody" in operation:
+        added["400"] = ("The body could not be read as the declared content type (malformed JSON).", {})
     if "{customer_id}" in path:
         # A customer token asking for another customer's resources.
         added["404"] = ("Not found.", {})
