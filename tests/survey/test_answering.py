@@ -68,6 +68,9 @@ async def test_email_link_form_and_single_use(
         assert "Already answered" in again.text
         assert (await public.get(f"/s/{token}")).status_code == 409
         assert (await public.get("/s/not-a-real-token-at-all")).status_code == 404
+        malformed = await public.get(f"/s/{token}/extra/parts")
+        assert malformed.status_code == 404
+        assert malformed.headers["content-type"].startswith("text/html")
 
     status = await admin.get(f"/v1/surveys/{survey['id']}/invitations/{created.json()['invitation_id']}")
     assert status.json()["responded_at"] is not None

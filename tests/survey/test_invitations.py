@@ -125,6 +125,11 @@ async def test_bad_surveys_and_invitations_are_refused(admin: httpx.AsyncClient)
         response = await admin.post("/v1/surveys", json={"name": "Bad", "questions": questions})
         assert response.status_code == 422, questions
         assert response.json()["code"] == "validation_error"
+    nul = await admin.post(
+        "/v1/surveys", json={"name": "a\x00b", "questions": [{"id": "a", "type": "nps", "text": "?"}]}
+    )
+    assert nul.status_code == 422
+    assert (await admin.get("/v1/surveys", params={"cursor": "WyJ4Il0"})).status_code == 422
     unknown_field = await admin.post(
         "/v1/surveys", json={"name": "x", "questions": [{"id": "a", "type": "nps", "text": "?"}], "colour": "red"}
     )

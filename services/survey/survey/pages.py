@@ -67,31 +67,6 @@ def _form(found: service.OpenInvitation, token: str, values: dict[str, str], err
     }
 
 
-@router.get("/s/{token}", operation_id="show_survey_page", response_class=HTMLResponse, responses=_PAGES)
-async def show(token: str, session: SessionDep) -> HTMLResponse:
-    try:
-        found = await service.open_invitation(session, token)
-    except DomainError as error:
-        return _refusal(error)
-    return _page("form.html", **_form(found, token, {}, {}))
-
-
-@router.post("/s/{token}", operation_id="submit_survey_page", response_class=HTMLResponse, responses=_PAGES)
-async def submit(token: str, request: Request, session: SessionDep) -> HTMLResponse:
-    form = await request.form()
-    values = {key[2:]: value for key, value in form.items() if key.startswith("q_") and isinstance(value, str)}
-    try:
-        created = await service.submit_response(session, token, list(values.items()), from_form=True)
-    except ValidationFailed as invalid:
-        found = await service.open_invitation(session, token)
-        errors = {e["field"].removeprefix("answers."): e["message"] for e in invalid.extra["errors"]}
-        return _page("form.html", 422, **_form(found, token, values, errors))
-    except DomainError as error:
-        return _refusal(error)
-    found_name = (await service.get_survey(session, created.survey_id)).name
-    return _page("thanks.html", title="Thank you", survey_name=found_name, reward_points=created.reward_points)
-
-
 @router.get(
     "/s/{token}/unsubscribe",
     operation_id="show_survey_unsubscribe_page",
@@ -118,3 +93,30 @@ async def unsubscribe(token: str, session: SessionDep) -> HTMLResponse:
     except DomainError as error:
         return _refusal(error)
     return _page("unsubscribe.html", title="Unsubscribed", done=True)
+
+
+# After the unsubscribe routes: `{token:path}` also takes what no other route matched, so any malformed
+# link gets the HTML 'not valid' page rather than a JSON 404.
+@router.get("/s/{token:path}", operation_id="show_survey_page", response_class=HTMLResponse, responses=_PAGES)
+async def show(token: str, session: SessionDep) -> HTMLResponse:
+    try:
+        found = await service.open_invitation(session, token)
+    except DomainError as error:
+        return _refusal(error)
+    return _page("form.html", **_form(found, token, {}, {}))
+
+
+@router.post("/s/{token:path}", operation_id="submit_survey_page", response_class=HTMLResponse, responses=_PAGES)
+async def submit(token: str, request: Request, session: SessionDep) -> HTMLResponse:
+    form = await request.form()
+    values = {key[2:]: value for key, value in form.items() if key.startswith("q_") and isinstance(value, str)}
+    try:
+        created = await service.submit_response(session, token, list(values.items()), from_form=True)
+    except ValidationFailed as invalid:
+        found = await service.open_invitation(session, token)
+        errors = {e["field"].removeprefix("answers."): e["message"] for e in invalid.extra["errors"]}
+        return _page("form.html", 422, **_form(found, token, values, errors))
+    except DomainError as error:
+        return _refusal(error)
+    found_name = (await service.get_survey(session, created.survey_id)).name
+    return _page("thanks.html", title="Thank you", survey_name=found_name, reward_points=created.reward_points)

@@ -35,10 +35,10 @@ async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> AnyRow | No
     return (await session.execute(select(*SURVEY_COLUMNS).where(surveys.c.id == survey_id))).one_or_none()
 
 
-async def list_surveys(session: AsyncSession, limit: int, after: Sequence[Any] | None) -> Sequence[AnyRow]:
+async def list_surveys(session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None) -> Sequence[AnyRow]:
     query = select(*SURVEY_COLUMNS).order_by(surveys.c.created_at, surveys.c.id).limit(limit + 1)
     if after:
-        created_at, survey_id = datetime.fromisoformat(str(after[0])), uuid.UUID(str(after[1]))
+        created_at, survey_id = after
         query = query.where(
             (surveys.c.created_at > created_at) | ((surveys.c.created_at == created_at) & (surveys.c.id > survey_id))
         )
@@ -78,8 +78,9 @@ async def survey_for_invitation(
 _CLAIM_CONTACT = text(
     """
     INSERT INTO contacts AS c (customer_id, last_invited_at) VALUES (:customer_id, :at)
-    ON CONFLICT (customer_id) DO UPDATE SET last_invited_at = EXCLUDED.last_invited_at
-     WHERE c.last_invited_at <= EXCLUDED.last_invited_at - make_interval(days => :cooldown_days)
+    ON CONFLICT (customer_id) DO UPDATE SET last_invited_at = greatest(c.last_invited_at, EXCLUDED.last_invited_at)
+     WHERE :cooldown_days = 0
+        OR c.last_invited_at <= EXCLUDED.last_invited_at - make_interval(days => :cooldown_days)
     RETURNING customer_id
     """
 )
@@ -161,13 +162,13 @@ _PENDING = text(
 
 
 async def pending_invitations(
-    session: AsyncSession, customer_id: str, limit: int, after: Sequence[Any] | None
+    session: AsyncSession, customer_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None
 ) -> Sequence[AnyRow]:
     params = {
         "customer_id": customer_id,
         "limit": limit + 1,
-        "after_created": datetime.fromisoformat(str(after[0])) if after else None,
-        "after_id": uuid.UUID(str(after[1])) if after else None,
+        "after_created": after[0] if after else None,
+        "after_id": after[1] if after else None,
     }
     return (await session.execute(_PENDING, params)).all()
 

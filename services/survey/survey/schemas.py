@@ -6,7 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from kit.types import Identifier, Points, StrictModel
 
@@ -18,8 +27,19 @@ InvitationStatus = Literal["queued", "sent", "failed", "cancelled"]
 # DNS labels after it.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 EMAIL_PATTERN = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL: refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
-OptionText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+OptionText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_no_nul)
+]
 
 MAX_TEXT_ANSWER = 2000
 
@@ -27,7 +47,9 @@ MAX_TEXT_ANSWER = 2000
 class QuestionIn(StrictModel):
     id: Identifier
     type: QuestionType
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(_no_nul)
+    ]
     required: bool = False
     options: Annotated[list[OptionText], Field(min_length=2, max_length=20)] | None = None
 
@@ -44,7 +66,9 @@ class QuestionIn(StrictModel):
 
 
 class SurveyCreate(StrictModel):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_no_nul)
+    ]
     questions: Annotated[list[QuestionIn], Field(min_length=1, max_length=50)]
     reward_points: Points | None = None
     cooldown_days: Annotated[int, Field(ge=0, le=3650, strict=True)] = 90

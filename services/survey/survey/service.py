@@ -113,8 +113,19 @@ async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> Survey:
     return _survey(row)
 
 
+def _cursor(page: PageParams) -> tuple[datetime, uuid.UUID] | None:
+    """A (created_at, id) cursor from one of these lists, or a 422 for anything else."""
+    if page.after is None:
+        return None
+    try:
+        created_at, row_id = page.after
+        return datetime.fromisoformat(str(created_at)), uuid.UUID(str(row_id))
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from exc
+
+
 async def list_surveys(session: AsyncSession, page: PageParams) -> Page[Survey]:
-    rows = await repository.list_surveys(session, page.limit, page.after)
+    rows = await repository.list_surveys(session, page.limit, _cursor(page))
     items, cursor = paginate(rows, page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id)))
     return Page[Survey](items=[_survey(r) for r in items], next_cursor=cursor)
 
@@ -217,12 +228,7 @@ async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitat
 
 async def pending_for_customer(session: AsyncSession, customer_id: str, page: PageParams) -> Page[PendingSurvey]:
     """Invitations already sent (or due) that the customer can still answer."""
-    if page.after is not None and len(page.after) != 2:
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")])
-    try:
-        rows = await repository.pending_invitations(session, customer_id, page.limit, page.after)
-    except ValueError as exc:
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from exc
+    rows = await repository.pending_invitations(session, customer_id, page.limit, _cursor(page))
     items, cursor = paginate(rows, page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id)))
     return Page[PendingSurvey](
         items=[
@@ -367,6 +373,9 @@ def validate_answers(
                 continue
             if len(value) > MAX_TEXT_ANSWER:
                 result.errors.append(FieldError(field, f"At most {MAX_TEXT_ANSWER} characters."))
+                continue
+            if "\x00" in value:
+                result.errors.append(FieldError(field, "Must not contain NUL characters."))
                 continue
         elif question.type == "choice" and (not isinstance(value, str) or value not in (question.options or ())):
             result.errors.append(FieldError(field, "Must be one of the question's options."))
@@ -516,7 +525,10 @@ async def results(
                     nps=_nps(row.promoters, row.detractors, row.answered) if row else None,
                 )
             )
-        period = _next_period(period, interval)
+        try:
+            period = _next_period(period, interval)
+        except (ValueError, OverflowError):  # past year 9999
+            break
 
     answered_nps = scores.promoters + scores.passives + scores.detractors
     return SurveyResults(
