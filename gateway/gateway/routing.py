@@ -64,6 +64,7 @@ ROUTES: tuple[Route, ...] = (
     _route(r"/v1/survey-invitations/[^/]+", "survey", "surveys:read", "surveys:write", customer="GET"),
     _route(r"/v1/survey-invitations(/.*)?", "survey", "surveys:read", "surveys:write"),
     _route(r"/v1/survey-responses", "survey", "surveys:read", "surveys:write", customer="POST"),
+    _route(_CUSTOMER + r"/surveys", "survey", "surveys:read", "surveys:write", customer="GET"),
     _route(r"/s/.*", "survey", "", "", public=True),
 )
 

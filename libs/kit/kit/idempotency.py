@@ -57,7 +57,8 @@ async def claim(session: AsyncSession, request: Request, key: str) -> Claim:
     caller = caller_key(request)
     route = f"{request.method} {request.url.path}"
     request_hash = hashlib.sha256(await request.body()).hexdigest()
-    scope = f"{caller}\n{route}\n{key}"
+    # Advisory locks are per database, and the services share one: the schema keeps their keys apart.
+    scope = f"{request.app.state.database.schema}\n{caller}\n{route}\n{key}"
     locked = await session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtextextended(scope, 0))))
     if not locked:
         raise Conflict(
