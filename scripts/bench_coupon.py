@@ -104,12 +104,21 @@ async def _export(client: httpx.AsyncClient, campaign_id: str) -> tuple[list[str
 async def bench() -> None:
     async with fresh_database() as database_url, platform(database_url, services=["coupon"], gateway=False) as stack:
         base = stack.url("coupon")
+        # the machine is shared and noisy: the ceilings are measured before and after, and the faster counts
+        plain_1, plain_c_1, shaped_1 = await _ceiling(database_url)
         async with httpx.AsyncClient(base_url=base, headers=stack.internal_headers, timeout=120) as client:
             campaign_id, api_seconds = await _generate(client)
             codes, export_seconds = await _export(client, campaign_id)
-        plain, plain_c, shaped = await _ceiling(database_url)
+        plain_2, plain_c_2, shaped_2 = await _ceiling(database_url)
+        plain, plain_c, shaped = min(plain_1, plain_2), min(plain_c_1, plain_c_2), min(shaped_1, shaped_2)
         rows: list[list[Any]] = [
-            ["ceiling: COPY of 1,000,000 random 12-character strings, unique index", plain, CODES / plain, "1.00x"],
+            [
+                "ceiling: COPY of 1,000,000 random 12-character strings, unique index (best of 2: "
+                f"{plain_1:.2f} s, {plain_2:.2f} s)",
+                plain,
+                CODES / plain,
+                "1.00x",
+            ],
             [
                 'same, unique index with COLLATE "C" (as on coupon.codes)',
                 plain_c,
