@@ -28,6 +28,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kit.embedded import start_embedded_postgres  # noqa: E402
 from tests.support.servers import ServiceProcess  # noqa: E402
 from tests.support.stack import SERVICES, process_stack  # noqa: E402
 
@@ -40,11 +41,7 @@ def server_url() -> str:
     url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
-    import pgserver
-
-    pgdata = ROOT / ".data" / "bench-pg"
-    pgdata.parent.mkdir(exist_ok=True)
-    return str(pgserver.get_server(pgdata, cleanup_mode="stop").get_uri())
+    return str(start_embedded_postgres(ROOT / ".data" / "bench-pg").get_uri())
 
 
 @asynccontextmanager

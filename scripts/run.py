@@ -63,10 +63,10 @@ def start_database(env: dict[str, str]) -> object | None:
     if env.get("DATABASE_URL"):
         say("using DATABASE_URL")
         return None
-    import pgserver
+    from kit.embedded import start_embedded_postgres
 
     say("starting the embedded PostgreSQL under .data/pg")
-    server = pgserver.get_server(DATA / "pg", cleanup_mode="stop")
+    server = start_embedded_postgres(DATA / "pg")
     env["DATABASE_URL"] = server.get_uri()
     return server
 

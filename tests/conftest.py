@@ -82,6 +82,8 @@ def platform_env(database_url: str, mailbox: Mailbox) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "console",
         "OUTBOX_POLL_SECONDS": "0.1",
+        # several platforms run at once in some tests; keep each process's share of the server modest
+        "DB_POOL_SIZE": "5",
         "GATEWAY_PORT": str(ports["gateway"]),
     }
     for name in SERVICES:

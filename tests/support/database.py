@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from kit.embedded import start_embedded_postgres
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -17,12 +19,7 @@ def server_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    import pgserver  # the embedded default; imported here so TEST_DATABASE_URL runs do not need it
-
-    pgdata = ROOT / ".data" / "test-pg"
-    pgdata.parent.mkdir(exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    return str(server.get_uri())
+    return str(start_embedded_postgres(ROOT / ".data" / "test-pg").get_uri())
 
 
 def with_database(url: str, name: str) -> str:
