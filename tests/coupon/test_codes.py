@@ -49,6 +49,7 @@ async def test_guessable_count_is_refused(coupon: httpx.AsyncClient) -> None:
     problem = response.json()
     assert problem["code"] == "codes_guessable"
     assert problem["max_codes"] == 31**11 >> 40
+    assert problem["code_space"] == str(31**11)
     assert "2^40" in problem["detail"]
     stats = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()["stats"]
     assert stats["generated"] == 0

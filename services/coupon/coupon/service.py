@@ -248,7 +248,8 @@ def _guessability_guard(runtime: CouponRuntime, fmt: CodeFormat, live: int, coun
             f"{', prefix ' + fmt.prefix if fmt.prefix else ''}) allow at most {max_codes:,} codes in all campaigns "
             f"with this format; {live:,} exist. Use a longer code or a larger charset.",
             code="codes_guessable",
-            code_space=fmt.space,
+            code_space=str(fmt.space),  # may exceed 64 bits: a decimal string
+            code_space_bits=round(fmt.space_bits, 1),
             live_codes=live,
             requested=count,
             max_codes=max_codes,
