@@ -36,6 +36,7 @@ from scripts.online_retail import FULL, category_for, rows
 
 SPLIT = datetime(2011, 10, 1, tzinfo=UTC)
 END = datetime(2011, 12, 10, tzinfo=UTC)
+VALIDATION = (datetime(2011, 7, 1, tzinfo=UTC), datetime(2011, 10, 1, tzinfo=UTC))
 K = 10
 
 
@@ -179,13 +180,9 @@ def most_bought(split: Split, fallback: Recommender) -> Recommender:
     return run
 
 
-def als(split: Split, factors: int = 64, iterations: int = 20, regularization: float = 0.05) -> Recommender:
-    from implicit.als import AlternatingLeastSquares
-    from implicit.nearest_neighbours import bm25_weight
-
+def _matrix(split: Split) -> tuple[dict[str, int], list[str], sparse.csr_matrix]:
     customers = {c: i for i, c in enumerate(dict.fromkeys(split.training.customers))}
     products = {p: i for i, p in enumerate(dict.fromkeys(split.training.products))}
-    names = list(products)
     matrix = sparse.csr_matrix(
         (
             split.training.purchases.astype(np.float32),
@@ -196,6 +193,30 @@ def als(split: Split, factors: int = 64, iterations: int = 20, regularization: f
         ),
         shape=(len(customers), len(products)),
     )
+    return customers, list(products), matrix
+
+
+def item_knn(split: Split, neighbours: int = 100) -> Recommender:
+    """implicit's item-item nearest neighbours with BM25 weighting."""
+    from implicit.nearest_neighbours import BM25Recommender
+
+    customers, names, matrix = _matrix(split)
+    model = BM25Recommender(K=neighbours)
+    model.fit(matrix, show_progress=False)
+
+    def run(customer: str, new_only: bool) -> list[str]:
+        u = customers[customer]
+        ids, _ = model.recommend(u, matrix[u], N=K, filter_already_liked_items=new_only)
+        return [names[i] for i in ids]
+
+    return run
+
+
+def als(split: Split, factors: int = 64, iterations: int = 20, regularization: float = 0.05) -> Recommender:
+    from implicit.als import AlternatingLeastSquares
+    from implicit.nearest_neighbours import bm25_weight
+
+    customers, names, matrix = _matrix(split)
     weighted = bm25_weight(matrix, K1=100, B=0.8).tocsr().astype(np.float32)
     model = AlternatingLeastSquares(
         factors=factors, iterations=iterations, regularization=regularization, random_state=42
@@ -220,8 +241,16 @@ def table(results: Sequence[tuple[str, str, Scores]]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", action="store_true", help="also try a few parameter variants of our model")
-    parser.add_argument("--no-als", action="store_true", help="skip the ALS baseline")
+    parser.add_argument("--no-als", action="store_true", help="skip the ALS and item-kNN baselines")
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="the split the parameters were chosen on: train before 2011-07-01, test 2011-07-01 .. 2011-09-30",
+    )
     args = parser.parse_args(argv)
+    global SPLIT, END
+    if args.validation:
+        SPLIT, END = VALIDATION
 
     started = time.perf_counter()
     split = load()
@@ -236,12 +265,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     trained = time.perf_counter()
     print(f"our model trained in {trained - loaded:.1f} s", flush=True)
 
-    results = run_protocols("ours (EASE + learned repeat, mixed/discover)", ours(model, split, params), split)
+    results = run_protocols("ours: EASE (recent-weighted) + learned repeat", ours(model, split, params), split)
     pop = popularity(split)
     results += run_protocols("popularity", pop, split)
     results += [r for r in run_protocols("own most-bought", most_bought(split, pop), split) if r[0] == "repeat counted"]
     if not args.no_als:
         results += run_protocols("implicit ALS (64 factors, BM25)", als(split), split)
+        results += run_protocols("implicit item-kNN (BM25, 100 neighbours)", item_knn(split), split)
     if args.grid:
         for variant in grid():
             variant_model = train(split.training, version=1, params=variant) if _retrain(variant, params) else model
@@ -252,7 +282,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n({time.perf_counter() - started:.0f} s)")
 
 
-TRAINING_FIELDS = ("ease_lambda", "ease_max_items", "neighbours", "popularity_half_life_days", "repeat_prior_strength")
+TRAINING_FIELDS = (
+    "ease_lambda",
+    "ease_max_items",
+    "neighbours",
+    "gram_half_life_days",
+    "popularity_half_life_days",
+    "repeat_prior_strength",
+)
 
 
 def _retrain(variant: Params, base: Params) -> bool:
@@ -267,13 +304,19 @@ def _label(variant: Params, base: Params) -> str:
 
 
 def grid() -> list[Params]:
+    """Variants around the defaults (the defaults were chosen with `--grid --validation`)."""
     base = Params()
-    variants = [replace(base, buy_again_weight=w, repeat_half_life_days=h) for w in (4.0, 8.0) for h in (60.0, 365.0)]
-    variants += [replace(base, buy_again_weight=16.0)]
-    variants += [replace(base, ease_lambda=lam) for lam in (150.0, 600.0)]
-    variants += [replace(base, popularity_half_life_days=h, popularity_blend=b) for h in (14.0,) for b in (0.05, 0.15)]
-    variants += [replace(base, neighbours=300), replace(base, history_half_life_days=30.0)]
-    return variants
+    return [
+        replace(base, gram_half_life_days=0.0, ease_lambda=300.0),
+        replace(base, gram_half_life_days=30.0),
+        replace(base, ease_lambda=300.0),
+        replace(base, rate_power=0.0),
+        replace(base, rate_power=1.0),
+        replace(base, buy_again_weight=2.0),
+        replace(base, buy_again_weight=8.0),
+        replace(base, repeat_half_life_days=120.0),
+        replace(base, popularity_blend=0.1, popularity_half_life_days=7.0),
+    ]
 
 
 if __name__ == "__main__":

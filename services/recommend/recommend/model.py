@@ -62,9 +62,10 @@ class ReasonKind(StrEnum):
 
 @dataclass(frozen=True)
 class Params:
-    ease_lambda: float = 300.0
+    ease_lambda: float = 100.0
     ease_max_items: int = 5000  # EASE inverts an n x n matrix: cap n (the rest are served by popularity)
     neighbours: int = 100
+    gram_half_life_days: float = 14.0  # > 0: recent co-purchases weigh more in EASE (0: all count the same)
     popularity_half_life_days: float = 30.0
     history_half_life_days: float = 180.0
     repeat_half_life_days: float = 365.0
@@ -167,7 +168,11 @@ def train(data: TrainingSet, *, version: int, params: Params = Params(), catalog
     category_rate = (category_repeaters + prior_strength * overall) / (category_buyers + prior_strength)
     repeat_rate = (repeaters + prior_strength * category_rate[codes]) / (buyers + prior_strength)
 
-    neighbours = _ease_neighbours(rows, cols, m, n, buyers, params)
+    if params.gram_half_life_days > 0:
+        values = np.sqrt(np.power(0.5, age_days / params.gram_half_life_days))
+    else:
+        values = np.ones(len(cols))
+    neighbours = _ease_neighbours(rows, cols, values, m, n, buyers, params)
     return Model(
         version=version,
         trained_at=datetime.now(UTC),
@@ -182,7 +187,9 @@ def train(data: TrainingSet, *, version: int, params: Params = Params(), catalog
     )
 
 
-def _ease_neighbours(rows: Ints, cols: Ints, m: int, n: int, buyers: Floats, params: Params) -> sparse.csr_matrix:
+def _ease_neighbours(
+    rows: Ints, cols: Ints, values: Floats, m: int, n: int, buyers: Floats, params: Params
+) -> sparse.csr_matrix:
     if m == 0 or n == 0:
         return sparse.csr_matrix((n, n))
     bought = np.flatnonzero(buyers >= 2)
@@ -193,7 +200,7 @@ def _ease_neighbours(rows: Ints, cols: Ints, m: int, n: int, buyers: Floats, par
     local[chosen] = np.arange(len(chosen))
     keep = local[cols] >= 0
     x = sparse.csr_matrix(
-        (np.ones(int(keep.sum()), dtype=np.float64), (rows[keep], local[cols[keep]])), shape=(m, len(chosen))
+        (values[keep], (rows[keep], local[cols[keep]])), shape=(m, len(chosen))
     )
     gram = (x.T @ x).toarray()
     gram[np.diag_indices_from(gram)] += params.ease_lambda
