@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -87,16 +88,20 @@ class CodeFormat:
     def space_bits(self) -> float:
         return math.log2(self.space)
 
+    @cached_property
+    def _values(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.alphabet)}
+
     def accepts(self, code: str) -> bool:
         """Whether a normalised code has this format and a correct check character."""
         if len(code) != len(self.prefix) + self.length or not code.startswith(self.prefix):
             return False
-        alphabet = self.alphabet
+        lookup = self._values
         try:
-            values = [alphabet.index(c) for c in code[len(self.prefix) :]]
-        except ValueError:
+            values = [lookup[c] for c in code[len(self.prefix) :]]
+        except KeyError:
             return False
-        return _luhn_sum(values, len(alphabet), with_check=True) % len(alphabet) == 0
+        return _luhn_sum(values, len(lookup), with_check=True) % len(lookup) == 0
 
 
 def _random_values(count: int, n: int) -> npt.NDArray[np.uint8]:
