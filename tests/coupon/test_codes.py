@@ -2,12 +2,15 @@ import asyncio
 import csv
 import io
 import secrets
+import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
-from coupon.codes import CodeFormat
+from coupon.codes import CodeFormat, as_strings, generate_bodies
+from tests.conftest import Platform
 from tests.coupon.helpers import create_campaign, generate
 
 
@@ -106,3 +109,46 @@ async def test_colliding_codes_are_drawn_again(coupon: httpx.AsyncClient, monkey
     again = await generate(coupon, second["id"], 5)
     assert len(set(again)) == 5
     assert not set(again) & set(codes)
+
+
+async def test_an_interrupted_job_is_resumed_where_it_stopped(platform: Platform, coupon: httpx.AsyncClient) -> None:
+    """A job whose process died (heartbeat stale) after batches 0 and 2 of 5 committed, out of order as two
+    writers do: it is taken over, and only batches 1, 3 and 4 are written."""
+    runner = platform.servers["coupon"].server.config.app.state.code_jobs  # type: ignore[attr-defined]
+    campaign = await create_campaign(coupon, code={"prefix": "RSM", "length": 14, "charset": "unambiguous"})
+    fmt = CodeFormat("RSM", 14, "unambiguous")
+    job_id = uuid.uuid4()
+    connection = await asyncpg.connect(platform.env["DATABASE_URL"], server_settings={"search_path": "coupon"})
+    saved = runner.batch_size
+    runner.batch_size = 1000
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                "UPDATE campaigns SET reserved = 5000, generated = 2000 WHERE id = $1", uuid.UUID(campaign["id"])
+            )
+            await connection.execute(
+                "INSERT INTO code_jobs (id, campaign_id, requested, generated, seq_start, status, heartbeat_at) "
+                "VALUES ($1, $2, 5000, 2000, 1, 'running', now() - interval '5 minutes')",
+                job_id,
+                uuid.UUID(campaign["id"]),
+            )
+            for seq_start in (1, 2001):
+                bodies = as_strings(generate_bodies(fmt, 1000))
+                await connection.copy_records_to_table(
+                    "codes",
+                    records=[(c, uuid.UUID(campaign["id"]), seq_start + i) for i, c in enumerate(bodies)],
+                    columns=["code", "campaign_id", "seq"],
+                )
+        await runner.wake()
+        job = await _wait_for_job(coupon, f"/v1/coupon-campaigns/{campaign['id']}/code-jobs/{job_id}")
+        assert (job["status"], job["generated"]) == ("succeeded", 5000)
+        seqs = await connection.fetch(
+            "SELECT seq, code FROM codes WHERE campaign_id = $1 ORDER BY seq", uuid.UUID(campaign["id"])
+        )
+        assert [r["seq"] for r in seqs] == list(range(1, 5001))
+        assert all(fmt.accepts(r["code"]) for r in seqs)
+        stats = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()["stats"]
+        assert stats["generated"] == 5000
+    finally:
+        runner.batch_size = saved
+        await connection.close()

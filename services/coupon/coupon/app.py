@@ -29,6 +29,7 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
     async def on_startup(app: FastAPI) -> None:
         runner = CodeJobRunner(app.state.database, settings.code_batch_size)
         runners.append(runner)
+        app.state.code_jobs = runner
         runner.start()
 
     async def on_shutdown(app: FastAPI) -> None:
