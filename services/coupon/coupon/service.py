@@ -389,6 +389,14 @@ async def stream_codes_csv(
 # ---------------------------------------------------------------- issuance and the wallet
 
 
+# While a generation job runs its batches commit out of order: the cursor stays put until it has finished,
+# so no unassigned code below it is skipped for good.
+_ADVANCE_CURSOR = """
+CASE WHEN EXISTS (SELECT 1 FROM code_jobs j WHERE j.campaign_id = :id AND j.status IN ('pending', 'running'))
+     THEN issue_cursor ELSE greatest(issue_cursor, :seq) END
+"""
+
+
 async def issue_coupon(
     session: AsyncSession, runtime: CouponRuntime, campaign_id: uuid.UUID, body: IssuanceRequest
 ) -> Issuance:
@@ -423,7 +431,7 @@ async def issue_coupon(
         )
         await repo.execute(
             session,
-            "UPDATE campaigns SET issued = issued + 1, issue_cursor = :seq WHERE id = :id",
+            f"UPDATE campaigns SET issued = issued + 1, issue_cursor = {_ADVANCE_CURSOR} WHERE id = :id",
             id=campaign_id,
             seq=taken.seq,
         )
@@ -438,7 +446,8 @@ async def issue_coupon(
         )
         await repo.execute(
             session,
-            "UPDATE campaigns SET issued = issued + 1, generated = generated + 1, issue_cursor = :seq WHERE id = :id",
+            f"UPDATE campaigns SET issued = issued + 1, generated = generated + 1, issue_cursor = {_ADVANCE_CURSOR} "
+            "WHERE id = :id",
             id=campaign_id,
             seq=seq,
         )
