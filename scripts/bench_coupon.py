@@ -6,8 +6,8 @@
    table's own shape, COPY of 1,000,000 ready-made rows into a copy of the `codes` table).
    Goal (issue 4): within 1.5x of the ceiling.
 2. CSV export of those 1,000,000 codes (streamed).
-3. Redemptions per second at 64 clients, each request redeeming a different code, straight to the service;
-   beside them the service's /healthz (the framework's ceiling) and validations.
+3. Redemptions per second at 64 clients, each request redeeming a different code, straight to the service and
+   through the gateway; beside them the service's /healthz (the framework's ceiling) and validations.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ async def _export(client: httpx.AsyncClient, campaign_id: str) -> tuple[list[str
 
 
 async def bench() -> None:
-    async with fresh_database() as database_url, platform(database_url, services=["coupon"], gateway=False) as stack:
+    async with fresh_database() as database_url, platform(database_url, services=["coupon"]) as stack:
         base = stack.url("coupon")
         # the machine is shared and noisy: the ceilings are measured before and after, and the faster counts
         plain_1, plain_c_1, shaped_1 = await _ceiling(database_url)
@@ -173,12 +173,30 @@ async def bench() -> None:
             duration=LOAD_SECONDS,
             cycle=False,
         )
-        print_table(
-            f"Coupon service straight (no gateway), 64 clients, {LOAD_SECONDS:.0f} s each",
-            LOAD_HEADERS,
-            [result_row(baseline, baseline), result_row(validated, baseline), result_row(redeemed, baseline)],
+        gateway = stack.url("gateway")
+        through_gateway = [
+            {
+                "method": "POST",
+                "url": f"{gateway}/v1/coupons/{code}/redemptions",
+                "headers": stack.admin_headers,
+                "json": {"customer_id": f"gw-{i % 5000}", "order_id": f"gw-order-{i}", **order},
+            }
+            for i, code in enumerate(codes[5_000 + REDEMPTION_CODES : 5_000 + 2 * REDEMPTION_CODES])
+        ]
+        via_gateway = run_load(
+            "same, through the gateway (admin key)", through_gateway, duration=LOAD_SECONDS, cycle=False
         )
-        print(f"\nredemption statuses: {redeemed.statuses}", flush=True)
+        print_table(
+            f"Coupon service, 64 clients, {LOAD_SECONDS:.0f} s each (straight to the service unless said)",
+            LOAD_HEADERS,
+            [
+                result_row(baseline, baseline),
+                result_row(validated, baseline),
+                result_row(redeemed, baseline),
+                result_row(via_gateway, baseline),
+            ],
+        )
+        print(f"\nredemption statuses: straight {redeemed.statuses}, through the gateway {via_gateway.statuses}")
 
 
 def main() -> None:

@@ -63,8 +63,10 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
         customer_id = _text(event.payload, "customer_id")
         currency = event.payload.get("currency")
         try:
-            total = Decimal(str(event.payload.get("total")))
+            total: Decimal | None = Decimal(str(event.payload.get("total")))
         except InvalidOperation:
+            total = None
+        if total is not None and not total.is_finite():
             total = None
         if purchase_id is None or customer_id is None:
             log.warning("coupon.purchase.ignored", event_id=str(event.id), reason="missing ids")
