@@ -192,7 +192,8 @@ async def set_up(client: httpx.AsyncClient) -> dict[str, str]:
     done["tiers"] = await _put(client, "/v1/points/tiers", TIERS)
 
     async def campaign(name: str, discount: dict[str, Any]) -> dict[str, Any] | None:
-        body = {"name": name, "discount": discount, "code": {"prefix": "DEMO", "length": 10}}
+        # Long enough that the codes stay unguessable for thousands of customers (the coupon service checks).
+        body = {"name": name, "discount": discount, "code": {"prefix": "DEMO", "length": 14}}
         state, found = await _find_or_create(
             client, "/v1/coupon-campaigns", "/v1/coupon-campaigns", body, lambda c: c.get("name") == name
         )
