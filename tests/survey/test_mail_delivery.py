@@ -211,8 +211,16 @@ async def _invite_directly(database: Database, config: SurveySettings, count: in
     return recipients
 
 
-class _Killed(BaseException):
-    """Stands in for the process dying: nothing after it runs."""
+class _Killed(Exception):
+    """Stands in for the process dying between two messages."""
+
+
+async def _count_sent(url: str, wanted: int) -> bool:
+    connection = await asyncpg.connect(url, server_settings={"search_path": "survey"})
+    try:
+        return bool(await connection.fetchval("SELECT count(*) FROM mail_outbox WHERE status = 'sent'") == wanted)
+    finally:
+        await connection.close()
 
 
 async def test_a_sender_that_dies_mid_batch_loses_nothing_and_sends_nothing_twice(quiet_database: str) -> None:
@@ -229,11 +237,13 @@ async def test_a_sender_that_dies_mid_batch_loses_nothing_and_sends_nothing_twic
         class DiesAfterTwo(MailSender):
             sent = 0
 
-            async def _send_one(self, client: Any, row: Any) -> None:
+            async def _send_one(self, client: Any, row: Any) -> bool:
                 if self.sent == 2:
+                    # Dies once the first two are recorded as sent (outside the at-least-once window).
+                    await wait_for(lambda: _count_sent(quiet_database, 2))
                     raise _Killed
-                await super()._send_one(client, row)
                 self.sent += 1
+                return await super()._send_one(client, row)
 
         with pytest.raises(_Killed):
             await DiesAfterTwo(database, config).run_once()

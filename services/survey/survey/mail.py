@@ -5,9 +5,11 @@ Delivery is at least once, never silently lost:
 - A batch is *claimed* by pushing its rows' `next_attempt_at` one lease into the future (`FOR UPDATE SKIP LOCKED`,
   so replicas share the work). Nothing is marked before sending: a process that dies mid-batch leaves its rows
   pending, and they are due again when the lease runs out.
-- Each message is marked `sent` in its own short transaction right after the SMTP server accepted it (and its
-  body, which holds the personal link, is dropped). The only window for a duplicate is between the server's
-  `250` and that commit: a crash exactly there sends that one message again, with the same Message-ID.
+- Each message is marked `sent` as soon as the SMTP server accepted it (and its body, which holds the personal
+  link, is dropped): accepted ids go to the database at once, several in one UPDATE when the previous one is still
+  in flight (group commit), while the next message is already being sent. The only window for a duplicate is
+  between the server's `250` and that commit: a crash exactly there sends those few messages again, with the same
+  Message-ID.
 - Refusals: a 4xx or a connection failure is retried with exponential backoff (jittered) up to
   `MAIL_MAX_ATTEMPTS`, then the message is `failed`; a 5xx is failed at once, and a 5xx on the recipient is a
   hard bounce that puts the customer on the suppression list.
@@ -52,17 +54,6 @@ _CLAIM = text(
     RETURNING m.id, m.invitation_id, m.recipient, m.message, m.attempts,
               EXISTS (SELECT 1 FROM suppressions AS s
                        WHERE s.customer_id = i.customer_id OR s.email = i.email) AS suppressed
-    """
-)
-
-_SENT = text(
-    """
-    WITH sent AS (
-        UPDATE mail_outbox
-           SET status = 'sent', sent_at = now(), message = NULL, attempts = attempts + 1, last_error = NULL
-         WHERE id = :id AND status = 'pending'
-        RETURNING invitation_id)
-    UPDATE invitations SET status = 'sent', sent_at = now() WHERE id IN (SELECT invitation_id FROM sent)
     """
 )
 
@@ -132,6 +123,37 @@ class _Defer(Exception):
     """The server is unusable: stop this connection's share of the batch."""
 
 
+class _SentMarker:
+    """Marks accepted messages `sent` right away: one UPDATE in flight at a time, carrying every id accepted
+    meanwhile, so the database keeps up with several SMTP connections without a transaction per message."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.waiting: list[int] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, outbox_id: int) -> None:
+        self.waiting.append(outbox_id)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            ids, self.waiting = self.waiting, []
+            try:
+                async with self.database.engine.begin() as connection:
+                    await connection.execute(_SENT_MANY, {"ids": ids})
+            except Exception:
+                # Left pending under the lease: these are sent again later (the at-least-once window).
+                log.exception("survey.mail.mark_sent_failed", messages=len(ids))
+
+    async def flush(self) -> None:
+        if self.task is not None:
+            await self.task
+        if self.waiting:
+            await self._drain()
+
+
 class MailSender:
     def __init__(self, database: Database, settings: SurveySettings) -> None:
         self.database = database
@@ -162,11 +184,15 @@ class MailSender:
             async with self.database.engine.begin() as connection:
                 await connection.execute(_CANCEL, {"ids": suppressed})
         due = [row for row in rows if not row.suppressed and row.message is not None]
-        if self.settings.smtp_host:
+        if self.settings.smtp_host and due:
             connections = min(self.settings.mail_connections, len(due))
             shares = [due[i::connections] for i in range(connections)]
-            await asyncio.gather(*(self._send_share(share, deadline) for share in shares))
-        else:
+            marker = _SentMarker(self.database)
+            try:
+                await asyncio.gather(*(self._send_share(share, deadline, marker) for share in shares))
+            finally:
+                await marker.flush()
+        elif due:
             await self._write_files(due)
         return len(rows)
 
@@ -181,7 +207,7 @@ class MailSender:
             timeout=s.smtp_timeout_seconds,
         )
 
-    async def _send_share(self, rows: Sequence[Any], deadline: float) -> None:
+    async def _send_share(self, rows: Sequence[Any], deadline: float, marker: _SentMarker) -> None:
         remaining = list(rows)
         try:
             client = self._client()
@@ -192,7 +218,8 @@ class MailSender:
             try:
                 while remaining and time.monotonic() < deadline:
                     row = remaining[0]
-                    await self._send_one(client, row)
+                    if await self._send_one(client, row):
+                        marker.add(row.id)
                     remaining.pop(0)
             finally:
                 try:
@@ -204,23 +231,23 @@ class MailSender:
             for row in remaining:
                 await self._retry(row, str(exc))
 
-    async def _send_one(self, client: aiosmtplib.SMTP, row: Any) -> None:
+    async def _send_one(self, client: aiosmtplib.SMTP, row: Any) -> bool:
+        """True when the server accepted the message; refusals are recorded here."""
         try:
             await client.sendmail(self.sender_address, [row.recipient], row.message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
             code = refused.code if refused else 550
             await self._refused(row, code, f"{code} {refused.message if refused else exc}", recipient=True)
-            return
+            return False
         except aiosmtplib.SMTPResponseException as exc:
             if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
                 raise _Defer(f"{exc.code} {exc.message}") from exc
             await self._refused(row, exc.code, f"{exc.code} {exc.message}", recipient=False)
-            return
+            return False
         except _CONNECTION_ERRORS as exc:
             raise _Defer(f"{type(exc).__name__}: {exc}") from exc
-        async with self.database.engine.begin() as connection:
-            await connection.execute(_SENT, {"id": row.id})
+        return True
 
     async def _refused(self, row: Any, code: int, error: str, *, recipient: bool) -> None:
         if 400 <= code < 500:
@@ -244,8 +271,6 @@ class MailSender:
 
     async def _write_files(self, rows: Sequence[Any]) -> None:
         """No SMTP server configured: each message becomes `MAIL_DIR/<invitation_id>.eml`."""
-        if not rows:
-            return
         directory = self.settings.mail_dir
         await asyncio.to_thread(_write_all, directory, [(row.invitation_id, row.message) for row in rows])
         async with self.database.engine.begin() as connection:
