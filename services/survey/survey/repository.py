@@ -55,40 +55,9 @@ async def latest_post_purchase_survey(session: AsyncSession) -> AnyRow | None:
     return (await session.execute(query)).one_or_none()
 
 
-_SURVEY_FOR_INVITATION = text(
-    """
-    SELECT s.id, s.name, s.cooldown_days, s.reward_points,
-           EXISTS (SELECT 1 FROM suppressions
-                    WHERE customer_id = :customer_id OR email = :email) AS suppressed
-      FROM surveys AS s
-     WHERE s.id = :survey_id
-    """
-)
-
-
-async def survey_for_invitation(
-    session: AsyncSession, survey_id: uuid.UUID, customer_id: str, email: str
-) -> AnyRow | None:
-    params = {"survey_id": survey_id, "customer_id": customer_id, "email": email}
-    return (await session.execute(_SURVEY_FOR_INVITATION, params)).one_or_none()
-
-
-# The throttle, race-free: the upsert takes the customer's row lock, and a second invitation in flight waits
-# for the first to commit and then sees its timestamp. A refused update returns no row and writes nothing.
-_CLAIM_CONTACT = text(
-    """
-    INSERT INTO contacts AS c (customer_id, last_invited_at) VALUES (:customer_id, :at)
-    ON CONFLICT (customer_id) DO UPDATE SET last_invited_at = greatest(c.last_invited_at, EXCLUDED.last_invited_at)
-     WHERE :cooldown_days = 0
-        OR c.last_invited_at <= EXCLUDED.last_invited_at - make_interval(days => :cooldown_days)
-    RETURNING customer_id
-    """
-)
-
-
-async def claim_contact(session: AsyncSession, customer_id: str, at: datetime, cooldown_days: int) -> bool:
-    params = {"customer_id": customer_id, "at": at, "cooldown_days": cooldown_days}
-    return (await session.execute(_CLAIM_CONTACT, params)).first() is not None
+async def survey_facts(session: AsyncSession, survey_id: uuid.UUID) -> AnyRow | None:
+    query = select(surveys.c.name, surveys.c.cooldown_days, surveys.c.reward_points).where(surveys.c.id == survey_id)
+    return (await session.execute(query)).one_or_none()
 
 
 async def last_invited_at(session: AsyncSession, customer_id: str) -> datetime | None:
@@ -113,23 +82,44 @@ async def count_send(session: AsyncSession, caller: str, day: date, quota: int) 
     return (await session.execute(_COUNT_SEND, params)).first() is not None
 
 
-_INSERT_INVITATION = text(
+# One round trip for the whole decision and write: the suppression list, the throttle, the invitation and its
+# message. The throttle is race-free: the upsert takes the customer's `contacts` row lock, so a second
+# invitation in flight waits for the first to commit and then sees its timestamp; a refused upsert returns no
+# row, and then nothing after it is written.
+_INVITE = text(
     """
-    WITH invitation AS (
+    WITH suppressed AS (
+        SELECT EXISTS (SELECT 1 FROM suppressions
+                        WHERE customer_id = :customer_id OR email = :email) AS yes),
+    contact AS (
+        INSERT INTO contacts AS c (customer_id, last_invited_at)
+        SELECT :customer_id, :send_at FROM suppressed WHERE NOT suppressed.yes
+        ON CONFLICT (customer_id) DO UPDATE
+           SET last_invited_at = greatest(c.last_invited_at, EXCLUDED.last_invited_at)
+         WHERE :cooldown_days = 0
+            OR c.last_invited_at <= EXCLUDED.last_invited_at - make_interval(days => :cooldown_days)
+        RETURNING customer_id),
+    invitation AS (
         INSERT INTO invitations (id, survey_id, customer_id, email, token_hash, status, source, caller,
                                  send_at, expires_at)
-        VALUES (:id, :survey_id, :customer_id, :email, :token_hash, 'queued', :source, :caller,
-                :send_at, :expires_at)
-        RETURNING id, email, send_at)
-    INSERT INTO mail_outbox (invitation_id, recipient, message, next_attempt_at)
-    SELECT id, email, :message, send_at FROM invitation
+        SELECT :id, :survey_id, :customer_id, :email, :token_hash, 'queued', :source, :caller,
+               :send_at, :expires_at
+          FROM contact
+        RETURNING id),
+    mail AS (
+        INSERT INTO mail_outbox (invitation_id, recipient, message, next_attempt_at)
+        SELECT id, :email, :message, :send_at FROM invitation
+        RETURNING id)
+    SELECT (SELECT yes FROM suppressed) AS suppressed, EXISTS (SELECT 1 FROM mail) AS invited
     """
 )
 
 
-async def insert_invitation(session: AsyncSession, values: dict[str, Any]) -> None:
-    """The invitation and its rendered message, in one statement of the caller's transaction."""
-    await session.execute(_INSERT_INVITATION, values)
+async def insert_invitation(session: AsyncSession, values: dict[str, Any]) -> tuple[bool, bool]:
+    """(suppressed, invited): the invitation and its rendered message are written only when the customer is
+    neither suppressed nor within the cooldown."""
+    row = (await session.execute(_INVITE, values)).one()
+    return bool(row.suppressed), bool(row.invited)
 
 
 _INVITATION_STATUS = text(
@@ -293,7 +283,6 @@ async def results(
 
 __all__ = [
     "cancel_pending_mail",
-    "claim_contact",
     "count_send",
     "get_survey",
     "insert_invitation",
@@ -307,6 +296,6 @@ __all__ = [
     "pending_invitations",
     "results",
     "suppress",
-    "survey_for_invitation",
+    "survey_facts",
     "use_invitation",
 ]

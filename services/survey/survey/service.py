@@ -133,6 +133,30 @@ async def list_surveys(session: AsyncSession, page: PageParams) -> Page[Survey]:
 # Invitations
 
 
+@dataclass(frozen=True)
+class _SurveyFacts:
+    name: str
+    cooldown_days: int
+    reward_points: int | None
+
+
+# Surveys cannot be changed once created, so what an invitation needs of one is cached per process.
+_FACTS: dict[uuid.UUID, _SurveyFacts] = {}
+_FACTS_LIMIT = 4096
+
+
+async def _survey_facts(session: AsyncSession, survey_id: uuid.UUID) -> _SurveyFacts:
+    facts = _FACTS.get(survey_id)
+    if facts is None:
+        row = await repository.survey_facts(session, survey_id)
+        if row is None:
+            raise NotFound("No survey with this id.", code="survey_not_found")
+        if len(_FACTS) >= _FACTS_LIMIT:
+            _FACTS.clear()
+        facts = _FACTS[survey_id] = _SurveyFacts(row.name, row.cooldown_days, row.reward_points)
+    return facts
+
+
 async def invite(
     session: AsyncSession,
     policy: InvitePolicy,
@@ -149,19 +173,7 @@ async def invite(
     email = email.lower()
     now = _now()
     send_at = send_at or now
-    survey = await repository.survey_for_invitation(session, survey_id, customer_id, email)
-    if survey is None:
-        raise NotFound("No survey with this id.", code="survey_not_found")
-    if survey.suppressed:
-        raise Conflict("This customer has opted out of surveys.", code="customer_opted_out")
-    if not await repository.claim_contact(session, customer_id, send_at, survey.cooldown_days):
-        last = await repository.last_invited_at(session, customer_id)
-        next_at = (last + timedelta(days=survey.cooldown_days)) if last else None
-        raise Conflict(
-            f"This customer was invited within the last {survey.cooldown_days} days.",
-            code="survey_throttled",
-            next_invitation_at=next_at.isoformat() if next_at else None,
-        )
+    survey = await _survey_facts(session, survey_id)
     counted = caller is not None and caller.kind in QUOTA_CALLER_KINDS
     if counted and not await repository.count_send(session, _caller_key(caller), now.date(), policy.quota_per_day):
         tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
@@ -188,7 +200,7 @@ async def invite(
         expires_at=expires_at,
         sent_at=send_at,
     )
-    await repository.insert_invitation(
+    suppressed, invited = await repository.insert_invitation(
         session,
         {
             "id": invitation_id,
@@ -200,9 +212,20 @@ async def invite(
             "caller": _caller_key(caller),
             "send_at": send_at,
             "expires_at": expires_at,
+            "cooldown_days": survey.cooldown_days,
             "message": message,
         },
     )
+    if suppressed:
+        raise Conflict("This customer has opted out of surveys.", code="customer_opted_out")
+    if not invited:
+        last = await repository.last_invited_at(session, customer_id)
+        next_at = (last + timedelta(days=survey.cooldown_days)) if last else None
+        raise Conflict(
+            f"This customer was invited within the last {survey.cooldown_days} days.",
+            code="survey_throttled",
+            next_invitation_at=next_at.isoformat() if next_at else None,
+        )
     return InvitationQueued(invitation_id=invitation_id, status="queued")
 
 
