@@ -43,6 +43,9 @@ from schemathesis.core.failures import FailureGroup
 from tests.conftest import ADMIN_KEY, Platform
 from tests.contract.conftest import isolated_platform
 
+# Schemathesis's own strategies trip a Hypothesis deprecation warning; nothing this suite can act on.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+
 MAX_EXAMPLES = 6
 SEED = 20261124
 CHECKS = [
