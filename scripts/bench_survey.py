@@ -14,12 +14,14 @@ server, for 10,000 invitations.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -114,6 +116,12 @@ async def ceiling(port: int, messages: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc): steadier than wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def wait_until_sent(database_url: str, count: int, timeout: float) -> float:
     """Polls the service's own record (marked right after the server's 250); returns when all were."""
     connection = await asyncpg.connect(database_url)
@@ -138,7 +146,7 @@ async def ceiling_run(messages: list[tuple[str, bytes]]) -> tuple[float, int]:
     return seconds, accepted
 
 
-async def service_run() -> tuple[Any, float, int]:
+async def service_run() -> tuple[Any, float, int, float]:
     smtp = SmtpServer()
     try:
         async with fresh_database() as database_url:
@@ -166,6 +174,8 @@ async def service_run() -> tuple[Any, float, int]:
                     }
                     for i in range(INVITATIONS)
                 ]
+                pid = stack.processes["survey"].process.pid  # type: ignore[union-attr]
+                cpu_before = cpu_seconds(pid)
                 started = time.perf_counter()
                 load = asyncio.create_task(
                     asyncio.to_thread(
@@ -179,16 +189,17 @@ async def service_run() -> tuple[Any, float, int]:
                     )
                 )
                 all_sent = await wait_until_sent(database_url, INVITATIONS, timeout=180)
+                cpu = cpu_seconds(pid) - cpu_before
                 api = await load
     finally:
         accepted = smtp.stop()
-    return api, all_sent - started, accepted
+    return api, all_sent - started, accepted, cpu
 
 
 async def bench() -> None:
     messages = await asyncio.to_thread(_messages, INVITATIONS)
     before, accepted_before = await ceiling_run(messages)
-    api, end_to_end, accepted_by_service = await service_run()
+    api, end_to_end, accepted_by_service, cpu = await service_run()
     after, accepted_after = await ceiling_run(messages)
     best = min(before, after)
     rate = INVITATIONS / best
@@ -210,7 +221,8 @@ async def bench() -> None:
     print(
         f"\nAPI: p50 {api.p50_ms:.1f} ms, p99 {api.p99_ms:.1f} ms, errors {api.errors}, statuses {api.statuses}; "
         f"messages the server accepted from the service: {accepted_by_service:,} "
-        f"(ceiling runs: {accepted_before:,}, {accepted_after:,})",
+        f"(ceiling runs: {accepted_before:,}, {accepted_after:,}); survey process CPU per invitation, API and "
+        f"sending together: {cpu / INVITATIONS * 1000:.2f} ms",
         flush=True,
     )
 
