@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
-from kit.auth import CallerDep
-from kit.db import SessionDep, service_router
+from kit.db import service_router
 from kit.errors import problem_responses
 from kit.pagination import Page, PageParamsDep
 from kit.types import CustomerIdPath
 from survey import service
+from survey.deps import CallerDep, SessionDep
 from survey.schemas import (
     Interval,
     Invitation,
@@ -32,7 +32,7 @@ from survey.settings import SurveySettings
 router = service_router(tags=["survey"])
 
 
-def invite_policy(request: Request) -> service.InvitePolicy:
+async def invite_policy(request: Request) -> service.InvitePolicy:
     settings: SurveySettings = request.app.state.settings
     return policy_from(settings)
 
