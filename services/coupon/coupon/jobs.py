@@ -107,12 +107,13 @@ class CodeJobRunner:
             return offsets
         async with self.database.transaction() as session:
             connection = await repo.driver_connection(session)
-            stored = await connection.fetch(
-                "SELECT seq FROM codes WHERE campaign_id = $1 AND seq = ANY($2::bigint[])",
-                job.campaign_id,
-                [int(job.seq_start) + offset for offset in offsets],
-            )
-        done = {int(record["seq"]) - int(job.seq_start) for record in stored}
+            done = {
+                offset
+                for offset in offsets
+                if await connection.fetchval(
+                    "SELECT 1 FROM codes WHERE campaign_id = $1 AND seq = $2", job.campaign_id, job.seq_start + offset
+                )
+            }
         return [offset for offset in offsets if offset not in done]
 
     async def _run(self, job: Any, fmt: CodeFormat) -> None:
@@ -128,6 +129,11 @@ class CodeJobRunner:
 
         await asyncio.gather(*(writer() for _ in range(self.writers)))
         async with self.database.transaction() as session:
+            # reads by campaign go through the BRIN index: summarise the new pages now rather than when
+            # autovacuum gets to them (until then every such read scans them all), and give the planner
+            # statistics for the rows just added
+            await session.execute(text("SELECT brin_summarize_new_values('ix_codes_campaign_seq')"))
+            await session.execute(text("ANALYZE codes"))
             await session.execute(
                 text(
                     "UPDATE code_jobs SET status = 'succeeded', finished_at = now(), heartbeat_at = now() "

@@ -56,7 +56,13 @@ def upgrade() -> None:
         sa.Column("uses", sa.Integer, nullable=False, server_default="0"),
         sa.Column("issued_at", sa.DateTime(timezone=True)),
     )
-    op.create_index("ix_codes_campaign_seq", "codes", ["campaign_id", "seq"])
+    op.create_index(
+        "ix_codes_campaign_seq",
+        "codes",
+        ["campaign_id", "seq"],
+        postgresql_using="brin",
+        postgresql_with={"pages_per_range": "32", "autosummarize": "on"},
+    )
     op.create_index(
         "ix_codes_customer",
         "codes",
