@@ -261,7 +261,8 @@ async def replay(
 
 
 async def _post_purchase(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
-    """Retries what a caller should retry: a gateway briefly unavailable, or a rate limit."""
+    """A purchase is idempotent by its id, so anything transient is safe to retry: the network, a rate limit,
+    a server error (a busy database), an unavailable gateway."""
     for attempt in range(5):
         try:
             response = await client.post("/v1/purchases", json=body)
@@ -270,9 +271,9 @@ async def _post_purchase(client: httpx.AsyncClient, body: dict[str, Any]) -> htt
                 raise
             await asyncio.sleep(0.5 * 2**attempt)
             continue
-        if response.status_code not in (429, 503) or attempt == 4:
+        if not (response.status_code == 429 or response.status_code >= 500) or attempt == 4:
             return response
-        await asyncio.sleep(float(response.headers.get("Retry-After", 1)))
+        await asyncio.sleep(float(response.headers.get("Retry-After", 0.5 * 2**attempt)))
     raise AssertionError("unreachable")
 
 
