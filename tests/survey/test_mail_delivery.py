@@ -67,6 +67,7 @@ def settings(url: str, **overrides: Any) -> SurveySettings:
         "SURVEY_SEND_QUOTA_PER_DAY": "3",
         "POINTS_URL": "http://127.0.0.1:9",
         "COUPON_URL": "http://127.0.0.1:9",
+        "DB_POOL_SIZE": "3",
         **overrides,
     }
     return SurveySettings(**values)
