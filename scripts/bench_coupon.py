@@ -104,17 +104,22 @@ async def _export(client: httpx.AsyncClient, campaign_id: str) -> tuple[list[str
 async def bench() -> None:
     async with fresh_database() as database_url, platform(database_url, services=["coupon"]) as stack:
         base = stack.url("coupon")
-        # the machine is shared and noisy: the ceilings are measured before and after, and the faster counts
-        plain_1, plain_c_1, shaped_1 = await _ceiling(database_url)
+        # The machine is shared and noisy: ceiling and API run alternate, twice each, and the faster of each
+        # counts (the second API run writes into a table that already holds the first million).
+        ceilings: list[tuple[float, float, float]] = []
+        api_runs: list[float] = []
         async with httpx.AsyncClient(base_url=base, headers=stack.internal_headers, timeout=120) as client:
-            campaign_id, api_seconds = await _generate(client)
+            for _ in range(2):
+                ceilings.append(await _ceiling(database_url))
+                campaign_id, seconds = await _generate(client)
+                api_runs.append(seconds)
             codes, export_seconds = await _export(client, campaign_id)
-        plain_2, plain_c_2, shaped_2 = await _ceiling(database_url)
-        plain, plain_c, shaped = min(plain_1, plain_2), min(plain_c_1, plain_c_2), min(shaped_1, shaped_2)
+        plain, plain_c, shaped = (min(c[i] for c in ceilings) for i in range(3))
+        api_seconds = min(api_runs)
         rows: list[list[Any]] = [
             [
-                "ceiling: COPY of 1,000,000 random 12-character strings, unique index (best of 2: "
-                f"{plain_1:.2f} s, {plain_2:.2f} s)",
+                "ceiling: COPY of 1,000,000 random 12-character strings, unique index (best of "
+                f"{', '.join(f'{c[0]:.2f}' for c in ceilings)} s)",
                 plain,
                 CODES / plain,
                 "1.00x",
@@ -132,7 +137,8 @@ async def bench() -> None:
                 f"{shaped / plain:.2f}x",
             ],
             [
-                "through the API: POST .../codes {count: 1000000} until the job succeeded",
+                "through the API: POST .../codes {count: 1000000} until the job succeeded (best of "
+                f"{', '.join(f'{r:.2f}' for r in api_runs)} s)",
                 api_seconds,
                 CODES / api_seconds,
                 f"{api_seconds / plain:.2f}x",
