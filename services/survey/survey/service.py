@@ -360,7 +360,8 @@ def validate_answers(
 ) -> _Answers:
     """Each answer checked against its question's type; required questions must be answered.
 
-    Form posts carry only strings: there, numbers are parsed and an empty field is no answer.
+    Form posts carry only strings: there, numbers are parsed, an empty field is no answer and fields that are
+    not questions are ignored.
     """
     result = _Answers()
     by_id = {q.id: q for q in questions}
@@ -368,6 +369,8 @@ def validate_answers(
     for index, (question_id, value) in enumerate(answers):
         field = f"answers.{index}.question_id"
         if question_id not in by_id:
+            if from_form:  # a stray form field is not the customer's mistake
+                continue
             result.errors.append(FieldError(field, f"No question {question_id!r} in this survey."))
         elif question_id in given:
             result.errors.append(FieldError(field, f"Question {question_id!r} is answered twice."))
