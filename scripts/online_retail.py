@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 
 __all__ = [
@@ -134,6 +135,7 @@ for _rank, (_category, _keywords) in enumerate(CATEGORY_KEYWORDS):
 _RANK = {category: rank for rank, (category, _) in enumerate(CATEGORY_KEYWORDS)}
 
 
+@lru_cache(maxsize=16_384)
 def category_for(description: str) -> str:
     """The first category of :data:`CATEGORY_KEYWORDS` (in table order) that the description mentions."""
     text = description.upper()

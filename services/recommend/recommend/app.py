@@ -46,11 +46,23 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         await engine.close()
         await engine.pool.close()
 
-    async def retrain_if_new() -> None:
+    def jobs(app: FastAPI) -> list[PeriodicJob]:
         engine: Engine = app.state.engine
-        count = int(await engine.pool.fetchval("SELECT count(*) FROM interactions"))
-        if count != engine.trained_interactions and not engine.training:
-            engine.request_training(int(await engine.pool.fetchval("SELECT nextval('model_version_seq')")))
+
+        async def retrain_if_new() -> None:
+            count = int(await engine.pool.fetchval("SELECT count(*) FROM interactions"))
+            if count != engine.trained_interactions and not engine.training:
+                engine.request_training(int(await engine.pool.fetchval("SELECT nextval('model_version_seq')")))
+
+        return [
+            PeriodicJob("recommend.catalog_reload", 60, engine.reload_catalog, initial_delay_seconds=60),
+            PeriodicJob(
+                "recommend.retrain",
+                settings.retrain_interval_seconds,
+                retrain_if_new,
+                initial_delay_seconds=settings.retrain_interval_seconds,
+            ),
+        ]
 
     spec = ServiceSpec(
         name="recommend",
@@ -61,14 +73,6 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         event_handlers={"purchase.created": purchase_created},
         on_startup=start,
         on_shutdown=stop,
-        jobs=lambda _app: [
-            PeriodicJob(
-                "recommend.retrain",
-                settings.retrain_interval_seconds,
-                retrain_if_new,
-                initial_delay_seconds=settings.retrain_interval_seconds,
-            )
-        ],
+        jobs=jobs,
     )
-    app = create_service_app(spec, settings)
-    return app
+    return create_service_app(spec, settings)

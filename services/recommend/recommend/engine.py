@@ -160,6 +160,15 @@ class Engine:
                 self.view = view
             return view
 
+    async def reload_catalog(self) -> None:
+        """Read the whole catalog again: a change committed out of sequence order (two writers at once) is
+        never missed for longer than one period of this job."""
+        async with self._catalog_lock:
+            rows = await repository.catalog_since(self.pool, 0)
+            catalog = {r["product_id"]: CatalogEntry(r["name"], r["category"], r["active"]) for r in rows}
+            newest = max((r["seq"] for r in rows), default=0)
+            self.view = View.build(self.view.model, catalog, max(newest, self.view.seq))
+
     # -- training ------------------------------------------------------------------------------------------
     @property
     def training(self) -> bool:

@@ -199,9 +199,7 @@ def _ease_neighbours(
     local = np.full(n, -1, dtype=np.int64)
     local[chosen] = np.arange(len(chosen))
     keep = local[cols] >= 0
-    x = sparse.csr_matrix(
-        (values[keep], (rows[keep], local[cols[keep]])), shape=(m, len(chosen))
-    )
+    x = sparse.csr_matrix((values[keep], (rows[keep], local[cols[keep]])), shape=(m, len(chosen)))
     gram = (x.T @ x).toarray()
     gram[np.diag_indices_from(gram)] += params.ease_lambda
     inverse = np.linalg.inv(gram)
