@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,11 @@ class Instance:
 async def instance(own_database: str) -> AsyncIterator[Instance]:
     """A survey service whose SMTP port is closed until a test starts the server on it."""
     inbox = Inbox()
-    app = create_app(settings(own_database, SMTP_HOST="127.0.0.1", SMTP_PORT=str(inbox.port)))
+    app = create_app(
+        settings(
+            own_database, SMTP_HOST="127.0.0.1", SMTP_PORT=str(inbox.port), POST_PURCHASE_SURVEY_DELAY_SECONDS="1.5"
+        )
+    )
     server = await InProcessServer(app).start()
     controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
     client = httpx.AsyncClient(base_url=server.url, headers={"X-Internal-Token": INTERNAL_TOKEN}, timeout=30)
@@ -143,8 +149,7 @@ async def test_sender_retries_while_the_server_is_down_and_delivers_when_it_is_b
 
 async def test_hard_bounce_fails_the_invitation_and_suppresses_the_customer(instance: Instance) -> None:
     client = instance.client
-    if getattr(instance.controller, "server", None) is None:
-        instance.controller.start()
+    ensure_server(instance)
     survey = await create_survey(client)
     customer = uid()
     created = await invite(client, survey["id"], customer, f"bounce-{uuid.uuid4().hex[:8]}@example.com")
@@ -156,6 +161,33 @@ async def test_hard_bounce_fails_the_invitation_and_suppresses_the_customer(inst
     again = await invite(client, survey["id"], customer)
     assert again.status_code == 409
     assert again.json()["code"] == "customer_opted_out"
+
+
+def ensure_server(instance: Instance) -> None:
+    if getattr(instance.controller, "server", None) is None:
+        instance.controller.start()
+
+
+async def test_a_purchase_invitation_goes_out_when_its_delay_has_passed(instance: Instance) -> None:
+    ensure_server(instance)
+    client = instance.client
+    await create_survey(client, name="After your purchase", send_after_purchase=True, cooldown_days=30)
+    customer, recipient = uid(), address()
+    event = {
+        "id": str(uuid.uuid4()),
+        "type": "purchase.created",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {"purchase_id": uid("p"), "customer_id": customer, "email": recipient, "items": []},
+    }
+    posted = time.monotonic()
+    assert (await client.post("/internal/events", json=event)).status_code == 200
+    await asyncio.sleep(0.5)
+    assert instance.inbox.to(recipient) == []  # not before the delay (1.5 s here)
+    await wait_for(lambda: _async(instance.inbox.to(recipient)))
+    assert time.monotonic() - posted >= 1.5
+    [message] = instance.inbox.to(recipient)
+    link, _ = links(message)
+    assert link.startswith("http://survey.test/s/")
 
 
 async def test_send_quota_per_caller(instance: Instance) -> None:
