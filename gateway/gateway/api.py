@@ -33,7 +33,7 @@ from kit.pagination import Page, PageParamsDep, paginate
 from kit.types import IDENTIFIER_PATTERN, CustomerIdPath
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     principal = getattr(request.state, "principal", None)
     if principal is None:
         raise Unauthorized()
@@ -43,7 +43,7 @@ def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_authenticator(request: Request) -> Authenticator:
+async def get_authenticator(request: Request) -> Authenticator:
     return request.app.state.authenticator  # type: ignore[no-any-return]
 
 

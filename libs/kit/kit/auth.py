@@ -60,7 +60,12 @@ def get_caller(request: Request) -> Caller:
     return Caller(kind=kind, id=headers.get("x-caller-id", "internal"), scopes=scopes)  # type: ignore[arg-type]
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
+async def _caller_dependency(request: Request) -> Caller:
+    # `async def`: FastAPI runs plain `def` dependencies in its thread pool, a hand-off per request.
+    return get_caller(request)
+
+
+CallerDep = Annotated[Caller, Depends(_caller_dependency)]
 
 
 class InternalTokenMiddleware:

@@ -54,23 +54,25 @@ async def role_is_usable(url: str, role: str) -> bool:
 class Database:
     """One engine per process, bound to the service's schema (search_path) and role."""
 
-    def __init__(self, url: str, schema: str, *, role: str | None = None, pool_size: int = 10) -> None:
+    def __init__(self, url: str, schema: str, *, role: str | None = None, pool_size: int = 20) -> None:
         server_settings = {"search_path": schema, "application_name": f"reciprocity-{schema}"}
         if role:
             server_settings["role"] = role
         self.schema = schema
         self.role = role
+        # No overflow: SQLAlchemy closes overflow connections as they come back whenever the queue is full, so
+        # under steady load every few requests would open a new server backend. A fixed pool keeps them open.
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=0,
             pool_timeout=10,
             connect_args={"server_settings": server_settings},
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @classmethod
-    async def connect(cls, url: str, schema: str, *, pool_size: int = 10) -> Database:
+    async def connect(cls, url: str, schema: str, *, pool_size: int = 20) -> Database:
         """Use the service's own role when migrations could create it and this login may assume it."""
         role = role_for_schema(schema)
         return cls(url, schema, role=role if await role_is_usable(url, role) else None, pool_size=pool_size)
@@ -96,7 +98,12 @@ def get_session(request: Request) -> AsyncSession:
     return session  # type: ignore[no-any-return]
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+async def _session_dependency(request: Request) -> AsyncSession:
+    # `async def`: FastAPI runs plain `def` dependencies in its thread pool, a hand-off per request.
+    return get_session(request)
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session_dependency)]
 
 
 class TransactionalRoute(APIRoute):

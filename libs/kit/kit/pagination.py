@@ -45,7 +45,7 @@ def decode_cursor(cursor: str) -> list[Any]:
     return value
 
 
-def _page_params(
+async def _page_params(
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")] = None,
 ) -> PageParams:

@@ -39,7 +39,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field(default="console", validation_alias="LOG_FORMAT")
     public_base_url: str = Field(default="http://127.0.0.1:8000", validation_alias="PUBLIC_BASE_URL")
-    db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE")
+    db_pool_size: int = Field(default=20, ge=1, validation_alias="DB_POOL_SIZE")
     migrate_on_start: bool = Field(default=True, validation_alias="MIGRATE_ON_START")
     outbox_poll_seconds: float = Field(default=0.5, validation_alias="OUTBOX_POLL_SECONDS")
     outbox_max_attempts: int = Field(default=12, ge=1, validation_alias="OUTBOX_MAX_ATTEMPTS")
