@@ -67,8 +67,9 @@ async def store_batch(
     try:
         await connection.copy_to_table(
             "codes",
-            source=memoryview(copy_rows(bodies, str(campaign_id), seq_start)),  # bytes would be taken for a path
+            source=memoryview(copy_rows(bodies, campaign_id, seq_start)),  # bytes would be taken for a path
             columns=["code", "campaign_id", "seq"],
+            format="binary",
         )
     except asyncpg.UniqueViolationError:
         await connection.execute("ROLLBACK TO SAVEPOINT coupon_codes_copy")
