@@ -49,10 +49,11 @@ def item(category: str, unit_price: str, quantity: int = 1) -> dict[str, Any]:
 class TestEarningRules:
     async def test_rounds_down_once_per_purchase(self, points: httpx.AsyncClient) -> None:
         customer = new_id()
-        body = purchase(customer, "9.99", [item("a", "3.33"), item("b", "3.33"), item("c", "3.33")])
+        body = purchase(customer, "10.50", [item("a", "3.50"), item("b", "3.50"), item("c", "3.50")])
         await deliver(points, event("purchase.created", body))
         entries = await ledger(points, customer)
-        assert [(e["type"], e["points"], e["reference"]) for e in entries] == [("earn", 9, body["purchase_id"])]
+        # 10.50 rounded down once is 10 (line by line it would be 3 x 3 = 9)
+        assert [(e["type"], e["points"], e["reference"]) for e in entries] == [("earn", 10, body["purchase_id"])]
         assert entries[0]["description"] == f"Purchase {body['purchase_id']}"
 
     async def test_categories_campaigns_and_bonus(self, points: httpx.AsyncClient) -> None:
