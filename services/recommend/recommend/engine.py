@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -126,15 +126,17 @@ class Engine:
         self._catalog_lock = asyncio.Lock()
         self._training: asyncio.Task[None] | None = None
         self._again = False
-        self._executor: Executor = (
-            ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_background_priority
-            )
-            if subprocess
-            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend-train")
-        )
+        self._subprocess = subprocess
+        self._executor = self._new_executor()
         self.last_training_seconds: float | None = None
         self.trained_interactions = -1
+
+    def _new_executor(self) -> Executor:
+        if self._subprocess:
+            return ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_background_priority
+            )
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend-train")
 
     async def close(self) -> None:
         if self._training:
@@ -191,6 +193,11 @@ class Engine:
                 )
             except asyncio.CancelledError:
                 raise
+            except BrokenExecutor:
+                # the training child died (killed, out of memory): the next run gets a new one
+                log.exception("recommend.training_process_lost", version=version)
+                self._executor = self._new_executor()
+                return
             except Exception:
                 log.exception("recommend.training_failed", version=version)
                 return
