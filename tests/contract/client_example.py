@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -49,22 +50,32 @@ async def record_purchase(
     return ok(await create_purchase.asyncio(client=client, body=purchase))
 
 
-async def wait_until_delivered(client: AuthenticatedClient, purchase_id: str, timeout: float = 30) -> Purchase:
+SERVICES = ("points", "coupon", "recommend", "survey")
+
+
+async def wait_until_delivered(
+    client: AuthenticatedClient, purchase_id: str, services: Collection[str] = SERVICES, timeout: float = 30
+) -> Purchase:
     """The purchase is accepted at once; points, coupons, recommendations and surveys receive it shortly after."""
     async with asyncio.timeout(timeout):
         while True:
             purchase = ok(await get_purchase.asyncio(client=client, purchase_id=purchase_id))
-            states = purchase.deliveries.additional_properties.values()
-            if states and all(state == "delivered" for state in states):
+            states = purchase.deliveries.additional_properties
+            if all(states.get(service) == "delivered" for service in services):
                 return purchase
             await asyncio.sleep(0.2)
 
 
 async def purchase_then_overview(
-    base_url: str, api_key: str, purchase_id: str, customer_id: str, occurred_at: datetime | None = None
+    base_url: str,
+    api_key: str,
+    purchase_id: str,
+    customer_id: str,
+    occurred_at: datetime | None = None,
+    services: Collection[str] = SERVICES,
 ) -> tuple[PurchaseAccepted, Purchase, CustomerOverview]:
     async with AuthenticatedClient(base_url=base_url, token=api_key, raise_on_unexpected_status=True) as client:
         accepted = await record_purchase(client, purchase_id, customer_id, occurred_at or datetime.now(UTC))
-        purchase = await wait_until_delivered(client, purchase_id)
+        purchase = await wait_until_delivered(client, purchase_id, services)
         overview = ok(await get_customer_overview.asyncio(client=client, customer_id=customer_id))
         return accepted, purchase, overview

@@ -30,16 +30,19 @@ async def test_the_demo_replays_invoices_and_shows_three_customers_and_can_run_a
 ) -> None:
     expected = Counter(invoice.customer_id for invoice in itertools.islice(invoices(SAMPLE), LIMIT))
     async with isolated_platform(platform_env) as platform:
-        options = Options(url=platform.gateway_url, key=ADMIN_KEY, limit=LIMIT, concurrency=8, wait_seconds=60)
+        served = {name for name in platform.servers if name != "gateway"}
+        unserved = {"coupon", "points", "recommend", "survey"} - served
+        # With a service left out (RECIPROCITY_TEST_SERVICES), its deliveries stay pending: wait less for them.
+        wait = 10 if unserved else 60
+        options = Options(url=platform.gateway_url, key=ADMIN_KEY, limit=LIMIT, concurrency=8, wait_seconds=wait)
         options.progress = False
         said: list[str] = []
 
         first = await run_demo(options, say=said.append)
 
-        served = {name for name in platform.servers if name != "gateway"}
         assert (first.accepted, first.refused) == (LIMIT, [])
         assert first.purchases == expected
-        assert (first.pending_after, first.failed_after) == (0, 0)
+        assert (first.pending_after, first.failed_after) == (LIMIT * len(unserved), 0)
         if served == {"coupon", "points", "recommend", "survey"}:
             assert set(first.setup.values()) == {"set", "created"}, first.setup
             assert first.model is not None and first.model["interactions"] > 0
@@ -54,7 +57,7 @@ async def test_the_demo_replays_invoices_and_shows_three_customers_and_can_run_a
         async with platform.client() as client:
             for customer in first.shown:
                 overview = first.overviews[customer]
-                assert overview["unavailable"] == sorted({"coupon", "points", "recommend", "survey"} - served)
+                assert sorted(overview["unavailable"]) == sorted(unserved)
                 if "points" in served:
                     # One earn per purchase, and the overview's balance is the ledger's.
                     ledger = await transactions(client, customer)

@@ -67,11 +67,11 @@ async def test_a_generated_client_records_a_purchase_and_reads_the_overview(
     purchase_id, customer_id = f"gen-{uuid4().hex[:12]}", f"gen-{uuid4().hex[:10]}"
     occurred_at = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
 
+    served = {name for name in platform.servers if name != "gateway"}
     accepted, purchase, overview = await generated_client.purchase_then_overview(
-        platform.gateway_url, ADMIN_KEY, purchase_id, customer_id, occurred_at
+        platform.gateway_url, ADMIN_KEY, purchase_id, customer_id, occurred_at, served
     )
 
-    served = {name for name in platform.servers if name != "gateway"}
     assert isinstance(accepted, models.PurchaseAccepted)
     assert (accepted.purchase_id, accepted.status) == (purchase_id, "accepted")
     assert isinstance(purchase, models.Purchase)
@@ -96,7 +96,7 @@ async def test_a_generated_client_records_a_purchase_and_reads_the_overview(
 
     # Sent again, the same purchase is answered the same and changes nothing.
     again, _, overview_again = await generated_client.purchase_then_overview(
-        platform.gateway_url, ADMIN_KEY, purchase_id, customer_id, occurred_at
+        platform.gateway_url, ADMIN_KEY, purchase_id, customer_id, occurred_at, served
     )
     assert again == accepted
     if "points" in served:
