@@ -7,8 +7,11 @@ It runs on a platform of its own (tests/contract/conftest.py `isolated_platform`
 earning rules and tiers, create surprise rules and products, and the rest of the session must not see them.
 
 Each operation is tried with generated path parameters (mostly unknown ids: the 404 and 422 paths) and again with
-the ids of resources created first (a campaign, a survey, a customer with points, a purchase: the success paths),
-in positive (valid input) and negative (invalid input) modes, with a fixed seed and a bounded number of examples.
+the ids of resources created first (`seed_resources`: a customer with points, a purchase, a product, an API key, a
+campaign with a rule, a code job, an issued and a redeemed coupon, a survey with an invitation and its token from
+the mail: the success paths), in positive (valid input) and negative (invalid input) modes, with a fixed seed and
+a bounded number of examples. The statuses answered per operation and any findings are written to
+test-artifacts/schemathesis.json.
 """
 
 from __future__ import annotations
