@@ -250,9 +250,11 @@ class TestPurchases:
         assert (stored["name"], stored["category"], stored["price"], stored["currency"], stored["active"]) == (
             "Copper Kettle", "Kitchen", "2.5000", "GBP", True,
         )  # fmt: skip
-        # not in the model yet, but a customer asking for Kitchen products alone still gets an answer
-        answer = await recs(api, customer, mode="buy_again")
-        assert answer["items"]
+        # not in the model yet: the buy-again shelf shows it all the same; other lists never offer it as new
+        again = await recs(api, customer, mode="buy_again")
+        assert [(i["product_id"], i["reason"]) for i in again["items"]] == [(product, "you bought this before")]
+        discover = await recs(api, customer, mode="discover", limit=100)
+        assert discover["items"] and product not in {i["product_id"] for i in discover["items"]}
 
 
 class TestModel:

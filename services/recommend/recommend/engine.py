@@ -244,10 +244,14 @@ class Engine:
             model, history, allowed=allowed, now=time.time() if now is None else now, mode=mode, limit=limit,
             params=self.params,
         )  # fmt: skip
+        if mode is Mode.buy_again:
+            # a buy-again shelf lists bought products only (those bought since the last training after the rest);
+            # it is filled up only when it would be empty
+            items = [self._item(view, p) for p in picks]
+            items += self._bought_since_training(view, history, category, read.excluded, limit - len(items))
+            if items:
+                return Result("personal", model.version, items)
         strategy = "personal" if picks else ("preference" if read.categories else "popular")
-        if mode is Mode.buy_again and picks:
-            # a buy-again shelf lists bought products only; it is filled up only when it would be empty
-            return Result(strategy, model.version, [self._item(view, p) for p in picks])
         chosen = {p.index for p in picks}
         bought = [model.index[h.product_id] for h in history if h.product_id in model.index]
         # discover never repeats a bought product; mixed fills up with new products only
@@ -263,7 +267,8 @@ class Engine:
             picks += popular(model, allowed=allowed, limit=limit - len(picks), exclude=skip)
         items = [self._item(view, p) for p in picks]
         if len(items) < limit:
-            items += self._unmodelled(view, category, read.excluded, limit - len(items))
+            owned = {h.product_id for h in history}
+            items += self._unmodelled(view, category, read.excluded, limit - len(items), skip=owned)
         return Result(strategy, model.version, items)
 
     def similar(self, product_id: str, *, limit: int) -> list[Item]:
@@ -283,13 +288,28 @@ class Engine:
             view.model.product_ids[i], view.names[i], view.categories[i], round(pick.score, 6), _reason(view, pick)
         )
 
-    def _unmodelled(self, view: View, category: str | None, excluded: Sequence[str], limit: int) -> list[Item]:
-        banned = {c.casefold() for c in excluded}
+    def _bought_since_training(
+        self, view: View, history: Sequence[History], category: str | None, excluded: Sequence[str], limit: int
+    ) -> list[Item]:
+        """Bought products the model has not seen yet, latest first (it knows nothing of their repeat rate)."""
+        items: list[Item] = []
+        for h in sorted(history, key=lambda h: -h.last_at):
+            if len(items) >= limit:
+                break
+            entry = view.catalog.get(h.product_id)
+            if h.product_id in view.model.index or entry is None or not _shown(entry, category, excluded):
+                continue
+            reason = f"you bought this {h.purchases} times" if h.purchases > 1 else "you bought this before"
+            items.append(Item(h.product_id, entry.name, entry.category, 0.0, reason))
+        return items
+
+    def _unmodelled(
+        self, view: View, category: str | None, excluded: Sequence[str], limit: int, skip: set[str]
+    ) -> list[Item]:
         items: list[Item] = []
         for product_id in view.unmodelled:
             entry = view.catalog[product_id]
-            folded = entry.category.casefold()
-            if folded in banned or (category is not None and folded != category.casefold()):
+            if product_id in skip or not _shown(entry, category, excluded):
                 continue
             items.append(Item(product_id, entry.name, entry.category, 0.0, f"new in {entry.category}"))
             if len(items) == limit:
@@ -307,6 +327,13 @@ class Engine:
             "training": self.training,
             "training_seconds": None if self.last_training_seconds is None else round(self.last_training_seconds, 3),
         }
+
+
+def _shown(entry: CatalogEntry, category: str | None, excluded: Sequence[str]) -> bool:
+    folded = entry.category.casefold()
+    if not entry.active or (category is not None and folded != category.casefold()):
+        return False
+    return all(folded != c.casefold() for c in excluded)
 
 
 def _background_priority() -> None:
