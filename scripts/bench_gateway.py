@@ -46,8 +46,11 @@ def start_forwarder(kind: str, upstream: str) -> tuple[subprocess.Popen[bytes], 
 async def bench() -> None:
     async with fresh_database() as database_url, platform(database_url, services=["points"]) as stack:
         async with httpx.AsyncClient(headers=stack.admin_headers) as admin:
-            key = (await admin.post(stack.url("gateway") + "/v1/api-keys",
-                                    json={"name": "bench", "scopes": ["points:read"]})).json()["key"]
+            key = (
+                await admin.post(
+                    stack.url("gateway") + "/v1/api-keys", json={"name": "bench", "scopes": ["points:read"]}
+                )
+            ).json()["key"]
         path = "/v1/customers/bench-customer/points"
         partner = {"Authorization": f"Bearer {key}"}
         direct = [{"method": "GET", "url": stack.url("points") + path, "headers": stack.internal_headers}]
@@ -57,16 +60,19 @@ async def bench() -> None:
         try:
             rows = []
             for clients in (64, 1):
-                baseline = run_load(f"direct to the service, {clients} client(s)", direct, concurrency=clients,
-                                    duration=DURATION)
+                baseline = run_load(
+                    f"direct to the service, {clients} client(s)", direct, concurrency=clients, duration=DURATION
+                )
                 rows.append(result_row(baseline, baseline))
-                ours = run_load(f"through the gateway, {clients} client(s)", gateway, concurrency=clients,
-                                duration=DURATION)
+                ours = run_load(
+                    f"through the gateway, {clients} client(s)", gateway, concurrency=clients, duration=DURATION
+                )
                 rows.append(result_row(ours, baseline))
                 for kind, (_, url) in forwarders.items():
                     bare = [{"method": "GET", "url": url + path}]
-                    result = run_load(f"bare {kind} forwarder, {clients} client(s)", bare, concurrency=clients,
-                                      duration=DURATION)
+                    result = run_load(
+                        f"bare {kind} forwarder, {clients} client(s)", bare, concurrency=clients, duration=DURATION
+                    )
                     rows.append(result_row(result, baseline))
                 if clients == 1:
                     added = ours.p50_ms - baseline.p50_ms

@@ -42,8 +42,10 @@ def build(kind: str, upstream: str, token: str) -> Any:
         headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in HOP]
         headers.append(("X-Internal-Token", token))
         status, raw, body = await forward(scope["method"], path, headers)
-        out = [(k.lower() if isinstance(k, bytes) else k.lower().encode(), v if isinstance(v, bytes) else v.encode())
-               for k, v in raw]
+        out = [
+            (k.lower() if isinstance(k, bytes) else k.lower().encode(), v if isinstance(v, bytes) else v.encode())
+            for k, v in raw
+        ]
         out = [(k, v) for k, v in out if k not in HOP] + [(b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
