@@ -287,6 +287,8 @@ class TestModel:
 
             await asyncio.wait_for(hammer(), timeout=60)
             after = await wait_for_model(client, version)
+            served = await client.get(f"/v1/customers/{customers[0]}/recommendations")
+            assert served.json()["model_version"] == after["version"]
         assert set(statuses) == {200}
         assert after["version"] > before["version"]
         assert after["customers"] >= len(retail.history) and after["products"] >= len(retail.products)
