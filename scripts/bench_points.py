@@ -254,8 +254,14 @@ async def bench() -> None:
         baseline = ceiling or bare
         if baseline is None:
             raise SystemExit("no ceiling could be measured: the database server had no free connection slots")
-        measured = [before[accounts][0], after[accounts][0], ceiling, before[accounts][1], after[accounts][1], bare]
-        rows += [result_row(r, baseline) for r in measured if r is not None]
+        for pair, mean in (
+            ((before[accounts][0], after[accounts][0]), ceiling),
+            ((before[accounts][1], after[accounts][1]), bare),
+        ):
+            present = [r for r in pair if r is not None]
+            rows += [result_row(r, baseline) for r in present]
+            if len(present) > 1 and mean is not None:
+                rows.append(result_row(mean, baseline))
         rows += [result_row(r, baseline) for r in results[accounts]]
     print_table(
         f"Points redemptions, {CLIENTS} clients, {LOAD_SECONDS:.0f} s each, same database, same run "

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import Conflict, NotFound
 from kit.events import Event
+from kit.types import MAX_POINTS
 from points import service
 from points.schemas import PurchaseCreated, PurchaseRefunded, SurveyResponded
 
@@ -48,7 +49,7 @@ async def on_survey_responded(session: AsyncSession, event: Event) -> None:
     except ValidationError as exc:
         log.warning("points.event.ignored", event_id=str(event.id), type=event.type, reason=str(exc)[:300])
         return
-    if not response.reward_points or response.reward_points <= 0:
+    if not response.reward_points or not 0 < response.reward_points < MAX_POINTS:
         return
     await service.earn_survey_reward(session, response.customer_id, response.invitation_id, response.reward_points)
 
