@@ -448,6 +448,13 @@ async def run_demo(options: Options, say: Say = print) -> Report:
         for customer in report.shown:
             report.overviews[customer] = await overview(client, customer)
             say(format_overview(report.overviews[customer], report.purchases[customer]) + "\n")
+    if report.shown:
+        say(
+            "Next: the same view as JSON, for any customer of the sample:\n"
+            f"  curl -H 'Authorization: Bearer <admin key>' {options.url}/v1/customers/{report.shown[0]}/overview\n"
+            f"The whole API: {options.url}/docs. Survey invitations go out POST_PURCHASE_SURVEY_DELAY_SECONDS after a"
+            " purchase (a day unless set).\n"
+        )
     say("Run it again: every purchase is answered as before and nothing is earned twice.")
     return report
 
