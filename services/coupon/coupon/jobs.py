@@ -129,11 +129,6 @@ class CodeJobRunner:
 
         await asyncio.gather(*(writer() for _ in range(self.writers)))
         async with self.database.transaction() as session:
-            # reads by campaign go through the BRIN index: summarise the new pages now rather than when
-            # autovacuum gets to them (until then every such read scans them all), and give the planner
-            # statistics for the rows just added
-            await session.execute(text("SELECT brin_summarize_new_values('ix_codes_campaign_seq')"))
-            await session.execute(text("ANALYZE codes"))
             await session.execute(
                 text(
                     "UPDATE code_jobs SET status = 'succeeded', finished_at = now(), heartbeat_at = now() "
@@ -141,6 +136,12 @@ class CodeJobRunner:
                 ),
                 {"id": job.id},
             )
+        # Index upkeep, after the codes are in and the job says so: reads by campaign go through the BRIN
+        # index, so summarise the new pages now rather than when autovacuum gets to them (until then such
+        # reads scan all of them), and give the planner statistics for the rows just added.
+        async with self.database.transaction() as session:
+            await session.execute(text("SELECT brin_summarize_new_values('ix_codes_campaign_seq')"))
+            await session.execute(text("ANALYZE codes"))
         log.info("coupon.jobs.finished", job_id=str(job.id), generated=requested)
 
     async def _store(
