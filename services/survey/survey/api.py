@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
-from kit.db import service_router
+from kit.auth import CallerDep
+from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.pagination import Page, PageParamsDep
 from kit.types import CustomerIdPath
 from survey import service
-from survey.deps import CallerDep, SessionDep
 from survey.schemas import (
     Interval,
     Invitation,

@@ -11,10 +11,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from kit.db import service_router
+from kit.db import SessionDep, service_router
 from kit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from survey import service
-from survey.deps import SessionDep
 from survey.rendering import render_page
 from survey.schemas import MAX_TEXT_ANSWER
 
