@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
 import httpx
 
 from tests.conftest import Platform
@@ -57,3 +60,37 @@ async def test_customer_token_straight_to_the_service_is_held_to_its_own_account
         assert (
             await client.post(f"/v1/customers/{me}/points/earn", json={"points": 5, "reference": "r"})
         ).status_code == 403
+
+
+async def _wait_for_balance(admin: httpx.AsyncClient, customer: str, expected: int) -> int:
+    """Purchases reach the points service through the gateway's outbox: wait for the delivery."""
+    balance = None
+    for _ in range(100):
+        balance = (await admin.get(f"/v1/customers/{customer}/points")).json()["balance"]
+        if balance == expected:
+            return int(balance)
+        await asyncio.sleep(0.1)
+    return int(balance or 0)
+
+
+async def test_a_purchase_and_its_refund_through_the_gateway(admin: httpx.AsyncClient) -> None:
+    customer, purchase_id = new_id(), new_id("p")
+    purchase = {
+        "purchase_id": purchase_id,
+        "customer_id": customer,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "currency": "EUR",
+        "total": "25.00",
+        "items": [{"product_id": "sku-1", "name": "Tea", "category": "food", "unit_price": "12.50", "quantity": 2}],
+    }
+    accepted = await admin.post("/v1/purchases", json=purchase)
+    assert accepted.status_code == 202, accepted.text
+    assert await _wait_for_balance(admin, customer, 25) == 25
+    refunded = await admin.post(f"/v1/purchases/{purchase_id}/refunds", json={"refund_id": "rf-1", "amount": "10.00"})
+    assert refunded.status_code == 202, refunded.text
+    assert await _wait_for_balance(admin, customer, 15) == 15
+    entries = (await admin.get(f"/v1/customers/{customer}/points/transactions")).json()["items"]
+    assert [(e["type"], e["points"], e["reference"]) for e in entries] == [
+        ("reverse", -10, "rf-1"),
+        ("earn", 25, purchase_id),
+    ]
