@@ -152,3 +152,15 @@ async def test_an_interrupted_job_is_resumed_where_it_stopped(platform: Platform
     finally:
         runner.batch_size = saved
         await connection.close()
+
+
+async def test_csv_export_through_the_gateway(admin: httpx.AsyncClient, coupon: httpx.AsyncClient) -> None:
+    campaign = await create_campaign(coupon)
+    codes = await generate(coupon, campaign["id"], 30)
+    response = await admin.get(f"/v1/coupon-campaigns/{campaign['id']}/codes", params={"format": "csv"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [row["code"] for row in rows] == codes
+    missing = await admin.get(f"/v1/coupon-campaigns/{uuid.uuid4()}/codes", params={"format": "csv"})
+    assert missing.status_code == 404
