@@ -80,6 +80,16 @@ async def upsert_products(session: AsyncSession, rows: Sequence[CatalogRow], *, 
     await connection.execute(_INSERT_MISSING_PRODUCTS if only_missing else _UPSERT_PRODUCTS, *_columns(rows))
 
 
+async def catalog_marker(session: AsyncSession) -> int:
+    connection = await driver(session)
+    return int(await connection.fetchval("SELECT coalesce(max(seq), 0) FROM products"))
+
+
+async def changed_since(session: AsyncSession, seq: int) -> int:
+    connection = await driver(session)
+    return int(await connection.fetchval("SELECT count(*) FROM products WHERE seq > $1", seq))
+
+
 async def get_product(session: AsyncSession, product_id: str) -> Any:
     result = await session.execute(
         text(

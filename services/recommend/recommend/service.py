@@ -59,20 +59,10 @@ async def put_products(session: AsyncSession, body: ProductsPut) -> ProductsPutR
     if errors:
         raise ValidationFailed(errors[:50])
     rows = [CatalogRow(i.product_id, i.name, i.category, i.price, i.currency, i.active) for i in body.items]
-    before = await _catalog_marker(session)
+    before = await repository.catalog_marker(session)
     await repository.upsert_products(session, rows)
-    changed = await _changed_since(session, before)
+    changed = await repository.changed_since(session, before)
     return ProductsPutResult(received=len(rows), changed=changed)
-
-
-async def _catalog_marker(session: AsyncSession) -> int:
-    connection = await repository.driver(session)
-    return int(await connection.fetchval("SELECT coalesce(max(seq), 0) FROM products"))
-
-
-async def _changed_since(session: AsyncSession, seq: int) -> int:
-    connection = await repository.driver(session)
-    return int(await connection.fetchval("SELECT count(*) FROM products WHERE seq > $1", seq))
 
 
 async def get_product(session: AsyncSession, product_id: str) -> Product:
