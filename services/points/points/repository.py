@@ -40,8 +40,7 @@ async def _driver_connection(session: AsyncSession) -> Any:
     statement, atomic by itself, and the request then costs one round trip instead of three (BEGIN, the
     statement, COMMIT). It still commits before the response is sent."""
     connection = await session.connection()
-    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
-    return adapted._connection
+    return (await connection.get_raw_connection()).driver_connection
 
 
 _REDEEM = "SELECT r_outcome, r_transaction_id, r_points, r_balance FROM points_redeem($1, $2, $3, $4)"
