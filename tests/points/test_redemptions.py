@@ -162,3 +162,21 @@ class TestLedgerPages:
         entries = await ledger(points, customer)
         assert [e["reference"] for e in entries] == ["e0", "e1", "e2", "e3", "e4"]
         assert [e["balance_after"] for e in entries] == [1, 3, 6, 10, 15]
+
+
+class TestAdjustments:
+    async def test_signed_adjustments_may_go_negative_and_repeat_once(self, points: httpx.AsyncClient) -> None:
+        customer = new_id()
+        path = f"/v1/customers/{customer}/points/adjustments"
+        up = await points.post(path, json={"points": 30, "reference": "fix-1", "description": "goodwill"})
+        assert up.status_code == 201, up.text
+        assert (up.json()["points"], up.json()["balance"]) == (30, 30)
+        down = await points.post(path, json={"points": -50, "reference": "fix-2"})
+        assert (down.json()["points"], down.json()["balance"]) == (-50, -20)
+        again = await points.post(path, json={"points": -50, "reference": "fix-2"})
+        assert again.json() == down.json()
+        assert (await points.post(path, json={"points": 0, "reference": "fix-3"})).status_code == 422
+        await earn(points, customer, 10)
+        assert (await balance(points, customer))["balance"] == -10
+        assert [e["type"] for e in await ledger(points, customer)] == ["adjust", "adjust", "earn"]
+        await audit_clean(points)

@@ -218,17 +218,17 @@ async def earn_survey_reward(session: AsyncSession, customer_id: str, invitation
 
 
 async def adjust(session: AsyncSession, customer_id: str, body: AdjustmentRequest) -> PointsResult:
+    """A signed correction; the answer's `points` is the signed points of the (first) transaction."""
     description = body.description or "Adjustment"
     if body.points > 0:
         rules = await get_rules(session)
         movement = await repository.credit(
             session, customer_id, "adjust", body.points, body.reference, description, _expires_at(rules)
         )
-    else:
-        movement = await repository.debit(session, customer_id, "adjust", -body.points, body.reference, description)
-    result = _result(movement)
-    # a debit's result carries the points taken as a positive number; the adjustment is signed
-    return result.model_copy(update={"points": body.points}) if movement.outcome == "created" else result
+        return _result(movement)
+    movement = await repository.debit(session, customer_id, "adjust", -body.points, body.reference, description)
+    # the debit function answers the points taken away as a positive number
+    return _result(movement).model_copy(update={"points": -movement.points})
 
 
 # --- redemption ---
