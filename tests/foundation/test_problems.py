@@ -4,6 +4,9 @@ from uuid import uuid4
 
 import httpx
 
+from kit.db import Database
+from tests.conftest import Platform
+
 
 def problem(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
@@ -70,3 +73,21 @@ async def test_a_request_id_is_created_when_none_is_sent(admin: httpx.AsyncClien
 async def test_an_unsafe_request_id_is_replaced(admin: httpx.AsyncClient) -> None:
     response = await admin.get("/v1/points/no-such-endpoint", headers={"X-Request-ID": "bad id with spaces"})
     assert response.headers["x-request-id"] != "bad id with spaces"
+
+
+async def test_an_unreachable_database_is_503_not_500(platform: Platform) -> None:
+    """Out of connections or a database that is down: a problem the caller may retry, never a 500."""
+    points_app = platform.servers["points"].server.config.app
+    healthy: Database = points_app.state.database
+    # the same server, but a port where nothing listens: every checkout fails to connect
+    broken = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none", "points")
+    points_app.state.database = broken
+    try:
+        async with platform.client() as client:
+            response = await client.get("/v1/customers/c1/points")
+    finally:
+        points_app.state.database = healthy
+        await broken.dispose()
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "database_unavailable"
+    assert response.headers["retry-after"] == "1"

@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -182,7 +184,36 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, code, detail, headers=dict(exc.headers or {}))
 
 
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """The database refused or dropped the connection, or the pool had none to give: worth a retry."""
+    if isinstance(exc, (sa_exc.TimeoutError, sa_exc.InterfaceError, *_CONNECTION_ERRORS)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        original = exc.orig
+        return any(isinstance(e, _CONNECTION_ERRORS) for e in (original, getattr(original, "__cause__", None)))
+    return False
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> Response:
+    if _database_unreachable(exc):
+        log.warning("request.database_unavailable", error=type(exc).__name__)
+        return problem_response(
+            503,
+            "database_unavailable",
+            "The database is not reachable right now; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
     log.exception("request.failed", error=type(exc).__name__)
     return problem_response(500, "internal_error", "An unexpected error occurred; it has been logged.")
 

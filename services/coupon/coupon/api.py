@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from fastapi import BackgroundTasks, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coupon import service
 from coupon.schemas import (
@@ -29,8 +28,8 @@ from coupon.schemas import (
     WalletCoupon,
 )
 from coupon.service import CouponRuntime
-from kit.auth import Caller, get_caller
-from kit.db import Database, get_session, service_router
+from kit.auth import CallerDep
+from kit.db import Database, SessionDep, service_router
 from kit.errors import problem_responses
 from kit.pagination import Page, PageParamsDep
 from kit.types import CustomerIdPath
@@ -38,23 +37,11 @@ from kit.types import CustomerIdPath
 router = service_router(tags=["coupon"])
 
 
-# Async dependencies: FastAPI runs a plain `def` dependency in the thread pool, a thread hop per request
-# (the kit's SessionDep and CallerDep are plain functions; these wrap them).
 async def _runtime(request: Request) -> CouponRuntime:
     return request.app.state.coupon_runtime  # type: ignore[no-any-return]
 
 
-async def _session(request: Request) -> AsyncSession:
-    return get_session(request)
-
-
-async def _caller(request: Request) -> Caller:
-    return get_caller(request)
-
-
 RuntimeDep = Annotated[CouponRuntime, Depends(_runtime)]
-SessionDep = Annotated[AsyncSession, Depends(_session)]
-CallerDep = Annotated[Caller, Depends(_caller)]
 CodePath = Annotated[str, Path(min_length=1, max_length=64, description="The code; case and separators ignored.")]
 
 
