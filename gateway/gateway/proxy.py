@@ -51,6 +51,7 @@ STRIPPED_REQUEST_HEADERS = HOP_BY_HOP | {
 }
 STRIPPED_RESPONSE_HEADERS = HOP_BY_HOP | {b"content-length", b"x-request-id", b"date", b"server"}
 SMALL_BODY = 1 << 20
+REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class Upstreams:
@@ -168,41 +169,70 @@ class FrontDoor:
         else:
             body = _stream_body(receive)
 
-        try:
-            async with upstreams.session(service).request(
-                scope["method"], url, headers=headers, data=body, allow_redirects=False
-            ) as upstream:
-                response_headers = [
-                    (k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in STRIPPED_RESPONSE_HEADERS
-                ]
-                declared = upstream.headers.get("Content-Length")
-                if declared is not None and int(declared) <= SMALL_BODY:
-                    payload = await upstream.read()
-                    response_headers.append((b"content-length", str(len(payload)).encode()))
-                    await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
-                    await send({"type": "http.response.body", "body": payload})
+        # A pooled connection the service closed just as we reused it fails before anything reached the service:
+        # a request that can be sent again safely (idempotent method or Idempotency-Key, body in memory) is.
+        replayable = isinstance(body, bytes) and (
+            scope["method"] in REPLAYABLE_METHODS or _header(scope, b"idempotency-key") is not None
+        )
+        attempts = 2 if replayable else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._exchange(upstreams, service, scope, send, url, headers, body)
+                return
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if attempt == attempts or scope["state"].get("response_started"):
+                    await self._unavailable(scope, receive, send, service, exc)
                     return
+                log.info("gateway.upstream_retry", service=service, error=type(exc).__name__)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError, TimeoutError) as exc:
+                await self._unavailable(scope, receive, send, service, exc)
+                return
+
+    async def _exchange(
+        self,
+        upstreams: Upstreams,
+        service: str,
+        scope: Scope,
+        send: Send,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes],
+    ) -> None:
+        async with upstreams.session(service).request(
+            scope["method"], url, headers=headers, data=body, allow_redirects=False
+        ) as upstream:
+            response_headers = [
+                (k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in STRIPPED_RESPONSE_HEADERS
+            ]
+            declared = upstream.headers.get("Content-Length")
+            if declared is not None and int(declared) <= SMALL_BODY:
+                payload = await upstream.read()
+                response_headers.append((b"content-length", str(len(payload)).encode()))
+                scope["state"]["response_started"] = True
                 await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
-                async for chunk in upstream.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError, TimeoutError) as exc:
-            timed_out = isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError))
-            log.warning("gateway.upstream_failed", service=service, error=type(exc).__name__, timed_out=timed_out)
-            response = (
-                problem_response(
-                    504, "upstream_timeout", f"The {service} service did not answer in time.", service=service
-                )
-                if timed_out
-                else problem_response(
-                    503,
-                    "service_unavailable",
-                    f"The {service} service is unavailable.",
-                    service=service,
-                    headers={"Retry-After": "1"},
-                )
+                await send({"type": "http.response.body", "body": payload})
+                return
+            scope["state"]["response_started"] = True
+            await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
+            async for chunk in upstream.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send, service: str, exc: BaseException) -> None:
+        timed_out = isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError))
+        log.warning("gateway.upstream_failed", service=service, error=type(exc).__name__, timed_out=timed_out)
+        response = (
+            problem_response(504, "upstream_timeout", f"The {service} service did not answer in time.", service=service)
+            if timed_out
+            else problem_response(
+                503,
+                "service_unavailable",
+                f"The {service} service is unavailable.",
+                service=service,
+                headers={"Retry-After": "1"},
             )
-            await response(scope, receive, _unless_started(send))
+        )
+        await response(scope, receive, _unless_started(send))
 
 
 def _unless_started(send: Send) -> Send:

@@ -33,7 +33,15 @@ class InProcessServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_keep_alive=65,
+            )
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -45,4 +45,7 @@ def main(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than the gateway's pooled connections stay idle (30 s), so the server never closes one the
+        # gateway is about to reuse (that race surfaced as 503s under load).
+        timeout_keep_alive=65,
     )
