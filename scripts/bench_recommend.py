@@ -5,7 +5,8 @@
   purchase lines streamed as CSV into `POST /v1/interactions:import`; then `POST /v1/recommend/model/retrain`
   and the time until the new model serves (`GET /v1/recommend/model`, `training_seconds` from the service).
 - Load: 64 clients, `GET /v1/customers/{id}/recommendations?limit=10` for 2,000 known customers in turn, straight
-  to the service and through the gateway (admin key); and straight again while a retrain runs.
+  to the service and through the gateway (admin key); straight again while a retrain runs; and both at 8 clients
+  (below saturation, where latency is the answer's own and not a queue's).
 - Ceilings in the same run: `GET /healthz` straight to the service, and `GET /v1/recommend/model` (answered from
   memory, no database) straight and through the gateway.
 - Memory: resident set of the serving process (and of its training child) after all of it.
@@ -122,6 +123,9 @@ async def bench() -> None:
         direct = run_load("recommendations (10 items), straight", straight, concurrency=CLIENTS)
         gateway_ceiling = run_load("ceiling: GET /v1/recommend/model, gateway", model_through, concurrency=CLIENTS)
         proxied = run_load("recommendations (10 items), gateway", through, concurrency=CLIENTS)
+        # below saturation: how long one answer takes when clients do not queue behind each other
+        direct_8 = run_load("recommendations (10 items), straight, 8 clients", straight, concurrency=8, duration=6)
+        proxied_8 = run_load("recommendations (10 items), gateway, 8 clients", through, concurrency=8, duration=6)
 
         async with httpx.AsyncClient(base_url=service, headers=stack.internal_headers, timeout=600) as client:
             retrain = await client.post("/v1/recommend/model/retrain")
@@ -140,6 +144,8 @@ async def bench() -> None:
                 result_row(during, ceiling),
                 result_row(gateway_ceiling),
                 result_row(proxied, gateway_ceiling),
+                result_row(direct_8, ceiling),
+                result_row(proxied_8, gateway_ceiling),
             ],
         )
         process = stack.processes["recommend"].process
