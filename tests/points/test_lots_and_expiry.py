@@ -12,6 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
+from points import service
+from tests.conftest import Platform
 from tests.points.conftest import DEFAULT_RULES, audit_clean, balance, earn, ledger, new_id
 
 
@@ -141,3 +143,17 @@ class TestAppendOnly:
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await db.execute("DELETE FROM transactions WHERE customer_id = $1", customer)
         assert (await balance(points, customer))["balance"] == 5
+
+
+class TestScheduledExpiry:
+    async def test_the_periodic_job_expires_due_lots(
+        self, platform: Platform, points: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        """The job the service schedules (POINTS_EXPIRY_INTERVAL_SECONDS), run once on the service's own database."""
+        customer = new_id()
+        await earn(points, customer, 25, reference="old")
+        await age_lot(db, customer, "old")
+        database = platform.servers["points"].server.config.app.state.database
+        run = await service.expire_due(database)
+        assert run.points_expired >= 25
+        assert [(e["type"], e["points"]) for e in await ledger(points, customer)] == [("earn", 25), ("expire", -25)]
