@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -22,7 +23,7 @@ _PUBLIC_COLUMNS = (
 )
 
 
-async def create(session: AsyncSession, name: str, scopes: list[str]) -> dict[str, Any]:
+async def create(session: AsyncSession, name: str, scopes: Sequence[str]) -> dict[str, Any]:
     key = new_api_key()
     row = (
         await session.execute(
@@ -32,7 +33,7 @@ async def create(session: AsyncSession, name: str, scopes: list[str]) -> dict[st
                 name=name,
                 prefix=key[: len(API_KEY_PREFIX) + 6],
                 key_hash=hash_api_key(key),
-                scopes=scopes,
+                scopes=list(scopes),
             )
             .returning(*_PUBLIC_COLUMNS)
         )

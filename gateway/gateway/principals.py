@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 import jwt
 from sqlalchemy import select
@@ -18,23 +18,22 @@ from gateway.tables import api_keys
 from kit.db import Database
 from kit.errors import Unauthorized
 
-__all__ = ["SCOPES", "Authenticator", "Principal", "hash_api_key", "new_api_key"]
+__all__ = ["SCOPES", "Authenticator", "Principal", "Scope", "hash_api_key", "new_api_key"]
 
-SCOPES = frozenset(
-    {
-        "purchases:write",
-        "points:read",
-        "points:write",
-        "coupons:read",
-        "coupons:write",
-        "recommend:read",
-        "recommend:write",
-        "surveys:read",
-        "surveys:write",
-        "customers:tokens",
-        "admin",
-    }
-)
+Scope = Literal[
+    "purchases:write",
+    "points:read",
+    "points:write",
+    "coupons:read",
+    "coupons:write",
+    "recommend:read",
+    "recommend:write",
+    "surveys:read",
+    "surveys:write",
+    "customers:tokens",
+    "admin",
+]
+SCOPES: frozenset[str] = frozenset(get_args(Scope))
 API_KEY_PREFIX = "rcp_"
 
 

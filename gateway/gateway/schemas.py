@@ -5,20 +5,17 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator, model_validator
 
-from gateway.principals import SCOPES
+from gateway.principals import SCOPES, Scope
 from kit.types import Currency, Identifier, Money, StrictModel, check_money
 
 
 class ApiKeyCreate(StrictModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-    scopes: Annotated[list[str], Field(min_length=1, max_length=len(SCOPES))]
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(SCOPES))]
 
     @field_validator("scopes")
     @classmethod
-    def _known_scopes(cls, scopes: list[str]) -> list[str]:
-        unknown = sorted(set(scopes) - SCOPES)
-        if unknown:
-            raise ValueError(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(sorted(SCOPES))}")
+    def _distinct(cls, scopes: list[str]) -> list[str]:
         return sorted(set(scopes))
 
 

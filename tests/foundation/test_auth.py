@@ -88,7 +88,7 @@ class TestPartnerScopes:
     async def test_unknown_scope_is_refused(self, admin: httpx.AsyncClient) -> None:
         response = await admin.post("/v1/api-keys", json={"name": "x", "scopes": ["points:read", "root"]})
         assert_problem(response, 422, "validation_error")
-        assert response.json()["errors"][0]["field"] == "scopes"
+        assert response.json()["errors"][0]["field"].startswith("scopes")
 
 
 class TestCustomerTokens:

@@ -42,7 +42,11 @@ def _positive(value: Decimal) -> Decimal:
     return value
 
 
-Money = Annotated[Decimal, Field(max_digits=18), AfterValidator(_positive)]
+Money = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=18, json_schema_extra={"examples": ["12.50"]}),
+    AfterValidator(_positive),
+]
 
 
 def check_money(amount: Decimal, currency: str) -> None:
