@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from kit.db import role_for_schema
 
-__all__ = ["alembic_config", "run_env", "upgrade"]
+__all__ = ["alembic_config", "check", "run_env", "upgrade"]
 
 log = structlog.get_logger("kit.migrations")
 # Alembic's `context` is process-global: two upgrades in one process (tests serve every app in one) take turns.
@@ -68,6 +68,17 @@ def _prepare_schema(connection: Connection, schema: str) -> str | None:
     return role
 
 
+def _owned_by_the_models(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Alembic's own version table lives in the schema but not in the models: leave it out of comparisons."""
+    return not (type_ == "table" and name == "alembic_version")
+
+
+def check(migrations_dir: Path, url: str, schema: str) -> None:
+    """Raise if the models and the migrations disagree (`alembic check`)."""
+    with _ALEMBIC_LOCK:
+        command.check(alembic_config(migrations_dir, url, schema))
+
+
 def _run_migrations(connection: Connection, metadata: MetaData, schema: str) -> None:
     connection.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": f"reciprocity-migrate-{schema}"})
     try:
@@ -81,6 +92,7 @@ def _run_migrations(connection: Connection, metadata: MetaData, schema: str) -> 
             target_metadata=metadata,
             version_table_schema=schema,
             transaction_per_migration=True,
+            include_object=_owned_by_the_models,
         )
         with context.begin_transaction():
             context.run_migrations()
