@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from kit.auth import Caller, CallerDep, get_caller
+from kit.auth import CallerDep
 from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.json import ORJSONResponse
@@ -34,18 +34,12 @@ reads = APIRouter(tags=["recommend"])
 ProductIdPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="Product id.")]
 
 
-# Dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker thread, and those thread hops
-# were a quarter of a recommendation's CPU (kit.auth.get_caller and kit.db.get_session are plain functions).
+# `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
 async def get_engine(request: Request) -> Engine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
-async def get_caller_async(request: Request) -> Caller:
-    return get_caller(request)
-
-
 EngineDep = Annotated[Engine, Depends(get_engine)]
-FastCallerDep = Annotated[Caller, Depends(get_caller_async)]
 
 
 @router.put(
@@ -137,7 +131,7 @@ async def get_preferences(customer_id: CustomerIdPath, session: SessionDep, call
 async def recommendations(
     customer_id: CustomerIdPath,
     engine: EngineDep,
-    caller: FastCallerDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     mode: Mode = Mode.mixed,
