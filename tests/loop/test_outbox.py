@@ -1,0 +1,108 @@
+"""The transactional outbox under the conditions it exists for: several relays draining at once, a consumer
+that refuses, retries that run out, and an operator re-driving what was parked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gateway.app import SCHEMA, create_app
+from gateway.settings import GatewaySettings
+from kit.db import Database
+from kit.events import OutboxRelay, publish
+from kit.tables import outbox_deliveries
+from tests.conftest import INTERNAL_TOKEN, Platform
+from tests.loop.helpers import purchase_body
+from tests.support.database import create_database, drop_database, server_url
+from tests.support.servers import InProcessServer, free_port
+
+
+@pytest.fixture
+async def own_database(platform: Platform) -> AsyncIterator[str]:
+    """A database of the test's own, migrated for the gateway: no other relay can touch its outbox."""
+    base = await asyncio.to_thread(server_url)
+    url, name = await create_database(base)
+    asyncpg_url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    # serving the gateway once migrates its schema; its own relay is stopped again with it
+    gateway = await InProcessServer(create_app(GatewaySettings(DATABASE_URL=url))).start()  # type: ignore[call-arg]
+    await gateway.stop()
+    yield asyncpg_url
+    await drop_database(base, name)
+
+
+async def test_two_relays_deliver_every_event_once(platform: Platform, own_database: str) -> None:
+    database = await Database.connect(own_database, SCHEMA, pool_size=4)
+    bodies = [purchase_body(f"relay-{uuid4().hex[:8]}", total="10.00") for _ in range(60)]
+    async with database.transaction() as session:
+        for body in bodies:
+            await publish(session, "purchase.created", body, ["points"])
+    relays = [OutboxRelay(database, {"points": platform.urls["points"]}, INTERNAL_TOKEN, batch_size=7) for _ in (1, 2)]
+    try:
+        await asyncio.gather(*(relay.run_until_idle() for relay in relays))
+        async with database.transaction() as session:
+            rows = (await session.execute(select(outbox_deliveries.c.status, outbox_deliveries.c.attempts))).all()
+    finally:
+        for relay in relays:
+            await relay.aclose()
+        await database.dispose()
+    assert len(rows) == len(bodies)
+    # claimed by exactly one relay each: a second claim would have counted a second attempt
+    assert {(status, attempts) for status, attempts in rows} == {("delivered", 1)}
+    async with platform.service_client("points") as points:
+        for body in bodies[:10]:
+            ledger = (await points.get(f"/v1/customers/{body['customer_id']}/points/transactions")).json()["items"]
+            assert [(t["type"], t["reference"]) for t in ledger] == [("earn", body["purchase_id"])]
+
+
+async def test_parked_deliveries_are_visible_and_can_be_redriven(platform: Platform, own_database: str) -> None:
+    url = own_database.replace("postgresql+asyncpg://", "postgresql://", 1)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    settings = GatewaySettings(  # type: ignore[call-arg]
+        DATABASE_URL=url,
+        POINTS_URL=nowhere,
+        COUPON_URL=platform.urls["coupon"],
+        RECOMMEND_URL=platform.urls["recommend"],
+        SURVEY_URL=platform.urls["survey"],
+        OUTBOX_POLL_SECONDS=0.05,
+        OUTBOX_MAX_ATTEMPTS=2,
+        OUTBOX_BASE_DELAY_SECONDS=0.05,
+        OUTBOX_MAX_DELAY_SECONDS=0.1,
+    )
+    gateway = await InProcessServer(create_app(settings)).start()
+    body = purchase_body(total="12.00")
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, headers=platform.client().headers) as client:
+            assert (await client.post("/v1/purchases", json=body)).status_code == 202
+            parked: list[dict] = []
+            for _ in range(100):
+                parked = (await client.get("/v1/admin/deliveries", params={"status": "failed"})).json()["items"]
+                if parked:
+                    break
+                await asyncio.sleep(0.1)
+            assert [(d["consumer"], d["attempts"]) for d in parked] == [("points", 2)]
+            assert "ConnectError" in parked[0]["last_error"] or "Connect" in parked[0]["last_error"]
+            purchase = (await client.get(f"/v1/purchases/{body['purchase_id']}")).json()
+            assert purchase["deliveries"]["points"] == "failed"
+
+            # the operator fixes the route to the points service, then re-drives the parked delivery
+            gateway.server.config.app.state.outbox_relay.consumers["points"] = platform.urls["points"]
+            retry = await client.post(f"/v1/admin/deliveries/{parked[0]['id']}/retry")
+            assert retry.status_code == 202
+            for _ in range(100):
+                purchase = (await client.get(f"/v1/purchases/{body['purchase_id']}")).json()
+                if purchase["deliveries"]["points"] == "delivered":
+                    break
+                await asyncio.sleep(0.1)
+            assert purchase["deliveries"]["points"] == "delivered"
+            again = await client.post(f"/v1/admin/deliveries/{parked[0]['id']}/retry")
+            assert again.status_code == 404  # only failed deliveries can be re-driven
+    finally:
+        await gateway.stop()
+    async with platform.service_client("points") as points:
+        ledger = (await points.get(f"/v1/customers/{body['customer_id']}/points/transactions")).json()["items"]
+    assert [(t["type"], t["reference"]) for t in ledger] == [("earn", body["purchase_id"])]
