@@ -6,7 +6,7 @@ the public API only, then show three customers' overviews.
 1. Sets up the levers (each found by name if it exists, so a second run changes nothing): earning rules with a
    December bonus on Christmas goods, three tiers, a "thank you" coupon campaign with a surprise rule on the 3rd
    purchase, an apology campaign for unhappy survey answers, and a post-purchase survey with a points reward.
-2. Posts every invoice of the sample as a purchase (`purchase_id` = `retail-<invoice>`, email
+2. Posts every invoice of the sample as a purchase (`purchase_id` = `uci-<invoice>`, email
    `customer-<id>@example.com`), 16 at a time. Purchases are idempotent by `purchase_id`: a re-run answers
    the same and earns nothing twice.
 3. Waits until the gateway has delivered every purchase to points, coupons, recommendations and surveys.
@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import httpx
 from tqdm import tqdm
 
 from scripts.online_retail import SAMPLE, Invoice, invoices
+from scripts.replay import purchase_payload
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = ROOT / ".data" / "secrets.env"
@@ -106,29 +106,6 @@ def admin_key(explicit: str | None = None) -> str:
             if name.strip() == "LOYALTY_ADMIN_KEY" and value.strip():
                 return value.strip().strip("'\"")
     raise DemoError("No admin key: pass --key, set LOYALTY_ADMIN_KEY, or start the platform with `make run` first.")
-
-
-def purchase_body(invoice: Invoice) -> dict[str, Any]:
-    """The same invoice always makes the same body, so replaying it is answered as the first time."""
-    total = sum((row.unit_price * row.quantity for row in invoice.rows), Decimal(0))
-    return {
-        "purchase_id": f"retail-{invoice.invoice}",
-        "customer_id": invoice.customer_id,
-        "email": f"customer-{invoice.customer_id}@example.com",
-        "occurred_at": invoice.occurred_at.isoformat(),
-        "currency": "GBP",
-        "total": str(total.quantize(Decimal("0.01"))),
-        "items": [
-            {
-                "product_id": row.product_id,
-                "name": row.description or row.product_id,
-                "category": row.category,
-                "unit_price": str(row.unit_price),
-                "quantity": row.quantity,
-            }
-            for row in invoice.rows
-        ],
-    }
 
 
 async def _all(
@@ -246,7 +223,7 @@ async def replay(
     async def worker() -> None:
         while not queue.empty():
             invoice = queue.get_nowait()
-            response = await _post_purchase(client, purchase_body(invoice))
+            response = await _post_purchase(client, purchase_payload(invoice))
             if response.status_code == 202:
                 report.accepted += 1
                 report.purchases[invoice.customer_id] += 1
@@ -410,7 +387,7 @@ async def run_demo(options: Options, say: Say = print) -> Report:
             (await client.get("/healthz")).raise_for_status()
         except httpx.HTTPError as exc:
             raise DemoError(f"No platform answers at {options.url} ({exc}); start it with `make run`.") from exc
-        probe = await client.get("/v1/purchases/retail-probe")
+        probe = await client.get("/v1/purchases/uci-probe")
         if probe.status_code in (401, 403):
             raise DemoError(f"The gateway refused the admin key ({probe.status_code}); check --key.")
 
