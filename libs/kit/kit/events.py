@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 from pydantic import BaseModel
 from sqlalchemy import func, select, text, update
@@ -157,11 +157,20 @@ class OutboxRelay:
         self.base_delay = base_delay_seconds
         self.max_delay = max_delay_seconds
         self.lease = max(lease_seconds, timeout_seconds * 2)
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_seconds, connect=1.0),
-            headers={INTERNAL_TOKEN_HEADER: internal_token},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
+        self._internal_token = internal_token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=1.0)
+        self._http: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx: a relay posts one request per delivery, four per purchase, and httpx cost
+        # several times aiohttp's CPU per request on these machines (docs/benchmarks.md, the gateway hop).
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=self._timeout,
+                headers={INTERNAL_TOKEN_HEADER: self._internal_token},
+                connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=30),
+            )
+        return self._http
 
     def backoff(self, attempts: int) -> float:
         """Full jitter: a random wait up to base * 2^attempts, capped."""
@@ -174,17 +183,19 @@ class OutboxRelay:
             return row.id, f"no URL configured for consumer {row.consumer!r}", True
         body = dumps({"id": str(row.event_id), "type": row.type, "occurred_at": row.created_at, "payload": row.payload})
         try:
-            response = await self._http.post(
+            async with self._session().post(
                 url + EVENTS_PATH,
-                content=body,
+                data=body,
                 headers={"Content-Type": "application/json", "Idempotency-Key": str(row.event_id)},
-            )
-        except httpx.HTTPError as exc:
+            ) as response:
+                status = response.status
+                text = "" if status < 300 else (await response.text())[:400]
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return row.id, f"{type(exc).__name__}: {exc}"[:500], False
-        if response.status_code < 300:
+        if status < 300:
             return row.id, None, False
-        permanent = 400 <= response.status_code < 500 and response.status_code not in (401, 408, 409, 425, 429)
-        return row.id, f"HTTP {response.status_code}: {response.text[:400]}", permanent
+        permanent = 400 <= status < 500 and status not in (401, 408, 409, 425, 429)
+        return row.id, f"HTTP {status}: {text}", permanent
 
     async def run_once(self) -> int:
         async with self.database.transaction() as session:
@@ -232,7 +243,8 @@ class OutboxRelay:
             pass
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
 
 def events_router(handlers: Mapping[str, EventHandler]) -> Any:
