@@ -7,18 +7,15 @@ run and reports the ratio.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -157,10 +154,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (so it can be pasted into docs/benchmarks.md as it is)."""
 
@@ -184,15 +177,3 @@ def result_row(result: LoadResult, baseline: LoadResult | None = None) -> list[A
 
 
 LOAD_HEADERS = ["what", "req/s", "p50 ms", "p99 ms", "errors", "vs. baseline"]
-
-
-def timed() -> float:
-    return time.perf_counter()
-
-
-def as_dict(result: LoadResult) -> dict[str, Any]:
-    return asdict(result)
-
-
-def main_async(coro: Any) -> None:
-    asyncio.run(coro)
