@@ -130,3 +130,23 @@ async def test_purchase_while_points_is_hung(rig: Rig) -> None:
                 break
             await asyncio.sleep(0.5)
         assert overview["points"]["balance"] > 0
+
+
+async def test_a_hung_service_is_504_within_the_upstream_timeout(rig: Rig, platform: Platform) -> None:
+    settings = GatewaySettings(  # type: ignore[call-arg]
+        DATABASE_URL=platform.env["DATABASE_URL"], POINTS_URL=rig.points.url, UPSTREAM_TIMEOUT_SECONDS=0.5
+    )
+    gateway = await InProcessServer(create_app(settings)).start()
+    rig.points.pause()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, headers=rig.headers, timeout=10) as client:
+            started = time.perf_counter()
+            response = await client.get("/v1/customers/c1/points")
+            elapsed = time.perf_counter() - started
+    finally:
+        rig.points.resume()
+        await gateway.stop()
+    assert response.status_code == 504, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "upstream_timeout"
+    assert elapsed < 3.0, "the gateway waited past its upstream timeout"
