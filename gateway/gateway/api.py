@@ -3,21 +3,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, Path, Query, Request, Response
 
-from gateway import api_keys, purchases
+from gateway import api_keys, customer_tokens, purchases
 from gateway.overview import build_overview
 from gateway.principals import Authenticator, Principal
 from gateway.schemas import (
+    MAX_TOKEN_TTL_SECONDS,
     ApiKey,
     ApiKeyCreate,
     ApiKeyCreated,
     CustomerOverview,
     CustomerToken,
     CustomerTokenCreate,
+    CustomerTokenRevocation,
+    CustomerTokenRevocationCreate,
     Delivery,
     DeliveryState,
     Purchase,
@@ -28,7 +32,7 @@ from gateway.schemas import (
 )
 from kit import events
 from kit.db import SessionDep, service_router
-from kit.errors import Unauthorized, problem_responses
+from kit.errors import FieldError, NotFound, Unauthorized, ValidationFailed, problem_responses
 from kit.pagination import Page, PageParamsDep, paginate
 from kit.types import IDENTIFIER_PATTERN, CustomerIdPath
 
@@ -81,12 +85,48 @@ async def revoke_api_key(
     return Response(status_code=204)
 
 
-@router.post("/v1/customer-tokens", status_code=201, tags=["customer-tokens"], operation_id="create_customer_token")
+@router.post(
+    "/v1/customer-tokens",
+    status_code=201,
+    tags=["customer-tokens"],
+    operation_id="create_customer_token",
+)
 async def create_customer_token(
-    body: CustomerTokenCreate, authenticator: AuthenticatorDep, _: PrincipalDep
+    body: CustomerTokenCreate, request: Request, authenticator: AuthenticatorDep, _: PrincipalDep
 ) -> CustomerToken:
-    token, expires_at = authenticator.mint_customer_token(body.customer_id, body.ttl_seconds)
-    return CustomerToken(token=token, expires_at=expires_at)
+    longest = request.app.state.settings.customer_token_max_ttl_seconds
+    if body.ttl_seconds > longest:
+        message = f"At most {longest} seconds (CUSTOMER_TOKEN_MAX_TTL_SECONDS)."
+        raise ValidationFailed([FieldError("ttl_seconds", message)])
+    token, token_id, expires_at = authenticator.mint_customer_token(body.customer_id, body.ttl_seconds)
+    return CustomerToken(token=token, token_id=token_id, expires_at=expires_at)
+
+
+@router.post(
+    "/v1/customer-tokens/revocations",
+    status_code=201,
+    tags=["customer-tokens"],
+    operation_id="revoke_customer_tokens",
+    responses=problem_responses(404),
+)
+async def revoke_customer_tokens(
+    body: CustomerTokenRevocationCreate,
+    session: SessionDep,
+    authenticator: AuthenticatorDep,
+    principal: PrincipalDep,
+) -> CustomerTokenRevocation:
+    """Revokes one customer token (by `token_id`) or all of a customer's tokens issued so far. A customer token
+    may revoke its own customer's tokens (signing out); revoking is idempotent."""
+    if principal.kind == "customer" and principal.id != body.customer_id:
+        raise NotFound("No such resource.")
+    # the listing may go once the token would have expired anyway: no token lives longer than the schema allows
+    revocation = await customer_tokens.revoke(
+        session, body.customer_id, body.token_id, datetime.now(UTC) + timedelta(seconds=MAX_TOKEN_TTL_SECONDS)
+    )
+    authenticator.forget_revocations(body.customer_id, body.token_id)
+    return CustomerTokenRevocation(
+        customer_id=revocation.customer_id, token_id=revocation.token_id, revoked_at=revocation.revoked_at
+    )
 
 
 PurchaseIdPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="The caller's purchase id.")]

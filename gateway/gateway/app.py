@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse
 
 from gateway import openapi
 from gateway.api import router
+from gateway.limits import Limits
 from gateway.overview import CircuitBreaker
 from gateway.principals import Authenticator
 from gateway.proxy import FrontDoor, Upstreams
-from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from kit.app import PROBLEM_SCHEMA, ServiceSpec, create_service_app
 from kit.client import InternalClient
@@ -29,11 +29,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             jwt_secret=settings.jwt_secret,
             database=app.state.database,
             cache_seconds=settings.api_key_cache_seconds,
+            revocation_cache_seconds=settings.token_revocation_cache_seconds,
+            max_entries=settings.auth_cache_max_entries,
         )
         app.state.upstreams = Upstreams(
             settings.upstreams,
             timeout=settings.upstream_timeout_seconds,
             connect_timeout=settings.upstream_connect_timeout_seconds,
+            max_concurrency=settings.upstream_max_concurrency,
+            queue_seconds=settings.upstream_queue_seconds,
         )
         app.state.breakers = {name: CircuitBreaker() for name in settings.upstreams}
         app.state.clients = {
@@ -74,8 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         outbox_consumers=settings.upstreams,
     )
     app = create_service_app(spec, settings)
-    app.state.partner_limiter = RateLimiter(settings.rate_limit_partner_per_minute)
-    app.state.customer_limiter = RateLimiter(settings.rate_limit_customer_per_minute)
+    app.state.limits = Limits(settings)
     _serve_merged_openapi(app)
     return app
 

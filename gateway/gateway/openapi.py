@@ -27,11 +27,11 @@ from typing import Any
 
 import structlog
 
-from gateway.routing import ROUTES, match_route
+from gateway.routing import declared_route
 from kit.app import PROBLEM_SCHEMA
 from kit.client import InternalClient
 
-__all__ = ["PUBLIC_PREFIXES", "SECURITY_SCHEMES", "fetch_service_documents", "merge"]
+__all__ = ["SECURITY_SCHEMES", "fetch_service_documents", "merge"]
 
 log = structlog.get_logger("gateway.openapi")
 
@@ -45,7 +45,6 @@ SECURITY_SCHEMES = {
     }
 }
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-PUBLIC_PREFIXES = ("/s/",)
 INTERNAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 INTERNAL_PREFIXES = ("/internal/",)
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -95,13 +94,14 @@ def merge(own: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[str,
     for path, item in (own.get("paths") or {}).items():
         if _is_internal(path):
             continue
-        shadow = match_route(_sample(path), ROUTES)
-        if shadow is not None:
-            # The front door forwards this path to a service before the gateway's own routes see it.
-            log.warning("openapi.path_shadowed", path=path, service=shadow[0].service)
-            continue
-        paths[path] = copy.deepcopy(item)
-        origin[path] = "gateway"
+        declared = {
+            method: operation
+            for method, operation in item.items()
+            if method not in HTTP_METHODS or _declared_for(method, path, "gateway")
+        }
+        if any(method in HTTP_METHODS for method in declared):
+            paths[path] = copy.deepcopy(declared)
+            origin[path] = "gateway"
 
     for name, original in sorted(services.items()):
         document = copy.deepcopy(original)
@@ -109,13 +109,12 @@ def merge(own: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[str,
         for path, item in (document.get("paths") or {}).items():
             if _is_internal(path):
                 continue
-            routed = match_route(_sample(path), ROUTES)
-            if routed is None or routed[0].service != name:
-                log.warning("openapi.path_unrouted", service=name, path=path)
-                continue
             target = paths.setdefault(path, {})
             origin.setdefault(path, name)
             for method, operation in item.items():
+                if method in HTTP_METHODS and not _declared_for(method, path, name):
+                    log.warning("openapi.operation_undeclared", service=name, path=path, method=method)
+                    continue
                 if method in target:
                     log.warning("openapi.operation_duplicate", service=name, path=path, method=method)
                     continue
@@ -126,7 +125,7 @@ def merge(own: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[str,
                 tags.append(tag)
                 known.add(tag.get("name"))
 
-    merged["paths"] = dict(sorted(paths.items()))
+    merged["paths"] = dict(sorted((p, item) for p, item in paths.items() if item))
     schemas.setdefault("Problem", copy.deepcopy(PROBLEM_SCHEMA))
     for path, method, operation in _operations(merged["paths"]):
         _complete_operation(path, method, operation, forwarded=origin[path] != "gateway")
@@ -149,9 +148,10 @@ def _is_internal(path: str) -> bool:
     return path in INTERNAL_PATHS or path.startswith(INTERNAL_PREFIXES)
 
 
-def _sample(path: str) -> str:
-    """A concrete path for a template, to ask the routing table who serves it."""
-    return re.sub(r"\{[^}/]+\}", "x", path)
+def _declared_for(method: str, path: str, target: str) -> bool:
+    """Only what the route table declares reaches a caller of the gateway: anything else would be a 404."""
+    route = declared_route(method.upper(), path)
+    return route is not None and route.target == target
 
 
 def _operations(paths: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -239,11 +239,20 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any], *, fo
         if isinstance(response, dict) and _is_fastapi_validation(response):
             responses[status] = _problem("The request is not valid.")
     _raw_bodies_as_binary(operation)
-    if path.startswith(PUBLIC_PREFIXES):
+    route = declared_route(method.upper(), path)
+    front_door: dict[str, tuple[str, dict[str, Any]]] = {}
+    if "{" in path:
+        front_door["400"] = ("The path is not canonical (dot or empty segments, encoded separators).", {})
+    if "requestBody" in operation:
+        front_door["413"] = ("The body is larger than this operation accepts.", {})
+    if route is not None and route.access.public:
         operation["security"] = []
+        for status, (description, headers) in front_door.items():
+            responses.setdefault(status, _problem(description, headers))
+        operation["responses"] = dict(sorted(responses.items()))
         return
     operation["security"] = copy.deepcopy(BEARER)
-    added = dict(GATEWAY_PROBLEMS)
+    added = {**GATEWAY_PROBLEMS, **front_door}
     if forwarded:
         added.update(FORWARDED_PROBLEMS)
     parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])

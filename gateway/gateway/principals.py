@@ -7,13 +7,15 @@ import hmac
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
 
 import jwt
 from sqlalchemy import select
 
+from gateway import customer_tokens
 from gateway.tables import api_keys
 from kit.db import Database
 from kit.errors import Unauthorized
@@ -60,29 +62,104 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class _LruCache:
+    """Entries that expire after `seconds`, at most `max_entries` of them: the least recently used goes first,
+    so a flood of new keys evicts only idle entries and never empties the cache."""
+
+    def __init__(self, seconds: float, max_entries: int) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return False, None
+        self._entries.move_to_end(key)
+        return True, entry[1]
+
+    def put(self, key: str, value: Any) -> None:
+        self._entries[key] = (time.monotonic() + self.seconds, value)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class CustomerClaims:
+    customer_id: str
+    token_id: str
+    issued_at: float
+    expires_at: datetime
+
+
 class Authenticator:
-    def __init__(self, *, admin_key: str, jwt_secret: str, database: Database, cache_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        admin_key: str,
+        jwt_secret: str,
+        database: Database,
+        cache_seconds: float,
+        revocation_cache_seconds: float = 5.0,
+        max_entries: int = 10_000,
+    ) -> None:
         self._admin_key = admin_key.encode()
         self._jwt_secret = jwt_secret
         self._database = database
-        self._cache_seconds = cache_seconds
-        self._api_key_cache: dict[str, tuple[float, Principal | None]] = {}
+        self._api_keys = _LruCache(cache_seconds, max_entries)
+        self._revocations = _LruCache(revocation_cache_seconds, max_entries)
 
-    def mint_customer_token(self, customer_id: str, ttl_seconds: int) -> tuple[str, datetime]:
-        now = datetime.now(UTC).replace(microsecond=0)
-        expires_at = now + timedelta(seconds=ttl_seconds)
+    def mint_customer_token(self, customer_id: str, ttl_seconds: int) -> tuple[str, str, datetime]:
+        """A token, its id (`jti`) and its expiry. `iat` keeps its fraction of a second, so a token minted just
+        after a "revoke all" is not caught by it."""
+        issued_at = time.time()
+        expires_at = datetime.fromtimestamp(int(issued_at) + ttl_seconds, UTC)
+        token_id = uuid.uuid4().hex
         token = jwt.encode(
-            {"sub": customer_id, "iat": now, "exp": expires_at, "typ": "customer", "jti": uuid.uuid4().hex},
+            {"sub": customer_id, "iat": issued_at, "exp": expires_at, "typ": "customer", "jti": token_id},
             self._jwt_secret,
             algorithm="HS256",
         )
-        return token, expires_at
+        return token, token_id, expires_at
+
+    def customer_claims(self, token: str) -> CustomerClaims:
+        """The verified claims of a customer token (expired or revoked ones included: for revoking them)."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._jwt_secret,
+                algorithms=["HS256"],
+                options={"require": ["sub", "exp", "iat", "jti"], "verify_exp": False},
+            )
+        except jwt.PyJWTError:
+            raise Unauthorized("This token is not valid.") from None
+        return CustomerClaims(
+            str(claims["sub"]), str(claims["jti"]), float(claims["iat"]), datetime.fromtimestamp(claims["exp"], UTC)
+        )
 
     def forget_api_key(self, key_hash: str) -> None:
-        self._api_key_cache.pop(key_hash, None)
+        self._api_keys.pop(key_hash)
+
+    def forget_revocations(self, customer_id: str, token_id: str | None) -> None:
+        """After a revocation in this process: every cached "not revoked" of that customer goes at once."""
+        if token_id is None:
+            self._revocations.clear()
+        else:
+            self._revocations.pop(token_id)
 
     def forget_all(self) -> None:
-        self._api_key_cache.clear()
+        self._api_keys.clear()
+        self._revocations.clear()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or not authorization[:7].lower() == "bearer ":
@@ -96,20 +173,33 @@ class Authenticator:
                 raise Unauthorized("This API key is not valid or was revoked.")
             return principal
         try:
-            claims = jwt.decode(token, self._jwt_secret, algorithms=["HS256"], options={"require": ["sub", "exp"]})
+            claims = jwt.decode(
+                token, self._jwt_secret, algorithms=["HS256"], options={"require": ["sub", "exp", "iat", "jti"]}
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("This customer token has expired.", code="token_expired") from None
         except jwt.PyJWTError:
             raise Unauthorized("This token is not valid.") from None
-        return Principal("customer", str(claims["sub"]), frozenset())
+        customer_id, token_id = str(claims["sub"]), str(claims["jti"])
+        if await self._revoked(customer_id, token_id, float(claims["iat"])):
+            raise Unauthorized("This customer token was revoked.", code="token_revoked")
+        return Principal("customer", customer_id, frozenset())
+
+    async def _revoked(self, customer_id: str, token_id: str, issued_at: float) -> bool:
+        cached, revoked = self._revocations.get(token_id)
+        if cached:
+            return bool(revoked)
+        async with self._database.transaction() as session:
+            revoked = await customer_tokens.is_revoked(session, customer_id, token_id, issued_at)
+        self._revocations.put(token_id, revoked)
+        return bool(revoked)
 
     async def _api_key(self, key: str) -> Principal | None:
         """Cached briefly so a hot partner costs no query per request; revocation here clears the entry."""
         key_hash = hash_api_key(key)
-        now = time.monotonic()
-        cached = self._api_key_cache.get(key_hash)
-        if cached and cached[0] > now:
-            return cached[1]
+        cached, principal = self._api_keys.get(key_hash)
+        if cached:
+            return principal  # type: ignore[no-any-return]
         async with self._database.transaction() as session:
             row = (
                 await session.execute(
@@ -119,7 +209,5 @@ class Authenticator:
                 )
             ).first()
         principal = Principal("partner", str(row.id), frozenset(row.scopes)) if row else None
-        if len(self._api_key_cache) > 10_000:
-            self._api_key_cache.clear()
-        self._api_key_cache[key_hash] = (now + self._cache_seconds, principal)
+        self._api_keys.put(key_hash, principal)
         return principal

@@ -17,11 +17,11 @@ import aiohttp
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.limits import Limits
 from gateway.principals import Authenticator, Principal
-from gateway.ratelimit import RateLimiter
-from gateway.routing import GATEWAY_ROUTES, authorize, match_route
+from gateway.routing import authorize, canonical_path, match
 from kit.auth import INTERNAL_TOKEN_HEADER
-from kit.errors import DomainError, TooManyRequests, problem_response
+from kit.errors import DomainError, ServiceUnavailable, Unauthorized, problem_response
 
 __all__ = ["FrontDoor", "Upstreams"]
 
@@ -47,6 +47,7 @@ STRIPPED_REQUEST_HEADERS = HOP_BY_HOP | {
     b"x-caller-kind",
     b"x-caller-id",
     b"x-caller-scopes",
+    b"x-forwarded-for",
     b"content-length",
 }
 STRIPPED_RESPONSE_HEADERS = HOP_BY_HOP | {b"content-length", b"x-request-id", b"date", b"server"}
@@ -57,15 +58,45 @@ REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 class Upstreams:
     """One pooled aiohttp session per service."""
 
-    def __init__(self, urls: dict[str, str], *, timeout: float, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        urls: dict[str, str],
+        *,
+        timeout: float,
+        connect_timeout: float,
+        max_concurrency: int = 256,
+        queue_seconds: float = 5.0,
+    ) -> None:
         self.urls = {name: url.rstrip("/") for name, url in urls.items()}
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=timeout)
+        self.max_concurrency = max_concurrency
+        self.queue_seconds = queue_seconds
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._slots = {name: asyncio.Semaphore(max_concurrency) for name in self.urls}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, service: str) -> AsyncIterator[None]:
+        """At most `max_concurrency` requests in flight to one service; a request that cannot get a slot within
+        `queue_seconds` is refused (503), so a slow service holds a bounded number of callers, never all."""
+        slots = self._slots[service]
+        try:
+            await asyncio.wait_for(slots.acquire(), self.queue_seconds)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"The {service} service is saturated; retry shortly.",
+                code="upstream_saturated",
+                headers={"Retry-After": "1"},
+                service=service,
+            ) from None
+        try:
+            yield
+        finally:
+            slots.release()
 
     def session(self, service: str) -> aiohttp.ClientSession:
         session = self._sessions.get(service)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=self.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300)
             session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )
@@ -84,63 +115,72 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class FrontDoor:
-    """Everything under `/v1/` and `/s/` passes here; other paths (health, docs) go straight to the app."""
+    """Every HTTP request passes here: canonical path, route table, limits, authentication, authorisation,
+    then the owning service or the gateway's own routes (see `gateway.routing`)."""
 
     def __init__(self, app: ASGIApp, *, fastapi_app: Any) -> None:
         self.app = app
         self.state = fastapi_app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path.startswith("/v1/") or path.startswith("/s/")):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:
-            await self._handle(scope, receive, send, path)
+            await self._handle(scope, receive, send)
         except DomainError as exc:
             response = problem_response(exc.status, exc.instance_code, exc.detail, headers=exc.headers, **exc.extra)
             await response(scope, receive, send)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limits: Limits = self.state.limits
+        limits.check_headers(scope)
+        path = canonical_path(scope.get("raw_path") or scope["path"].encode())
         method: str = scope["method"]
-        if path.startswith("/s/"):
-            matched = match_route(path)
-            assert matched is not None
-            await self._forward(scope, receive, send, matched[0].service, path, None)
-            return
-        authenticator: Authenticator = self.state.authenticator
-        principal = await authenticator.authenticate(_header(scope, b"authorization"))
-        if principal.kind != "admin":
-            limiter: RateLimiter = (
-                self.state.customer_limiter if principal.kind == "customer" else self.state.partner_limiter
-            )
-            wait = limiter.acquire(principal.rate_key)
-            if wait:
-                raise TooManyRequests("Rate limit exceeded; retry later.", retry_after=RateLimiter.retry_after(wait))
+        client_address = _client_address(scope)
+        principal: Principal | None = None
         if path == "/v1/me" or path.startswith("/v1/me/"):
+            principal = await self._authenticate(scope, client_address)
             if principal.kind != "customer":
                 raise DomainError("/v1/me is for customer tokens; use /v1/customers/{id}.", code="not_a_customer")
             path = f"/v1/customers/{principal.id}" + path[len("/v1/me") :]
-        scope.setdefault("state", {})["principal"] = principal
-        scope["state"]["caller_key"] = principal.rate_key
-        matched = match_route(path)
-        if matched is not None:
-            route, found = matched
-            authorize(principal, route, found, method)
-            await self._forward(scope, receive, send, route.service, path, principal)
+        matched = match(method, path)
+        entry = matched.route
+        state = scope.setdefault("state", {})
+        state["route_label"] = entry.label
+        if entry.access.public:
+            if entry.target != "gateway":
+                limits.check_public(client_address)
+        else:
+            if principal is None:
+                principal = await self._authenticate(scope, client_address)
+            if principal.kind != "admin":
+                limits.check_caller(principal)
+            authorize(principal, matched)
+            state["principal"] = principal
+            state["caller_key"] = principal.rate_key
+        receive = await limits.bounded_body(scope, receive, entry.body)
+        if entry.target == "gateway":
+            await self.app({**scope, "path": path, "raw_path": path.encode()}, receive, send)
             return
-        own = match_route(path, GATEWAY_ROUTES)
-        if own is not None:
-            authorize(principal, own[0], own[1], method)
-        if path != scope["path"]:
-            scope = {**scope, "path": path, "raw_path": path.encode()}
-        await self.app(scope, receive, send)
+        await self._forward(scope, receive, send, entry.target, path, principal)
+
+    async def _authenticate(self, scope: Scope, client_address: str) -> Principal:
+        """Failed attempts are counted per client address: past the limit, that address is refused before its
+        token is even looked at, so guessing tokens costs the guesser, not the database."""
+        limits: Limits = self.state.limits
+        limits.check_failed_authentication(client_address)
+        authenticator: Authenticator = self.state.authenticator
+        try:
+            return await authenticator.authenticate(_header(scope, b"authorization"))
+        except Unauthorized:
+            limits.record_failed_authentication(client_address)
+            raise
 
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, service: str, path: str, principal: Principal | None
     ) -> None:
         upstreams: Upstreams = self.state.upstreams
-        scope["state"]["route_label"] = f"proxy:{service}"
         url = upstreams.urls[service] + path
         query = scope.get("query_string", b"")
         if query:
@@ -175,18 +215,24 @@ class FrontDoor:
             scope["method"] in REPLAYABLE_METHODS or _header(scope, b"idempotency-key") is not None
         )
         attempts = 2 if replayable else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                await self._exchange(upstreams, service, scope, send, url, headers, body)
-                return
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt == attempts or scope["state"].get("response_started"):
+        async with upstreams.slot(service):
+            for attempt in range(1, attempts + 1):
+                try:
+                    await self._exchange(upstreams, service, scope, send, url, headers, body)
+                    return
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    if attempt == attempts or scope["state"].get("response_started"):
+                        await self._unavailable(scope, receive, send, service, exc)
+                        return
+                    log.info("gateway.upstream_retry", service=service, error=type(exc).__name__)
+                except (
+                    aiohttp.ClientConnectionError,
+                    aiohttp.ClientPayloadError,
+                    ConnectionError,
+                    TimeoutError,
+                ) as exc:
                     await self._unavailable(scope, receive, send, service, exc)
                     return
-                log.info("gateway.upstream_retry", service=service, error=type(exc).__name__)
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError, TimeoutError) as exc:
-                await self._unavailable(scope, receive, send, service, exc)
-                return
 
     async def _exchange(
         self,
@@ -262,3 +308,8 @@ async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
             yield chunk
         if not message.get("more_body", False):
             return
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"

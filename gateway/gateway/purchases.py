@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.schemas import PurchaseCreate, RefundCreate
 from gateway.tables import purchases, refunds
-from kit.errors import Conflict, NotFound, Unprocessable
+from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.events import delivery_states, publish
 from kit.json import dumps
+from kit.types import check_money
 
 __all__ = ["PURCHASE_CONSUMERS", "REFUND_CONSUMERS", "accept_purchase", "accept_refund", "get_purchase"]
 
@@ -91,6 +92,13 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
     if purchase is None:
         raise NotFound("No purchase with this id.")
     total = Decimal(purchase.body["total"])
+    if refund.amount is not None:
+        try:
+            check_money(refund.amount, purchase.body["currency"])
+        except ValueError as exc:
+            # checked here, not left to the points service: a refund it refused would be parked, and the
+            # purchase's points could never be reversed again
+            raise ValidationFailed([FieldError("amount", str(exc))]) from None
     existing = (await session.execute(select(refunds).where(refunds.c.refund_id == refund.refund_id))).first()
     if existing is not None:
         same = existing.purchase_id == purchase_id and (

@@ -1,99 +1,313 @@
-"""Which service owns each public path, and who may call it.
+"""The gateway's route table: every path it serves, declared once, with who may call it and where it goes.
 
-Rules are tried in order; the first whose pattern matches the path decides. Reads (GET, HEAD) need the
-rule's read scope, everything else its write scope. A customer token may use a rule only for the methods in
-`customer_methods`, and on paths that name a customer, only its own id (another customer's is 404).
+The front door is closed by default. A request is served only when
+
+1. its raw path is canonical (:func:`canonical_path`): no dot segments, no empty segments, no encoded
+   `/`, `?`, `#`, `\\` or `%`, no control characters, once decoded as well as raw; otherwise 400;
+2. one entry of :data:`ROUTES` declares that method on that path; otherwise 404 (405 when only the method
+   is not declared);
+3. the caller passes that entry's :class:`Access`: public, a scope (the admin key and keys with the `admin`
+   scope hold every scope), admin only; a customer token only where the entry admits customers, and on
+   paths naming a customer only for its own id (another customer's is 404).
+
+What is forwarded is the canonical path the decision was made on, never the bytes as received, so what was
+authorised is exactly what the service sees.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+from urllib.parse import unquote_to_bytes
 
 from gateway.principals import Principal
-from kit.errors import Forbidden, NotFound
+from kit.errors import DomainError, Forbidden, NotFound
 
-__all__ = ["GATEWAY_ROUTES", "ROUTES", "Route", "authorize", "match_route"]
+__all__ = [
+    "ROUTES",
+    "Access",
+    "BodyClass",
+    "InvalidPath",
+    "MethodNotAllowed",
+    "Route",
+    "RouteMatch",
+    "authorize",
+    "canonical_path",
+    "declared_route",
+    "match",
+]
 
-READ_METHODS = frozenset({"GET", "HEAD"})
-_ID = r"[A-Za-z0-9._:-]{1,64}"
-_CUSTOMER = rf"/v1/customers/(?P<customer_id>{_ID})"
+Target = Literal["gateway", "coupon", "points", "recommend", "survey"]
+
+
+class BodyClass(Enum):
+    """How large a request body each kind of route accepts (bytes); larger is 413."""
+
+    NONE = 0
+    FORM = 64 * 1024
+    JSON = 1024 * 1024
+    BULK = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call a route.
+
+    `scope` None with `public` False means the admin key only (or a partner key with the `admin` scope).
+    """
+
+    public: bool = False
+    scope: str | None = None
+    customer: bool = False
+
+    def describe(self) -> str:
+        if self.public:
+            return "anyone"
+        who = f"scope {self.scope}" if self.scope else "admin"
+        return who + (", or the customer's own token" if self.customer else "")
+
+
+PUBLIC = Access(public=True)
+ADMIN = Access()
+
+
+def scope(name: str, *, customer: bool = False) -> Access:
+    return Access(scope=name, customer=customer)
+
+
+# Path parameters by name: each matches exactly one canonical segment.
+_IDENTIFIER = r"[A-Za-z0-9._:-]{1,64}"
+PARAMETERS: dict[str, str] = {
+    "customer_id": _IDENTIFIER,
+    "product_id": _IDENTIFIER,
+    "purchase_id": _IDENTIFIER,
+    "code": r"[A-Za-z0-9-]{1,64}",
+    "token": r"[A-Za-z0-9_-]{1,128}",
+    "key_id": r"[0-9a-fA-F-]{32,36}",
+    "campaign_id": r"[0-9a-fA-F-]{32,36}",
+    "job_id": r"[0-9a-fA-F-]{32,36}",
+    "rule_id": r"[0-9a-fA-F-]{32,36}",
+    "redemption_id": r"[0-9a-fA-F-]{32,36}",
+    "survey_id": r"[0-9a-fA-F-]{32,36}",
+    "invitation_id": r"[0-9a-fA-F-]{32,36}",
+    "delivery_id": r"[0-9]{1,18}",
+}
+_PARAMETER = re.compile(r"\{([a-z_]+)\}")
 
 
 @dataclass(frozen=True)
 class Route:
-    pattern: re.Pattern[str]
-    service: str
-    read_scope: str
-    write_scope: str
-    customer_methods: frozenset[str] = field(default_factory=frozenset)
-    public: bool = False
+    method: str
+    template: str
+    target: Target
+    access: Access
+    body: BodyClass
+    segments: tuple[str | tuple[str, re.Pattern[str]], ...]
 
-    def scope_for(self, method: str) -> str:
-        return self.read_scope if method in READ_METHODS else self.write_scope
+    @property
+    def label(self) -> str:
+        return f"{self.target}:{self.template}"
 
 
-def _route(pattern: str, service: str, read: str, write: str, customer: str = "", public: bool = False) -> Route:
-    return Route(re.compile(pattern + r"$"), service, read, write, frozenset(customer.split()), public)
+def route(method: str, template: str, target: Target, access: Access, body: BodyClass | None = None) -> Route:
+    segments: list[str | tuple[str, re.Pattern[str]]] = []
+    for segment in template.strip("/").split("/"):
+        found = _PARAMETER.fullmatch(segment)
+        if found:
+            segments.append((found.group(1), re.compile(PARAMETERS[found.group(1)])))
+        else:
+            segments.append(segment)
+    if body is None:
+        body = BodyClass.NONE if method in ("GET", "HEAD", "DELETE") else BodyClass.JSON
+    return Route(method, template, target, access, body, tuple(segments))
 
+
+_CUSTOMER = "/v1/customers/{customer_id}"
+_BULK = BodyClass.BULK
 
 ROUTES: tuple[Route, ...] = (
+    # the gateway's own
+    route("GET", "/healthz", "gateway", PUBLIC),
+    route("GET", "/readyz", "gateway", PUBLIC),
+    route("GET", "/metrics", "gateway", PUBLIC),
+    route("GET", "/openapi.json", "gateway", PUBLIC),
+    route("GET", "/docs", "gateway", PUBLIC),
+    route("POST", "/v1/api-keys", "gateway", ADMIN),
+    route("GET", "/v1/api-keys", "gateway", ADMIN),
+    route("DELETE", "/v1/api-keys/{key_id}", "gateway", ADMIN),
+    route("POST", "/v1/customer-tokens", "gateway", scope("customers:tokens")),
+    route("POST", "/v1/customer-tokens/revocations", "gateway", scope("customers:tokens", customer=True)),
+    route("POST", "/v1/purchases", "gateway", scope("purchases:write")),
+    route("GET", "/v1/purchases/{purchase_id}", "gateway", scope("purchases:write")),
+    route("POST", "/v1/purchases/{purchase_id}/refunds", "gateway", scope("purchases:write")),
+    route("GET", _CUSTOMER + "/overview", "gateway", scope("points:read", customer=True)),
+    route("GET", "/v1/admin/deliveries", "gateway", ADMIN),
+    route("POST", "/v1/admin/deliveries/{delivery_id}/retry", "gateway", ADMIN),
     # coupon
-    _route(r"/v1/coupon-campaigns(/.*)?", "coupon", "coupons:read", "coupons:write"),
-    _route(r"/v1/coupon-rules(/.*)?", "coupon", "coupons:read", "coupons:write"),
-    _route(r"/v1/coupons/[^/]+/validation", "coupon", "coupons:read", "coupons:read", customer="POST"),
-    _route(r"/v1/coupons/[^/]+/redemptions", "coupon", "coupons:read", "coupons:write", customer="POST"),
-    _route(r"/v1/coupons(/.*)?", "coupon", "coupons:read", "coupons:write"),
-    _route(r"/v1/coupon-redemptions(/.*)?", "coupon", "coupons:read", "coupons:write"),
-    _route(_CUSTOMER + r"/coupons", "coupon", "coupons:read", "coupons:write", customer="GET"),
+    route("POST", "/v1/coupon-campaigns", "coupon", scope("coupons:write")),
+    route("GET", "/v1/coupon-campaigns", "coupon", scope("coupons:read")),
+    route("GET", "/v1/coupon-campaigns/{campaign_id}", "coupon", scope("coupons:read")),
+    route("PATCH", "/v1/coupon-campaigns/{campaign_id}", "coupon", scope("coupons:write")),
+    route("POST", "/v1/coupon-campaigns/{campaign_id}/codes", "coupon", scope("coupons:write")),
+    route("GET", "/v1/coupon-campaigns/{campaign_id}/codes", "coupon", scope("coupons:read")),
+    route("GET", "/v1/coupon-campaigns/{campaign_id}/code-jobs/{job_id}", "coupon", scope("coupons:read")),
+    route("POST", "/v1/coupon-campaigns/{campaign_id}/issuances", "coupon", scope("coupons:write")),
+    route("GET", _CUSTOMER + "/coupons", "coupon", scope("coupons:read", customer=True)),
+    # a customer token validates and redeems only its own coupons: the service checks the body's customer_id
+    route("POST", "/v1/coupons/{code}/validation", "coupon", scope("coupons:read", customer=True)),
+    route("POST", "/v1/coupons/{code}/redemptions", "coupon", scope("coupons:write", customer=True)),
+    route("POST", "/v1/coupon-redemptions/{redemption_id}/rollback", "coupon", scope("coupons:write")),
+    route("POST", "/v1/coupon-rules", "coupon", scope("coupons:write")),
+    route("GET", "/v1/coupon-rules", "coupon", scope("coupons:read")),
+    route("GET", "/v1/coupon-rules/{rule_id}", "coupon", scope("coupons:read")),
+    route("PATCH", "/v1/coupon-rules/{rule_id}", "coupon", scope("coupons:write")),
     # points
-    _route(r"/v1/points/expiry-runs", "points", "admin", "admin"),
-    _route(r"/v1/points(/.*)?", "points", "points:read", "points:write"),
-    _route(_CUSTOMER + r"/points/redemptions", "points", "points:read", "points:write", customer="POST"),
-    _route(_CUSTOMER + r"/points(/transactions)?", "points", "points:read", "points:write", customer="GET"),
-    _route(_CUSTOMER + r"/points/.*", "points", "points:read", "points:write"),
+    route("GET", _CUSTOMER + "/points", "points", scope("points:read", customer=True)),
+    route("GET", _CUSTOMER + "/points/transactions", "points", scope("points:read", customer=True)),
+    route("POST", _CUSTOMER + "/points/earn", "points", scope("points:write")),
+    route("POST", _CUSTOMER + "/points/redemptions", "points", scope("points:write", customer=True)),
+    route("POST", _CUSTOMER + "/points/adjustments", "points", scope("points:write")),
+    route("POST", _CUSTOMER + "/points/reversals", "points", scope("points:write")),
+    route("GET", "/v1/points/rules", "points", scope("points:read")),
+    route("PUT", "/v1/points/rules", "points", scope("points:write")),
+    route("GET", "/v1/points/tiers", "points", scope("points:read")),
+    route("PUT", "/v1/points/tiers", "points", scope("points:write")),
+    route("POST", "/v1/points/expiry-runs", "points", ADMIN),
+    route("GET", "/v1/points/liability", "points", scope("points:read")),
+    route("GET", "/v1/points/audit", "points", scope("points:read")),
     # recommend
-    _route(r"/v1/recommend/model/retrain", "recommend", "admin", "admin"),
-    _route(r"/v1/recommend(/.*)?", "recommend", "recommend:read", "recommend:write"),
-    _route(r"/v1/products(/.*)?", "recommend", "recommend:read", "recommend:write"),
-    _route(r"/v1/interactions(:import|/.*)?", "recommend", "recommend:read", "recommend:write"),
-    _route(_CUSTOMER + r"/preferences", "recommend", "recommend:read", "recommend:write", customer="GET PUT"),
-    _route(_CUSTOMER + r"/recommendations", "recommend", "recommend:read", "recommend:write", customer="GET"),
+    route("PUT", "/v1/products", "recommend", scope("recommend:write"), _BULK),
+    route("GET", "/v1/products/{product_id}", "recommend", scope("recommend:read")),
+    route("GET", "/v1/products/{product_id}/similar", "recommend", scope("recommend:read")),
+    route("POST", "/v1/interactions:import", "recommend", scope("recommend:write"), _BULK),
+    route("GET", _CUSTOMER + "/preferences", "recommend", scope("recommend:read", customer=True)),
+    route("PUT", _CUSTOMER + "/preferences", "recommend", scope("recommend:write", customer=True)),
+    route("GET", _CUSTOMER + "/recommendations", "recommend", scope("recommend:read", customer=True)),
+    route("GET", "/v1/recommend/model", "recommend", scope("recommend:read")),
+    route("POST", "/v1/recommend/model/retrain", "recommend", ADMIN),
     # survey
-    _route(r"/v1/surveys(/.*)?", "survey", "surveys:read", "surveys:write"),
-    _route(r"/v1/survey-invitations/[^/]+", "survey", "surveys:read", "surveys:write", customer="GET"),
-    _route(r"/v1/survey-invitations(/.*)?", "survey", "surveys:read", "surveys:write"),
-    _route(r"/v1/survey-responses", "survey", "surveys:read", "surveys:write", customer="POST"),
-    _route(_CUSTOMER + r"/surveys", "survey", "surveys:read", "surveys:write", customer="GET"),
-    _route(r"/s/.*", "survey", "", "", public=True),
+    route("POST", "/v1/surveys", "survey", scope("surveys:write")),
+    route("GET", "/v1/surveys", "survey", scope("surveys:read")),
+    route("GET", "/v1/surveys/{survey_id}", "survey", scope("surveys:read")),
+    route("POST", "/v1/surveys/{survey_id}/invitations", "survey", scope("surveys:write")),
+    route("GET", "/v1/surveys/{survey_id}/invitations/{invitation_id}", "survey", scope("surveys:read")),
+    route("GET", "/v1/surveys/{survey_id}/results", "survey", scope("surveys:read")),
+    # the token is the credential here: a customer answers through it, the service checks it is theirs
+    route("GET", "/v1/survey-invitations/{token}", "survey", scope("surveys:read", customer=True)),
+    route("POST", "/v1/survey-responses", "survey", scope("surveys:write", customer=True)),
+    route("GET", _CUSTOMER + "/surveys", "survey", scope("surveys:read", customer=True)),
+    route("GET", "/s/{token}", "survey", PUBLIC),
+    route("POST", "/s/{token}", "survey", PUBLIC, BodyClass.FORM),
+    route("GET", "/s/{token}/unsubscribe", "survey", PUBLIC),
+    route("POST", "/s/{token}/unsubscribe", "survey", PUBLIC, BodyClass.FORM),
 )
 
-# Paths the gateway answers itself (after authentication); same rules, service "gateway".
-GATEWAY_ROUTES: tuple[Route, ...] = (
-    _route(r"/v1/api-keys(/.*)?", "gateway", "admin", "admin"),
-    _route(r"/v1/customer-tokens", "gateway", "customers:tokens", "customers:tokens"),
-    _route(r"/v1/purchases(/.*)?", "gateway", "purchases:write", "purchases:write"),
-    _route(r"/v1/admin/.*", "gateway", "admin", "admin"),
-    _route(_CUSTOMER + r"/overview", "gateway", "points:read", "points:read", customer="GET"),
-)
+
+class InvalidPath(DomainError):
+    status = 400
+    code = "invalid_path"
 
 
-def match_route(path: str, routes: tuple[Route, ...] = ROUTES) -> tuple[Route, re.Match[str]] | None:
-    for route in routes:
-        found = route.pattern.match(path)
-        if found:
-            return route, found
-    return None
+class MethodNotAllowed(DomainError):
+    status = 405
+    code = "method_not_allowed"
 
 
-def authorize(principal: Principal, route: Route, found: re.Match[str], method: str) -> None:
+_FORBIDDEN_IN_SEGMENT = frozenset(b"/?#\\%")
+
+
+def canonical_path(raw_path: bytes) -> str:
+    """The path as the route table sees it, or :class:`InvalidPath`.
+
+    Each segment is percent-decoded once; the decoded segment must still be a plain segment: nothing that a
+    later decoder, a proxy or a framework could read as a separator, a parent directory or another encoding.
+    """
+    if not raw_path.startswith(b"/") or len(raw_path) > 2048:
+        raise InvalidPath("The path is not valid.")
+    if raw_path == b"/":
+        return "/"
+    decoded: list[str] = []
+    for raw_segment in raw_path[1:].split(b"/"):
+        segment = unquote_to_bytes(raw_segment) if b"%" in raw_segment else raw_segment
+        if not segment or segment in (b".", b".."):
+            raise InvalidPath("Empty and dot segments are not allowed in a path.")
+        if any(byte < 0x21 or byte > 0x7E or byte in _FORBIDDEN_IN_SEGMENT for byte in segment):
+            raise InvalidPath("A path segment holds a character that is not allowed (encoded or not).")
+        decoded.append(segment.decode("ascii"))
+    return "/" + "/".join(decoded)
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    route: Route
+    path: str
+    parameters: dict[str, str]
+
+
+def _index(routes: tuple[Route, ...]) -> dict[tuple[int, str], list[Route]]:
+    index: dict[tuple[int, str], list[Route]] = {}
+    for entry in routes:
+        first = entry.segments[0]
+        assert isinstance(first, str), entry.template
+        index.setdefault((len(entry.segments), first), []).append(entry)
+    return index
+
+
+_INDEX = _index(ROUTES)
+_BY_TEMPLATE = {(entry.method, entry.template): entry for entry in ROUTES}
+
+
+def declared_route(method: str, template: str) -> Route | None:
+    """The entry declaring exactly this method and path template (as an OpenAPI document spells it)."""
+    return _BY_TEMPLATE.get(("GET" if method == "HEAD" else method, template))
+
+
+def _parameters(entry: Route, segments: list[str]) -> dict[str, str] | None:
+    found: dict[str, str] = {}
+    for expected, actual in zip(entry.segments, segments, strict=True):
+        if isinstance(expected, str):
+            if expected != actual:
+                return None
+        elif expected[1].fullmatch(actual):
+            found[expected[0]] = actual
+        else:
+            return None
+    return found
+
+
+def match(method: str, path: str) -> RouteMatch:
+    """The declared route for this method and canonical path: 404 when no entry names the path, 405 when
+    entries name it for other methods only. HEAD is served wherever GET is."""
+    segments = path[1:].split("/")
+    wanted = "GET" if method == "HEAD" else method
+    other_methods: list[str] = []
+    for entry in _INDEX.get((len(segments), segments[0]), ()):
+        parameters = _parameters(entry, segments)
+        if parameters is None:
+            continue
+        if entry.method == wanted:
+            return RouteMatch(entry, path, parameters)
+        other_methods.append(entry.method)
+    if other_methods:
+        raise MethodNotAllowed(
+            f"{method} is not allowed here.", headers={"Allow": ", ".join(sorted(set(other_methods)))}
+        )
+    raise NotFound("No such resource.")
+
+
+def authorize(principal: Principal, matched: RouteMatch) -> None:
+    access = matched.route.access
+    if access.public:
+        return
     if principal.kind == "customer":
-        customer_id = found.groupdict().get("customer_id")
+        customer_id = matched.parameters.get("customer_id")
         if customer_id is not None and customer_id != principal.id:
             raise NotFound("No such resource.")
-        if method not in route.customer_methods and not (method == "HEAD" and "GET" in route.customer_methods):
+        if not access.customer:
             raise Forbidden("A customer token cannot call this operation.", code="forbidden")
         return
-    scope = route.scope_for(method)
-    if not principal.has_scope(scope):
-        raise Forbidden(f"This key lacks the {scope!r} scope.", code="missing_scope", required_scope=scope)
+    required = access.scope or "admin"
+    if not principal.has_scope(required):
+        raise Forbidden(f"This key lacks the {required!r} scope.", code="missing_scope", required_scope=required)

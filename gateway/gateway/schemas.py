@@ -32,14 +32,39 @@ class ApiKeyCreated(ApiKey):
     key: str = Field(description="The secret key. Shown only in this response.")
 
 
+MAX_TOKEN_TTL_SECONDS = 30 * 24 * 3600
+
+
 class CustomerTokenCreate(StrictModel):
     customer_id: Identifier
-    ttl_seconds: Annotated[int, Field(ge=60, le=30 * 24 * 3600, strict=True)] = 3600
+    ttl_seconds: Annotated[
+        int,
+        Field(
+            ge=60,
+            le=MAX_TOKEN_TTL_SECONDS,
+            strict=True,
+            description="At most CUSTOMER_TOKEN_MAX_TTL_SECONDS (a setting, one day by default).",
+        ),
+    ] = 3600
 
 
 class CustomerToken(BaseModel):
     token: str
+    token_id: str = Field(description="The token's `jti`: name it to revoke this token alone.")
     expires_at: datetime
+
+
+class CustomerTokenRevocationCreate(StrictModel):
+    customer_id: Identifier
+    token_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = Field(
+        default=None, description="Revoke this token only; omit to revoke every token issued to the customer so far."
+    )
+
+
+class CustomerTokenRevocation(BaseModel):
+    customer_id: str
+    token_id: str | None
+    revoked_at: datetime
 
 
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"

@@ -17,6 +17,20 @@ class GatewaySettings(ServiceSettings):
     rate_limit_partner_per_minute: int = Field(default=60_000, ge=1, validation_alias="RATE_LIMIT_PARTNER_PER_MINUTE")
     rate_limit_customer_per_minute: int = Field(default=600, ge=1, validation_alias="RATE_LIMIT_CUSTOMER_PER_MINUTE")
     api_key_cache_seconds: float = Field(default=10.0, validation_alias="API_KEY_CACHE_SECONDS")
+    # The front door's limits (docs/operations.md, "Security").
+    rate_limit_public_per_minute: int = Field(default=120, ge=1, validation_alias="RATE_LIMIT_PUBLIC_PER_MINUTE")
+    failed_auth_per_minute: int = Field(default=30, ge=1, validation_alias="FAILED_AUTH_PER_MINUTE")
+    rate_limit_max_keys: int = Field(default=100_000, ge=100, validation_alias="RATE_LIMIT_MAX_KEYS")
+    auth_cache_max_entries: int = Field(default=10_000, ge=100, validation_alias="AUTH_CACHE_MAX_ENTRIES")
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, validation_alias="MAX_HEADER_BYTES")
+    upstream_max_concurrency: int = Field(default=256, ge=1, validation_alias="UPSTREAM_MAX_CONCURRENCY")
+    upstream_queue_seconds: float = Field(default=5.0, gt=0, validation_alias="UPSTREAM_QUEUE_SECONDS")
+    customer_token_max_ttl_seconds: int = Field(
+        default=24 * 3600, ge=60, le=30 * 24 * 3600, validation_alias="CUSTOMER_TOKEN_MAX_TTL_SECONDS"
+    )
+    token_revocation_cache_seconds: float = Field(
+        default=5.0, ge=0, le=60, validation_alias="TOKEN_REVOCATION_CACHE_SECONDS"
+    )
 
     @field_validator("admin_key")
     @classmethod

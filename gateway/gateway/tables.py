@@ -41,3 +41,21 @@ refunds = Table(
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# A revoked customer token stays listed until it would have expired anyway.
+revoked_customer_tokens = Table(
+    "revoked_customer_tokens",
+    metadata,
+    Column("token_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Every token of the customer issued before `not_before` is revoked ("log out everywhere").
+customer_token_cutoffs = Table(
+    "customer_token_cutoffs",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("not_before", DateTime(timezone=True), nullable=False),
+)

@@ -145,7 +145,7 @@ def test_a_path_the_gateway_does_not_route_to_the_service_is_dropped_and_logged(
     with capture_logs() as logs:
         merged = merge(own(), {"coupon": coupon()})
     assert "/v1/not-routed" not in merged["paths"]
-    assert {"event": "openapi.path_unrouted", "service": "coupon", "path": "/v1/not-routed"} in [
+    assert {"event": "openapi.operation_undeclared", "service": "coupon", "path": "/v1/not-routed"} in [
         {k: v for k, v in e.items() if k in ("event", "service", "path")} for e in logs
     ]
 
@@ -265,7 +265,7 @@ def test_inputs_are_not_modified() -> None:
 
 def test_a_body_is_a_400_when_malformed_and_raw_bodies_are_binary() -> None:
     raw = points()
-    raw["paths"]["/v1/points/rules"]["post"] = {
+    raw["paths"]["/v1/points/rules"]["put"] = {
         "operationId": "import_rules",
         "requestBody": {
             "content": {
@@ -276,7 +276,7 @@ def test_a_body_is_a_400_when_malformed_and_raw_bodies_are_binary() -> None:
         "responses": {"200": json_response({})},
     }
     merged = merge(own(), {"points": raw})
-    post = merged["paths"]["/v1/points/rules"]["post"]
+    post = merged["paths"]["/v1/points/rules"]["put"]
     # Media types in name order: openapi-python-client sends a file body as the last one listed.
     assert list(post["requestBody"]["content"]) == ["application/x-ndjson", "text/csv"]
     assert post["requestBody"]["content"]["text/csv"]["schema"] == {"type": "string", "format": "binary"}

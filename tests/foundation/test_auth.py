@@ -44,7 +44,7 @@ class TestMissingOrBadTokens:
 
     async def test_expired_customer_token_is_401(self, platform: Platform) -> None:
         past = datetime.now(UTC) - timedelta(minutes=5)
-        token = jwt.encode({"sub": "c1", "exp": past}, JWT_SECRET, algorithm="HS256")
+        token = jwt.encode({"sub": "c1", "exp": past, "iat": past, "jti": "0" * 32}, JWT_SECRET, algorithm="HS256")
         async with platform.client(token=token) as client:
             assert_problem(await client.get("/v1/me/points"), 401, "token_expired")
 

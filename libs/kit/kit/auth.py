@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kit.errors import NotFound, problem_response
+from kit.errors import Forbidden, NotFound, problem_response
 
 __all__ = [
     "CALLER_ID_HEADER",
@@ -24,6 +24,7 @@ __all__ = [
     "Caller",
     "CallerDep",
     "InternalTokenMiddleware",
+    "requires",
 ]
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"
@@ -55,7 +56,7 @@ def get_caller(request: Request) -> Caller:
     headers = request.headers
     kind = headers.get("x-caller-kind", "internal")
     if kind not in ("admin", "partner", "customer", "internal", "public"):
-        kind = "internal"
+        kind = "public"  # an unknown kind gets the least
     scopes = frozenset(s for s in headers.get("x-caller-scopes", "").split() if s)
     return Caller(kind=kind, id=headers.get("x-caller-id", "internal"), scopes=scopes)  # type: ignore[arg-type]
 
@@ -66,6 +67,34 @@ async def _caller_dependency(request: Request) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(_caller_dependency)]
+
+
+def requires(scope: str | None = None, *, customer: bool = False) -> Any:
+    """A route's access rule, as a dependency: `dependencies=[requires("points:write", customer=True)]`.
+
+    The gateway's route table decides first; each service decides again on its own, so a path that slipped
+    past the gateway, or a call from inside the deployment with forged caller headers of a lesser kind, still
+    meets the rule. `scope` None means admin only. A customer token passes only where `customer` is set, and
+    on a path naming a customer only for its own id (another customer's is 404). Internal calls (other
+    services, the gateway's own fan-out) and the admin pass.
+    """
+
+    async def check(request: Request) -> None:
+        caller = get_caller(request)
+        if caller.kind in ("internal", "admin"):
+            return
+        if caller.kind == "customer":
+            if not customer:
+                raise Forbidden("A customer token cannot call this operation.")
+            customer_id = request.path_params.get("customer_id")
+            if customer_id is not None and customer_id != caller.id:
+                raise NotFound("No such resource.")
+            return
+        needed = scope or "admin"
+        if caller.kind != "partner" or not (needed in caller.scopes or "admin" in caller.scopes):
+            raise Forbidden(f"This caller lacks the {needed!r} scope.", code="missing_scope", required_scope=needed)
+
+    return Depends(check)
 
 
 class InternalTokenMiddleware:
@@ -89,4 +118,16 @@ class InternalTokenMiddleware:
                 )
                 await response(scope, receive, send)
                 return
+            if _caller_kind(scope) == b"public":
+                # an anonymous caller reaches the public pages only, whatever path it managed to send
+                response = problem_response(404, "not_found", "No such resource.")
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+def _caller_kind(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"x-caller-kind":
+            return value
+    return None

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -46,6 +47,12 @@ __all__ = [
 ]
 
 log = structlog.get_logger("kit.events")
+REFUSED = Counter(
+    "outbox_deliveries_refused_total", "Deliveries a consumer refused with a 4xx (parked at once)", ["consumer"]
+)
+PARKED = Counter(
+    "outbox_deliveries_parked_total", "Deliveries parked as failed, refused or out of attempts", ["consumer"]
+)
 EVENTS_PATH = "/internal/events"
 
 
@@ -204,6 +211,7 @@ class OutboxRelay:
             return 0
         outcomes = await asyncio.gather(*(self._deliver(row) for row in rows))
         attempts = {row.id: row.attempts for row in rows}
+        consumers = {row.id: row.consumer for row in rows}
         async with self.database.transaction() as session:
             delivered = [delivery_id for delivery_id, error, _ in outcomes if error is None]
             if delivered:
@@ -222,9 +230,19 @@ class OutboxRelay:
                     continue
                 tried = attempts[delivery_id] + 1
                 parked = permanent or tried >= self.max_attempts
-                log.warning(
-                    "outbox.delivery_failed", delivery_id=delivery_id, attempts=tried, parked=parked, error=error
-                )
+                if permanent:
+                    # A consumer refused the event itself: no retry can help, and someone must look at it
+                    # (GET /v1/admin/deliveries?status=failed lists it with this reason).
+                    REFUSED.labels(consumers[delivery_id]).inc()
+                    log.error(
+                        "outbox.delivery_refused", delivery_id=delivery_id, consumer=consumers[delivery_id], error=error
+                    )
+                else:
+                    log.warning(
+                        "outbox.delivery_failed", delivery_id=delivery_id, attempts=tried, parked=parked, error=error
+                    )
+                if parked:
+                    PARKED.labels(consumers[delivery_id]).inc()
                 await session.execute(
                     update(outbox_deliveries)
                     .where(outbox_deliveries.c.id == delivery_id)

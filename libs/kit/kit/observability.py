@@ -20,7 +20,7 @@ from kit.errors import problem_response
 from kit.json import ORJSONResponse
 from kit.logging import request_id_var
 
-__all__ = ["ReadinessCheck", "RequestContextMiddleware", "health_router"]
+__all__ = ["ReadinessCheck", "RequestContextMiddleware", "health_router", "redacted_path"]
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -80,12 +80,27 @@ class RequestContextMiddleware:
                 REQUESTS.labels(scope["method"], template, str(status)).inc()
                 LATENCY.labels(scope["method"], template).observe(elapsed)
                 # Rendering a log line costs more than the rest of this middleware: errors always, the rest at DEBUG.
-                fields = {"method": scope["method"], "path": path, "status": status, "ms": round(elapsed * 1000, 2)}
+                fields = {
+                    "method": scope["method"],
+                    "route": template,
+                    "path": redacted_path(path),
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                }
                 if status >= 500:
                     log.warning("http.request", **fields)
                 elif _access_logger.isEnabledFor(_stdlib_logging.DEBUG):
                     log.debug("http.request", **fields)
             request_id_var.reset(token)
+
+
+# A segment that looks like a credential (a survey link's token, a long random id) never reaches a log line.
+# UUIDs (campaigns, surveys) stay readable.
+_SECRET_LOOKING_SEGMENT = re.compile(r"(?<=/)(?![0-9a-fA-F]{8}-[0-9a-fA-F]{4}-)[A-Za-z0-9_-]{20,}(?=/|$)")
+
+
+def redacted_path(path: str) -> str:
+    return _SECRET_LOOKING_SEGMENT.sub("[redacted]", path)
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]

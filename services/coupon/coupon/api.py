@@ -28,7 +28,7 @@ from coupon.schemas import (
     WalletCoupon,
 )
 from coupon.service import CouponRuntime
-from kit.auth import CallerDep
+from kit.auth import CallerDep, requires
 from kit.db import Database, SessionDep, service_router
 from kit.errors import problem_responses
 from kit.pagination import Page, PageParamsDep
@@ -47,6 +47,7 @@ CodePath = Annotated[str, Path(min_length=1, max_length=64, description="The cod
 
 @router.post(
     "/v1/coupon-campaigns",
+    dependencies=[requires("coupons:write")],
     operation_id="create_coupon_campaign",
     status_code=201,
     response_model=Campaign,
@@ -58,6 +59,7 @@ async def create(body: CampaignCreate, session: SessionDep, runtime: RuntimeDep)
 
 @router.get(
     "/v1/coupon-campaigns",
+    dependencies=[requires("coupons:read")],
     operation_id="list_coupon_campaigns",
     response_model=Page[Campaign],
     responses=problem_responses(422),
@@ -68,6 +70,7 @@ async def list_(session: SessionDep, page: PageParamsDep, active: bool | None = 
 
 @router.get(
     "/v1/coupon-campaigns/{campaign_id}",
+    dependencies=[requires("coupons:read")],
     operation_id="get_coupon_campaign",
     response_model=Campaign,
     responses=problem_responses(404, 422),
@@ -78,6 +81,7 @@ async def get(campaign_id: uuid.UUID, session: SessionDep) -> Campaign:
 
 @router.patch(
     "/v1/coupon-campaigns/{campaign_id}",
+    dependencies=[requires("coupons:write")],
     operation_id="update_coupon_campaign",
     response_model=Campaign,
     responses=problem_responses(404, 422),
@@ -88,6 +92,7 @@ async def update(campaign_id: uuid.UUID, body: CampaignPatch, session: SessionDe
 
 @router.post(
     "/v1/coupon-campaigns/{campaign_id}/codes",
+    dependencies=[requires("coupons:write")],
     operation_id="generate_coupon_codes",
     status_code=201,
     response_model=CodeJob,
@@ -112,6 +117,7 @@ async def generate_codes(
 
 @router.get(
     "/v1/coupon-campaigns/{campaign_id}/code-jobs/{job_id}",
+    dependencies=[requires("coupons:read")],
     operation_id="get_coupon_code_job",
     response_model=CodeJob,
     responses=problem_responses(404, 422),
@@ -122,6 +128,7 @@ async def get_code_job(campaign_id: uuid.UUID, job_id: uuid.UUID, session: Sessi
 
 @router.get(
     "/v1/coupon-campaigns/{campaign_id}/codes",
+    dependencies=[requires("coupons:read")],
     operation_id="list_coupon_codes",
     response_model=Page[CouponCode],
     responses={200: {"content": {"text/csv": {}}}, **problem_responses(404, 422)},
@@ -146,6 +153,7 @@ async def list_codes(
 
 @router.post(
     "/v1/coupon-campaigns/{campaign_id}/issuances",
+    dependencies=[requires("coupons:write")],
     operation_id="issue_coupon",
     status_code=201,
     response_model=Issuance,
@@ -160,6 +168,7 @@ async def issue(
 
 @router.get(
     "/v1/customers/{customer_id}/coupons",
+    dependencies=[requires("coupons:read", customer=True)],
     operation_id="list_customer_coupons",
     response_model=Page[WalletCoupon],
     responses=problem_responses(404, 422),
@@ -168,15 +177,14 @@ async def customer_wallet(
     customer_id: CustomerIdPath,
     session: SessionDep,
     page: PageParamsDep,
-    caller: CallerDep,
     status: Literal["active", "redeemed", "expired"] | None = None,
 ) -> Page[WalletCoupon]:
-    caller.require_customer(customer_id)
     return await service.wallet(session, customer_id, status, page)
 
 
 @router.post(
     "/v1/coupons/{code}/validation",
+    dependencies=[requires("coupons:read", customer=True)],
     operation_id="validate_coupon",
     response_model=ValidationResult,
     responses=problem_responses(404, 422, 429),
@@ -190,6 +198,7 @@ async def validate(
 
 @router.post(
     "/v1/coupons/{code}/redemptions",
+    dependencies=[requires("coupons:write", customer=True)],
     operation_id="redeem_coupon",
     status_code=201,
     response_model=Redemption,
@@ -204,6 +213,7 @@ async def redeem(
 
 @router.post(
     "/v1/coupon-redemptions/{redemption_id}/rollback",
+    dependencies=[requires("coupons:write")],
     operation_id="roll_back_coupon_redemption",
     response_model=Redemption,
     responses=problem_responses(404, 422),
@@ -214,6 +224,7 @@ async def roll_back(redemption_id: uuid.UUID, session: SessionDep) -> Redemption
 
 @router.post(
     "/v1/coupon-rules",
+    dependencies=[requires("coupons:write")],
     operation_id="create_coupon_rule",
     status_code=201,
     response_model=Rule,
@@ -225,6 +236,7 @@ async def create_rule(body: RuleCreate, session: SessionDep) -> Rule:
 
 @router.get(
     "/v1/coupon-rules",
+    dependencies=[requires("coupons:read")],
     operation_id="list_coupon_rules",
     response_model=Page[Rule],
     responses=problem_responses(422),
@@ -235,6 +247,7 @@ async def list_rules(session: SessionDep, page: PageParamsDep) -> Page[Rule]:
 
 @router.get(
     "/v1/coupon-rules/{rule_id}",
+    dependencies=[requires("coupons:read")],
     operation_id="get_coupon_rule",
     response_model=Rule,
     responses=problem_responses(404, 422),
@@ -245,6 +258,7 @@ async def get_rule(rule_id: uuid.UUID, session: SessionDep) -> Rule:
 
 @router.patch(
     "/v1/coupon-rules/{rule_id}",
+    dependencies=[requires("coupons:write")],
     operation_id="update_coupon_rule",
     response_model=Rule,
     responses=problem_responses(404, 422),

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
-from kit.auth import CallerDep
+from kit.auth import CallerDep, requires
 from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.pagination import Page, PageParamsDep
@@ -51,6 +51,7 @@ PolicyDep = Annotated[service.InvitePolicy, Depends(invite_policy)]
 
 @router.post(
     "/v1/surveys",
+    dependencies=[requires("surveys:write")],
     status_code=201,
     operation_id="create_survey",
     response_model=Survey,
@@ -60,13 +61,20 @@ async def create(body: SurveyCreate, session: SessionDep) -> Survey:
     return await service.create_survey(session, body)
 
 
-@router.get("/v1/surveys", operation_id="list_surveys", response_model=Page[Survey], responses=problem_responses(422))
+@router.get(
+    "/v1/surveys",
+    dependencies=[requires("surveys:read")],
+    operation_id="list_surveys",
+    response_model=Page[Survey],
+    responses=problem_responses(422),
+)
 async def list_(session: SessionDep, page: PageParamsDep) -> Page[Survey]:
     return await service.list_surveys(session, page)
 
 
 @router.get(
     "/v1/surveys/{survey_id}",
+    dependencies=[requires("surveys:read")],
     operation_id="get_survey",
     response_model=Survey,
     responses=problem_responses(404, 422),
@@ -77,6 +85,7 @@ async def get(survey_id: uuid.UUID, session: SessionDep) -> Survey:
 
 @router.post(
     "/v1/surveys/{survey_id}/invitations",
+    dependencies=[requires("surveys:write")],
     status_code=201,
     operation_id="create_survey_invitation",
     response_model=InvitationQueued,
@@ -90,6 +99,7 @@ async def invite(
 
 @router.get(
     "/v1/surveys/{survey_id}/invitations/{invitation_id}",
+    dependencies=[requires("surveys:read")],
     operation_id="get_survey_invitation_status",
     response_model=Invitation,
     responses=problem_responses(404, 422),
@@ -100,6 +110,7 @@ async def invitation_status(survey_id: uuid.UUID, invitation_id: uuid.UUID, sess
 
 @router.get(
     "/v1/surveys/{survey_id}/results",
+    dependencies=[requires("surveys:read")],
     operation_id="get_survey_results",
     response_model=SurveyResults,
     responses=problem_responses(404, 422),
@@ -116,6 +127,7 @@ async def results(
 
 @router.get(
     "/v1/survey-invitations/{token}",
+    dependencies=[requires("surveys:read", customer=True)],
     operation_id="get_survey_invitation_form",
     response_model=InvitationForm,
     responses=problem_responses(404, 409, 410),
@@ -126,6 +138,7 @@ async def invitation_form(token: str, session: SessionDep, caller: CallerDep) ->
 
 @router.post(
     "/v1/survey-responses",
+    dependencies=[requires("surveys:write", customer=True)],
     status_code=201,
     operation_id="submit_survey_response",
     response_model=ResponseCreated,
@@ -138,6 +151,7 @@ async def respond(body: ResponseCreate, session: SessionDep, caller: CallerDep) 
 
 @router.get(
     "/v1/customers/{customer_id}/surveys",
+    dependencies=[requires("surveys:read", customer=True)],
     operation_id="list_customer_pending_surveys",
     response_model=Page[PendingSurvey],
     responses=problem_responses(404, 422),
@@ -145,9 +159,7 @@ async def respond(body: ResponseCreate, session: SessionDep, caller: CallerDep) 
 async def customer_surveys(
     customer_id: CustomerIdPath,
     session: SessionDep,
-    caller: CallerDep,
     page: PageParamsDep,
     status: Annotated[Literal["pending"], Query(description="Only `pending` (answerable) for now.")] = "pending",
 ) -> Page[PendingSurvey]:
-    caller.require_customer(customer_id)
     return await service.pending_for_customer(session, customer_id, page)
