@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from kit.settings import ServiceSettings
+from kit.settings import ServiceSettings, asyncpg_url
 from tests.conftest import ARTIFACTS, Platform
 from tests.support.servers import ServiceProcess, free_port
 
@@ -72,7 +73,8 @@ def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
                 assert re.fullmatch(r"\$\{[A-Z_]+(:[?-][^}]*)?\}", str(value)), f"{name}.{key} holds a literal"
         database_url = (service.get("environment") or {}).get("DATABASE_URL", "")
         if database_url:
-            assert "${POSTGRES_PASSWORD" in database_url
+            # its own login role, whose password comes from the environment
+            assert database_url.startswith(f"postgresql://reciprocity_{name}:${{{name.upper()}_DB_PASSWORD:?")
 
 
 @pytest.mark.parametrize("name", PROCESSES)
@@ -164,3 +166,56 @@ async def test_compose_commands_run_as_local_processes(compose: dict[str, Any], 
         for process in started:
             process.stop()
     assert sys.executable
+
+
+async def test_each_process_logs_in_as_a_role_that_cannot_become_another() -> None:
+    """The postgres container's init script, run against a server of this test's own: each role migrates and
+    owns its schema, and neither `SET ROLE` nor `RESET ROLE` takes it anywhere else."""
+    import asyncpg
+    import pgserver
+
+    from kit.migrations import upgrade
+
+    # under .data like the suite's own server: pgserver runs postgres as its own system user when root
+    pgdata = ROOT / ".data" / f"roles-pg-{os.getpid()}"
+    server = await asyncio.to_thread(pgserver.get_server, pgdata, cleanup_mode="delete")
+    try:
+        server.psql("CREATE DATABASE reciprocity;")
+        socket_dir = str(server.get_uri()).split("host=")[1]
+        bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        passwords = {f"{name.upper()}_DB_PASSWORD": f"pw-{name}" for name in PROCESSES}
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "PGHOST": socket_dir,
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_DB": "reciprocity",
+            **passwords,
+        }
+        script = await asyncio.create_subprocess_exec(
+            "sh", str(ROOT / "deploy" / "postgres" / "init-roles.sh"), env=env, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await script.communicate()
+        assert script.returncode == 0, stderr.decode()
+
+        def url(role: str) -> str:
+            return f"postgresql://{role}@/reciprocity?host={socket_dir}"
+
+        sqlalchemy_url = asyncpg_url(url("reciprocity_points"))
+        await asyncio.to_thread(upgrade, ROOT / "services/points/points/migrations", sqlalchemy_url, "points")
+        connection = await asyncpg.connect(url("reciprocity_points"))
+        try:
+            assert await connection.fetchval("SELECT count(*) FROM points.accounts") == 0
+            for other in ("reciprocity_coupon", "postgres"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await connection.execute(f'SET ROLE "{other}"')
+            await connection.execute("RESET ROLE")
+            assert await connection.fetchval("SELECT current_user") == "reciprocity_points"
+            assert not await connection.fetchval(
+                "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+            )
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await connection.execute("CREATE TABLE coupon.stolen (id int)")
+        finally:
+            await connection.close()
+    finally:
+        await asyncio.to_thread(server.cleanup)

@@ -45,7 +45,10 @@ def upgrade(migrations_dir: Path, url: str, schema: str, revision: str = "head")
 def _prepare_schema(connection: Connection, schema: str) -> str | None:
     """Create the schema and, where this login may, a role that owns it and nothing else."""
     role = role_for_schema(schema)
-    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    # Only when missing: a login that owns its schema already (created for it by the database's admin, as the
+    # compose init script does) may lack the right to create schemas, and IF NOT EXISTS checks that right first.
+    if not connection.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}).scalar():
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     can_create_roles = connection.execute(
         text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
     ).scalar()
