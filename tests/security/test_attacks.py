@@ -1,0 +1,408 @@
+"""The attack suite: hostile requests against the real stack, one row per class of attack, each asserting the
+4xx and that nothing the request touched changed.
+
+Paths are sent byte for byte over a raw socket: an HTTP client library would normalise the very dot segments
+and encodings under test before they left the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.conftest import ADMIN_KEY, INTERNAL_TOKEN, Platform
+from tests.support.servers import InProcessServer
+
+SURVEY_BODY = (
+    b'{"name": "pwned", "reward_points": 1000000, "cooldown_days": 0, "questions": '
+    b'[{"id": "q", "type": "nps", "text": "?", "required": true}]}'
+)
+
+
+@dataclass
+class RawResponse:
+    status_code: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def raw_request(
+    base_url: str,
+    method: str,
+    target: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    declared_length: int | None = None,
+) -> RawResponse:
+    """One HTTP/1.1 request whose target is sent exactly as given (and, with `declared_length`, a body that
+    claims more bytes than it sends: the server must answer before reading them)."""
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body or method in ("POST", "PUT", "PATCH"):
+        length = len(body) if declared_length is None else declared_length
+        lines += ["Content-Type: application/json", f"Content-Length: {length}"]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    head, _, payload = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    found = dict(line.split(": ", 1) for line in header_lines if ": " in line)
+    return RawResponse(int(status_line.split()[1]), {k.lower(): v for k, v in found.items()}, payload)
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def key_with(admin: httpx.AsyncClient, *scopes: str) -> str:
+    response = await admin.post("/v1/api-keys", json={"name": uid("attacker"), "scopes": list(scopes)})
+    assert response.status_code == 201, response.text
+    return str(response.json()["key"])
+
+
+async def token_for(admin: httpx.AsyncClient, customer_id: str) -> dict[str, str]:
+    response = await admin.post("/v1/customer-tokens", json={"customer_id": customer_id, "ttl_seconds": 600})
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def survey_count(admin: httpx.AsyncClient) -> int:
+    count, cursor = 0, None
+    while True:
+        response = await admin.get("/v1/surveys", params={"limit": 200, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.text
+        count += len(response.json()["items"])
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return count
+
+
+async def balance(admin: httpx.AsyncClient, customer_id: str) -> int:
+    response = await admin.get(f"/v1/customers/{customer_id}/points")
+    assert response.status_code == 200, response.text
+    return int(response.json()["balance"])
+
+
+# Paths that climb out of the public `/s/` prefix, or out of a route a key may use, to reach another one.
+TRAVERSALS = [
+    "/s/../v1/surveys",
+    "/s/x/../../v1/surveys",
+    "/s/%2e%2e/v1/surveys",
+    "/s/%2E%2E/v1/surveys",
+    "/s/%252e%252e/v1/surveys",
+    "/s/..%2fv1%2fsurveys",
+    "/s/x%2f..%2f..%2fv1%2fsurveys",
+    "/s/..%5cv1%5csurveys",
+    "/s/.%2e/v1/surveys",
+    "/s/x/%2e%2e/%2e%2e/v1/surveys",
+    "/s//../v1/surveys",
+    "//v1/surveys",
+    "/v1/surveys/",
+    "/v1/surveys/.",
+    "/v1/surveys%3f",
+    "/v1/surveys%23x",
+    "/v1/sur%00veys",
+]
+
+
+class TestPathTricks:
+    @pytest.mark.parametrize("target", TRAVERSALS)
+    async def test_an_anonymous_caller_cannot_climb_out_of_the_public_pages(
+        self, platform: Platform, admin: httpx.AsyncClient, target: str
+    ) -> None:
+        before = await survey_count(admin)
+        response = await raw_request(platform.gateway_url, "POST", target, body=SURVEY_BODY)
+        assert 400 <= response.status_code < 500, (target, response.status_code, response.body)
+        assert "location" not in response.headers
+        assert await survey_count(admin) == before
+
+    @pytest.mark.parametrize(
+        ("scope", "method", "target"),
+        [
+            ("points:write", "POST", "/v1/points/expiry-runs"),
+            ("points:write", "POST", "/v1/customers/x/points/../../../points/expiry-runs"),
+            ("points:write", "POST", "/v1/customers/x/points/%2e%2e/%2e%2e/%2e%2e/points/expiry-runs"),
+            ("recommend:write", "POST", "/v1/recommend/model/retrain"),
+            ("recommend:write", "POST", "/v1/products/%2e%2e/recommend/model/retrain"),
+            ("surveys:read", "POST", "/v1/surveys"),
+            ("coupons:read", "POST", "/v1/coupon-campaigns"),
+            ("points:read", "POST", "/v1/customers/victim/points/earn"),
+        ],
+    )
+    async def test_a_key_cannot_stretch_its_scopes(
+        self, platform: Platform, admin: httpx.AsyncClient, scope: str, method: str, target: str
+    ) -> None:
+        key = await key_with(admin, scope)
+        response = await raw_request(
+            platform.gateway_url,
+            method,
+            target,
+            headers={"Authorization": f"Bearer {key}"},
+            body=b'{"points": 1000, "reference": "r"}',
+        )
+        assert response.status_code in (400, 403, 404), (target, response.status_code, response.body)
+        assert await balance(admin, "victim") == 0
+
+    @pytest.mark.parametrize(
+        "target",
+        ["/internal/events", "/v1/internal/events", "/v1/points", "/v1/unknown", "/redoc", "/v1/admin/secrets"],
+    )
+    async def test_a_path_no_route_declares_is_404_even_for_the_admin(self, platform: Platform, target: str) -> None:
+        response = await raw_request(
+            platform.gateway_url, "POST", target, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, body=b"{}"
+        )
+        assert response.status_code in (404, 405), (target, response.status_code)
+
+    async def test_an_undeclared_method_is_405_with_allow(self, platform: Platform) -> None:
+        response = await raw_request(
+            platform.gateway_url, "DELETE", "/v1/surveys", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+        assert response.status_code == 405
+        assert set(response.headers["allow"].split(", ")) == {"GET", "POST"}
+
+
+class TestIdentities:
+    async def test_caller_headers_from_outside_are_ignored(self, platform: Platform, admin: httpx.AsyncClient) -> None:
+        customer = uid("mallory")
+        token = (await token_for(admin, customer))["token"]
+        forged = {
+            "Authorization": f"Bearer {token}",
+            "X-Caller-Kind": "admin",
+            "X-Caller-Id": "admin",
+            "X-Caller-Scopes": "admin",
+            "X-Internal-Token": INTERNAL_TOKEN,
+        }
+        async with httpx.AsyncClient(base_url=platform.gateway_url, headers=forged, timeout=30) as client:
+            response = await client.post(f"/v1/customers/{customer}/points/earn", json={"points": 10, "reference": "x"})
+        assert response.status_code == 403
+        assert await balance(admin, customer) == 0
+
+    async def test_a_customer_token_reaches_no_other_customer(
+        self, platform: Platform, admin: httpx.AsyncClient
+    ) -> None:
+        victim, mallory = uid("victim"), uid("mallory")
+        earned = await admin.post(f"/v1/customers/{victim}/points/earn", json={"points": 100, "reference": "gift"})
+        assert earned.status_code == 201, earned.text
+        token = (await token_for(admin, mallory))["token"]
+        async with platform.client(token=token) as client:
+            redeem = await client.post(
+                f"/v1/customers/{victim}/points/redemptions", json={"points": 100, "reference": "steal"}
+            )
+            assert redeem.status_code == 404
+            for path in (
+                f"/v1/customers/{victim}/points",
+                f"/v1/customers/{victim}/overview",
+                f"/v1/customers/{victim}/coupons",
+            ):
+                assert (await client.get(path)).status_code == 404
+            encoded = f"/v1/customers/{mallory}/..%2f{victim}/points"
+            assert (
+                await raw_request(platform.gateway_url, "GET", encoded, headers={"Authorization": f"Bearer {token}"})
+            ).status_code == 400
+        assert await balance(admin, victim) == 100
+
+    async def test_a_service_refuses_the_public_caller_kind_outside_its_public_pages(self, platform: Platform) -> None:
+        async with platform.service_client("survey", **{"X-Caller-Kind": "public"}) as client:
+            response = await client.post(
+                "/v1/surveys", content=SURVEY_BODY, headers={"Content-Type": "application/json"}
+            )
+        assert response.status_code == 404
+        async with platform.service_client(
+            "points", **{"X-Caller-Kind": "partner", "X-Caller-Id": "p", "X-Caller-Scopes": "points:write"}
+        ) as client:
+            response = await client.post("/v1/points/expiry-runs")
+        assert response.status_code == 403
+        async with platform.service_client("points", **{"X-Caller-Kind": "nonsense"}) as client:
+            response = await client.post("/v1/customers/x/points/earn", json={"points": 5, "reference": "r"})
+        assert response.status_code in (403, 404)
+
+
+class TestTokens:
+    async def test_a_revoked_customer_token_is_refused(self, platform: Platform, admin: httpx.AsyncClient) -> None:
+        customer = uid("alice")
+        first, second = await token_for(admin, customer), await token_for(admin, customer)
+        async with platform.client(token=first["token"]) as client:
+            assert (await client.get("/v1/me/points")).status_code == 200
+        revoked = await admin.post(
+            "/v1/customer-tokens/revocations", json={"customer_id": customer, "token_id": first["token_id"]}
+        )
+        assert revoked.status_code == 201, revoked.text
+        async with platform.client(token=first["token"]) as client:
+            response = await client.get("/v1/me/points")
+            assert response.status_code == 401 and response.json()["code"] == "token_revoked"
+        async with platform.client(token=second["token"]) as client:
+            assert (await client.get("/v1/me/points")).status_code == 200
+            # a customer signs itself out everywhere
+            out = await client.post("/v1/customer-tokens/revocations", json={"customer_id": customer})
+            assert out.status_code == 201, out.text
+            assert (await client.get("/v1/me/points")).status_code == 401
+        third = await token_for(admin, customer)
+        async with platform.client(token=third["token"]) as client:
+            assert (await client.get("/v1/me/points")).status_code == 200
+
+    async def test_a_customer_cannot_revoke_another_customers_tokens(
+        self, platform: Platform, admin: httpx.AsyncClient
+    ) -> None:
+        victim, mallory = uid("victim"), uid("mallory")
+        victim_token = await token_for(admin, victim)
+        async with platform.client(token=(await token_for(admin, mallory))["token"]) as client:
+            response = await client.post("/v1/customer-tokens/revocations", json={"customer_id": victim})
+        assert response.status_code == 404
+        async with platform.client(token=victim_token["token"]) as client:
+            assert (await client.get("/v1/me/points")).status_code == 200
+
+    async def test_a_token_longer_than_the_cap_is_refused(self, admin: httpx.AsyncClient) -> None:
+        response = await admin.post("/v1/customer-tokens", json={"customer_id": "c", "ttl_seconds": 30 * 24 * 3600})
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "ttl_seconds"
+
+
+class TestBodiesAndHeaders:
+    async def test_a_huge_body_is_413_before_any_service_reads_it(
+        self, platform: Platform, admin: httpx.AsyncClient
+    ) -> None:
+        before = await survey_count(admin)
+        response = await raw_request(
+            platform.gateway_url,
+            "POST",
+            "/v1/surveys",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            body=b'{"name": "',
+            declared_length=30 * 1024 * 1024,
+        )
+        assert response.status_code == 413
+        assert await survey_count(admin) == before
+
+    async def test_a_chunked_body_past_the_limit_is_413(self, platform: Platform) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield b"x" * (512 * 1024)
+
+        async with platform.client() as client:
+            response = await client.post("/v1/surveys", content=chunks(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+
+    async def test_a_bulk_route_takes_a_larger_body_than_a_small_one(self, platform: Platform) -> None:
+        body = (
+            b'{"items": ['
+            + b",".join(
+                [
+                    b'{"product_id": "p", "name": "'
+                    + b"n" * 150
+                    + b'", "category": "c", "price": "1.00", "currency": "GBP", "active": true}'
+                ]
+                * 9000
+            )
+            + b"]}"
+        )
+        assert len(body) > 1024 * 1024
+        async with platform.client() as client:
+            small = await client.post("/v1/surveys", content=body, headers={"Content-Type": "application/json"})
+            bulk = await client.put("/v1/products", content=body, headers={"Content-Type": "application/json"})
+        assert small.status_code == 413
+        assert bulk.status_code != 413
+
+    async def test_oversized_headers_are_431(self, platform: Platform) -> None:
+        response = await raw_request(
+            platform.gateway_url,
+            "GET",
+            "/v1/surveys",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}", "X-Junk": "j" * 20_000},
+        )
+        assert response.status_code in (400, 431)
+
+
+class TestMoney:
+    async def test_a_refund_with_more_decimals_than_its_currency_is_422_and_stores_nothing(
+        self, admin: httpx.AsyncClient
+    ) -> None:
+        purchase_id, customer = uid("order"), uid("buyer")
+        body = {
+            "purchase_id": purchase_id,
+            "customer_id": customer,
+            "occurred_at": "2026-11-30T10:00:00Z",
+            "currency": "GBP",
+            "total": "10.00",
+            "items": [{"product_id": "p1", "name": "Mug", "category": "Kitchen", "unit_price": "10.00", "quantity": 1}],
+        }
+        assert (await admin.post("/v1/purchases", json=body)).status_code == 202
+        refund = await admin.post(
+            f"/v1/purchases/{purchase_id}/refunds", json={"refund_id": uid("r"), "amount": "1.005"}
+        )
+        assert refund.status_code == 422, refund.text
+        assert refund.json()["errors"][0]["field"] == "amount"
+        assert (await admin.get(f"/v1/purchases/{purchase_id}")).json()["refunds"] == []
+
+    @pytest.mark.parametrize("cursor", ["garbage!", "W10", "WyJ4Il0", "eyJhIjoxfQ", "WzEsMiwzLDQsNV0", "A" * 500])
+    @pytest.mark.parametrize("path", ["/v1/api-keys", "/v1/admin/deliveries"])
+    async def test_a_forged_cursor_is_422(self, admin: httpx.AsyncClient, path: str, cursor: str) -> None:
+        response = await admin.get(path, params={"cursor": cursor})
+        assert response.status_code == 422, response.text
+
+
+@pytest.fixture
+async def strict_gateway(platform: Platform) -> AsyncIterator[str]:
+    """A gateway of its own with small per-address limits, in front of the suite's services."""
+    settings = GatewaySettings(  # type: ignore[call-arg]
+        DATABASE_URL=platform.env["DATABASE_URL"],
+        COUPON_URL=platform.urls["coupon"],
+        POINTS_URL=platform.urls["points"],
+        RECOMMEND_URL=platform.urls["recommend"],
+        SURVEY_URL=platform.urls["survey"],
+        FAILED_AUTH_PER_MINUTE=5,
+        RATE_LIMIT_PUBLIC_PER_MINUTE=5,
+        RATE_LIMIT_MAX_KEYS=100,
+        AUTH_CACHE_MAX_ENTRIES=100,
+    )
+    server = await InProcessServer(create_app(settings)).start()
+    try:
+        yield server.url
+    finally:
+        await server.stop()
+
+
+class TestFloods:
+    async def test_guessing_tokens_is_throttled_per_address_and_the_good_key_still_works_elsewhere(
+        self, strict_gateway: str
+    ) -> None:
+        async with httpx.AsyncClient(base_url=strict_gateway, timeout=30) as client:
+            statuses = [
+                (
+                    await client.get("/v1/surveys", headers={"Authorization": f"Bearer rcp_{uuid.uuid4().hex}"})
+                ).status_code
+                for _ in range(8)
+            ]
+            assert statuses[:5] == [401] * 5
+            assert statuses[5:] == [429] * 3
+            refused = await client.get("/v1/surveys", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+    async def test_the_public_pages_are_limited_per_address(self, strict_gateway: str) -> None:
+        async with httpx.AsyncClient(base_url=strict_gateway, timeout=30) as client:
+            statuses = [(await client.get(f"/s/{uuid.uuid4().hex}")).status_code for _ in range(7)]
+        assert statuses[:5] == [404] * 5
+        assert statuses[5:] == [429] * 2
+
+
+def test_the_limiter_evicts_least_recently_used_keys_only() -> None:
+    from gateway.ratelimit import RateLimiter
+
+    limiter = RateLimiter(2, max_keys=3)
+    assert limiter.acquire("busy") == 0 and limiter.acquire("busy") == 0
+    assert limiter.acquire("busy") > 0
+    for idle in ("a", "b", "c"):
+        limiter.acquire(idle)
+        assert limiter.acquire("busy") > 0  # touched on every round, so never evicted: still limited
+    assert len(limiter) == 3
