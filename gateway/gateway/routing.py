@@ -216,6 +216,8 @@ class MethodNotAllowed(DomainError):
 
 
 _FORBIDDEN_IN_SEGMENT = frozenset(b"/?#\\%")
+# The common case, checked in one pass: printable ASCII segments with nothing to decode and no dot segment.
+_PLAIN_PATH = re.compile(rb"(?:/(?!\.\.?(?:/|\Z))[\x21\x22\x24\x26-\x2e\x30-\x3e\x40-\x5b\x5d-\x7e]+)+")
 
 
 def canonical_path(raw_path: bytes) -> str:
@@ -228,6 +230,8 @@ def canonical_path(raw_path: bytes) -> str:
         raise InvalidPath("The path is not valid.")
     if raw_path == b"/":
         return "/"
+    if _PLAIN_PATH.fullmatch(raw_path):
+        return raw_path.decode("ascii")
     decoded: list[str] = []
     for raw_segment in raw_path[1:].split(b"/"):
         segment = unquote_to_bytes(raw_segment) if b"%" in raw_segment else raw_segment
@@ -246,12 +250,18 @@ class RouteMatch:
     parameters: dict[str, str]
 
 
-def _index(routes: tuple[Route, ...]) -> dict[tuple[int, str], list[Route]]:
-    index: dict[tuple[int, str], list[Route]] = {}
+def _index_key(segments: tuple[str | tuple[str, re.Pattern[str]], ...] | list[str]) -> tuple[int, str, str]:
+    second = segments[1] if len(segments) > 1 else ""
+    return len(segments), str(segments[0]), second if isinstance(second, str) else "*"
+
+
+def _index(routes: tuple[Route, ...]) -> dict[tuple[int, str, str], list[Route]]:
+    """Routes by (segment count, first segment, second segment or `*` where it is a parameter), so a request
+    is compared with a handful of entries, not the whole table."""
+    index: dict[tuple[int, str, str], list[Route]] = {}
     for entry in routes:
-        first = entry.segments[0]
-        assert isinstance(first, str), entry.template
-        index.setdefault((len(entry.segments), first), []).append(entry)
+        assert isinstance(entry.segments[0], str), entry.template
+        index.setdefault(_index_key(entry.segments), []).append(entry)
     return index
 
 
@@ -283,7 +293,9 @@ def match(method: str, path: str) -> RouteMatch:
     segments = path[1:].split("/")
     wanted = "GET" if method == "HEAD" else method
     other_methods: list[str] = []
-    for entry in _INDEX.get((len(segments), segments[0]), ()):
+    count, first, second = _index_key(segments)
+    candidates = [*_INDEX.get((count, first, second), ()), *_INDEX.get((count, first, "*"), ())]
+    for entry in candidates:
         parameters = _parameters(entry, segments)
         if parameters is None:
             continue
