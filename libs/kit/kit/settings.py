@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     outbox_base_delay_seconds: float = Field(default=1.0, gt=0, validation_alias="OUTBOX_BASE_DELAY_SECONDS")
     outbox_max_delay_seconds: float = Field(default=300.0, gt=0, validation_alias="OUTBOX_MAX_DELAY_SECONDS")
     outbox_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias="OUTBOX_TIMEOUT_SECONDS")
+    # a purchase older than this when it arrives (an imported one) wakes no customer: kit.purchases
+    recent_purchase_hours: float = Field(default=72.0, gt=0, validation_alias="RECENT_PURCHASE_HOURS")
 
     @field_validator("database_url")
     @classmethod

@@ -21,6 +21,7 @@ from coupon.schemas import IssuanceRequest
 from coupon.service import CouponRuntime, issue_coupon
 from kit.errors import DomainError
 from kit.events import Event, EventHandler
+from kit.purchases import purchase_wakes_customer
 
 log = structlog.get_logger("coupon.events")
 
@@ -92,6 +93,10 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
         await repo.execute(
             session, "UPDATE purchases_seen SET ordinal = :o WHERE purchase_id = :p", o=ordinal, p=purchase_id
         )
+        if not purchase_wakes_customer(event, runtime.settings.recent_purchase_hours):
+            # counted toward nth_purchase above, but an old (imported) purchase surprises no one
+            log.info("coupon.purchase.not_recent", purchase_id=purchase_id, customer_id=customer_id)
+            return
         rules = await repo.fetch_all(
             session,
             "SELECT id, campaign_id, trigger_type, n, amount, currency FROM coupon_rules "

@@ -145,29 +145,50 @@ async def put_setting(session: AsyncSession, key: str, value: Any) -> None:
     )
 
 
+# Qualifying points of customer :c over the 365 days up to :at (now when null), each transaction counted at
+# its business time: earns and reversals count their points, anything else only what it declares.
+_QUALIFYING = """
+    (SELECT coalesce(sum(coalesce(q.qualifying_points,
+                                  CASE WHEN t.type IN ('earn', 'reverse') THEN t.points ELSE 0 END)), 0)
+       FROM transactions t LEFT JOIN transaction_qualification q ON q.transaction_id = t.id
+      WHERE t.customer_id = :c
+        AND coalesce(q.qualifies_at, t.created_at) > coalesce(CAST(:at AS timestamptz), now()) - interval '365 days'
+        AND coalesce(q.qualifies_at, t.created_at) <= coalesce(CAST(:at AS timestamptz), now()))
+"""
+
 _EARNING_CONTEXT = text(
-    """
+    f"""
     SELECT (SELECT value FROM settings WHERE key = 'rules') AS rules,
            (SELECT value FROM settings WHERE key = 'tiers') AS tiers,
-           (SELECT coalesce(sum(t.points), 0) FROM transactions t
-             WHERE t.customer_id = :c AND t.type IN ('earn', 'reverse')
-               AND t.created_at > now() - interval '365 days') AS qualifying
+           {_QUALIFYING} AS qualifying
     """
 )
 
 
-async def earning_context(session: AsyncSession, customer_id: str) -> tuple[Any, Any, int]:
-    row = (await session.execute(_EARNING_CONTEXT, {"c": customer_id})).one()
+async def earning_context(session: AsyncSession, customer_id: str, at: datetime) -> tuple[Any, Any, int]:
+    """The rules, the tiers and the customer's qualifying points in the 365 days up to `at`."""
+    row = (await session.execute(_EARNING_CONTEXT, {"c": customer_id, "at": at})).one()
     return row.rules, row.tiers, int(row.qualifying)
 
 
+async def record_qualification(
+    session: AsyncSession, transaction_id: int, qualifies_at: datetime, qualifying_points: int | None = None
+) -> None:
+    """Count a transaction toward tiers at `qualifies_at` (and with `qualifying_points`, when given)."""
+    await session.execute(
+        text(
+            "INSERT INTO transaction_qualification (transaction_id, qualifies_at, qualifying_points) "
+            "VALUES (:t, :at, :points) ON CONFLICT (transaction_id) DO NOTHING"
+        ),
+        {"t": transaction_id, "at": qualifies_at, "points": qualifying_points},
+    )
+
+
 _BALANCE = text(
-    """
+    f"""
     SELECT (SELECT a.balance FROM accounts a WHERE a.customer_id = :c) AS balance,
            (SELECT value FROM settings WHERE key = 'tiers') AS tiers,
-           (SELECT coalesce(sum(t.points), 0) FROM transactions t
-             WHERE t.customer_id = :c AND t.type IN ('earn', 'reverse')
-               AND t.created_at > now() - interval '365 days') AS qualifying,
+           {_QUALIFYING} AS qualifying,
            (SELECT coalesce(json_agg(json_build_object('points', e.points, 'expires_at', e.expires_at)
                                      ORDER BY e.expires_at), '[]'::json)
               FROM (SELECT l.expires_at, sum(l.remaining) AS points FROM lots l
@@ -178,7 +199,7 @@ _BALANCE = text(
 
 
 async def balance_view(session: AsyncSession, customer_id: str, expiring: int) -> Row[Any]:
-    return (await session.execute(_BALANCE, {"c": customer_id, "expiring": expiring})).one()
+    return (await session.execute(_BALANCE, {"c": customer_id, "expiring": expiring, "at": None})).one()
 
 
 async def list_transactions(
@@ -219,13 +240,22 @@ async def record_purchase(
     lot_id: int | None,
     total: Decimal,
     currency: str,
+    occurred_at: datetime,
 ) -> None:
     await session.execute(
         text(
-            "INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency) "
-            "VALUES (:c, :p, :points, :lot, :total, :currency) ON CONFLICT DO NOTHING"
+            "INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency, occurred_at) "
+            "VALUES (:c, :p, :points, :lot, :total, :currency, :occurred_at) ON CONFLICT DO NOTHING"
         ),
-        {"c": customer_id, "p": purchase_id, "points": points, "lot": lot_id, "total": total, "currency": currency},
+        {
+            "c": customer_id,
+            "p": purchase_id,
+            "points": points,
+            "lot": lot_id,
+            "total": total,
+            "currency": currency,
+            "occurred_at": occurred_at,
+        },
     )
 
 
@@ -233,8 +263,8 @@ async def lock_purchase(session: AsyncSession, customer_id: str, purchase_id: st
     return (
         await session.execute(
             text(
-                "SELECT points, lot_id, total, currency, refunded_amount, reversed_points FROM purchase_earnings "
-                "WHERE customer_id = :c AND purchase_id = :p FOR UPDATE"
+                "SELECT points, lot_id, total, currency, refunded_amount, reversed_points, occurred_at "
+                "FROM purchase_earnings WHERE customer_id = :c AND purchase_id = :p FOR UPDATE"
             ),
             {"c": customer_id, "p": purchase_id},
         )

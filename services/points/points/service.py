@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.db import Database
 from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
+from kit.purchases import utc
 from kit.types import CURRENCY_DECIMALS, MAX_POINTS
 from points import repository
 from points.repository import Movement
@@ -65,10 +66,11 @@ def _result(movement: Movement) -> PointsResult:
     return PointsResult(transaction_id=movement.transaction_id, points=movement.points, balance=movement.balance)
 
 
-def _expires_at(rules: EarningRules, now: datetime | None = None) -> datetime | None:
+def _expires_at(rules: EarningRules, earned_at: datetime | None = None) -> datetime | None:
+    """When points earned at `earned_at` (now when None; a purchase's own time for its points) expire."""
     if rules.expires_after_days is None:
         return None
-    return (now or datetime.now(UTC)) + timedelta(days=rules.expires_after_days)
+    return (earned_at or datetime.now(UTC)) + timedelta(days=rules.expires_after_days)
 
 
 # --- rules and tiers ---
@@ -179,10 +181,11 @@ async def earn(session: AsyncSession, customer_id: str, body: EarnRequest) -> Po
 
 async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) -> Movement | None:
     """The `purchase.created` handler's work: earn by the rules, remember what the purchase earned."""
-    rules_value, tiers_value, qualifying = await repository.earning_context(session, purchase.customer_id)
+    occurred_at = utc(purchase.occurred_at)
+    # the tier of the purchase's own time, so the same history gives the same points whenever it arrives
+    rules_value, tiers_value, qualifying = await repository.earning_context(session, purchase.customer_id, occurred_at)
     rules = EarningRules.model_validate(rules_value) if rules_value is not None else EarningRules()
     tier, _ = tier_for(_tiers(tiers_value), max(0, qualifying))
-    occurred_at = purchase.occurred_at if purchase.occurred_at.tzinfo else purchase.occurred_at.replace(tzinfo=UTC)
     earning = purchase_points(
         rules, tier.earn_multiplier if tier else Decimal(1), occurred_at, purchase.total, purchase.items
     )
@@ -200,11 +203,20 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
             points,
             purchase.purchase_id,
             f"Purchase {purchase.purchase_id}",
-            _expires_at(rules),
+            _expires_at(rules, occurred_at),
         )
         lot_id, points = movement.lot_id, movement.points
+        if movement.outcome == "created" and movement.transaction_id is not None:
+            await repository.record_qualification(session, movement.transaction_id, occurred_at)
     await repository.record_purchase(
-        session, purchase.customer_id, purchase.purchase_id, points, lot_id, purchase.total, purchase.currency
+        session,
+        purchase.customer_id,
+        purchase.purchase_id,
+        points,
+        lot_id,
+        purchase.total,
+        purchase.currency,
+        occurred_at,
     )
     log.info("points.purchase.earned", purchase_id=purchase.purchase_id, points=points, tier=tier and tier.name)
     return movement
@@ -298,6 +310,9 @@ async def reverse_purchase(
             purchase.lot_id,
         )
         transaction_id, balance = movement.transaction_id, movement.balance
+        if movement.outcome == "created" and transaction_id is not None and purchase.occurred_at is not None:
+            # a refund takes back the purchase's qualifying points from the window they were counted in
+            await repository.record_qualification(session, transaction_id, purchase.occurred_at)
     else:
         balance = await repository.account_balance(session, customer_id)
     await repository.record_refund(

@@ -84,7 +84,18 @@ purchase_earnings = Table(
     Column("refunded_amount", Numeric(20, 4), nullable=False, server_default="0"),
     Column("reversed_points", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("occurred_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("customer_id", "purchase_id"),
+)
+
+# How a ledger transaction counts toward tiers when that differs from its type and recording time: an earn
+# from a purchase counts at the purchase's `occurred_at`, an opening balance brings `qualifying_points`.
+transaction_qualification = Table(
+    "transaction_qualification",
+    metadata,
+    Column("transaction_id", BigInteger, ForeignKey("transactions.id"), primary_key=True),
+    Column("qualifies_at", DateTime(timezone=True), nullable=False),
+    Column("qualifying_points", BigInteger),
 )
 
 refunds = Table(

@@ -29,7 +29,7 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
         description="Surveys, email invitations, public answer pages and NPS/CSAT results.",
         event_handlers={
             "purchase.created": purchase_created_handler(
-                api.policy_from(settings), settings.post_purchase_delay_seconds
+                api.policy_from(settings), settings.post_purchase_delay_seconds, settings.recent_purchase_hours
             ),
         },
         outbox_consumers={"points": settings.points_url, "coupon": settings.coupon_url},
