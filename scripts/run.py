@@ -6,6 +6,9 @@
 3. Migrations: each service's, in turn (`python -m <service> migrate`).
 4. The four services and the gateway as child processes; one that dies is restarted (with backoff).
 5. Ctrl-C or SIGTERM stops every child, then the embedded database.
+
+The terminal shows progress and the banner; the processes' own logs go to `.data/logs/<process>.log`, unless
+`LOG_LEVEL` asks for INFO or DEBUG, which prints them here as well (as before).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ SERVICES = ("coupon", "points", "recommend", "survey")
 PROCESSES = (*SERVICES, "gateway")
 DEFAULT_PORTS = {"gateway": 8000, "coupon": 8001, "points": 8002, "recommend": 8003, "survey": 8004}
 SECRET_NAMES = ("LOYALTY_ADMIN_KEY", "LOYALTY_JWT_SECRET", "LOYALTY_INTERNAL_TOKEN")
+LOGS = DATA / "logs"
+VERBOSE_LEVELS = frozenset({"DEBUG", "INFO"})
 
 
 def say(message: str) -> None:
@@ -84,9 +89,34 @@ def wait_ready(url: str, timeout: float) -> bool:
     return False
 
 
+def logs_to_terminal(env: dict[str, str]) -> bool:
+    """A LOG_LEVEL of INFO or DEBUG asks to watch the logs; by default they go to files, so the terminal is left
+    with what a person starting the platform needs to read."""
+    return env.get("LOG_LEVEL", "").strip().upper() in VERBOSE_LEVELS
+
+
+def log_file(name: str) -> Path:
+    return LOGS / f"{name}.log"
+
+
+def migrate(name: str, env: dict[str, str], to_terminal: bool) -> None:
+    """Quiet unless it fails: then its output is printed (and kept in the process's log file)."""
+    if to_terminal:
+        subprocess.run([sys.executable, "-m", name, "migrate"], env=env, cwd=ROOT, check=True)
+        return
+    result = subprocess.run(
+        [sys.executable, "-m", name, "migrate"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    with log_file(name).open("ab") as output:
+        output.write(result.stdout)
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, result.args, output=result.stdout)
+
+
 class Supervisor:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
+        self.to_terminal = logs_to_terminal(env)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, list[float]] = {name: [] for name in PROCESSES}
         self.stopping = False
@@ -95,11 +125,18 @@ class Supervisor:
         return int(self.env.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name]))
 
     def start(self, name: str) -> None:
-        self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", name, "serve", "--host", self.env.get("BIND_HOST", "127.0.0.1")],
-            env={**self.env, "MIGRATE_ON_START": "false"},
-            cwd=ROOT,
-        )
+        output = None if self.to_terminal else log_file(name).open("ab")
+        try:
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", name, "serve", "--host", self.env.get("BIND_HOST", "127.0.0.1")],
+                env={**self.env, "MIGRATE_ON_START": "false"},
+                cwd=ROOT,
+                stdout=output,
+                stderr=output,
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own descriptor
 
     def supervise(self) -> None:
         while not self.stopping:
@@ -108,7 +145,8 @@ class Supervisor:
                     continue
                 recent = [t for t in self.restarts[name] if time.monotonic() - t < 60]
                 delay = min(30.0, 0.5 * 2 ** len(recent))
-                say(f"{name} exited with {child.returncode}; restarting in {delay:.1f} s")
+                where = "" if self.to_terminal else f" (its log: {log_file(name).relative_to(ROOT)})"
+                say(f"{name} exited with {child.returncode}; restarting in {delay:.1f} s{where}")
                 time.sleep(delay)
                 if self.stopping:
                     return
@@ -134,6 +172,7 @@ class Supervisor:
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     (DATA / "mail").mkdir(exist_ok=True)
+    LOGS.mkdir(exist_ok=True)
     env = {**read_env_file(ROOT / ".env"), **os.environ}
     env = load_secrets(env)
     for name in PROCESSES:
@@ -151,23 +190,33 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        if not supervisor.to_terminal:
+            say(f"logs go to {LOGS.relative_to(ROOT)}/ (LOG_LEVEL=INFO shows them here)")
         for name in PROCESSES:
             say(f"migrating {name}")
-            subprocess.run([sys.executable, "-m", name, "migrate"], env=env, cwd=ROOT, check=True)
+            migrate(name, env, supervisor.to_terminal)
+        say(f"starting {', '.join(PROCESSES)}")
         for name in PROCESSES:
             supervisor.start(name)
         gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
-        if not wait_ready(gateway, 60):
-            say("the gateway is not ready after 60 s; see the logs above")
+        say("waiting for the gateway to be ready")
+        started = time.monotonic()
+        if wait_ready(gateway, 60):
+            say(f"ready in {time.monotonic() - started:.1f} s")
+        else:
+            where = "above" if supervisor.to_terminal else f"in {LOGS.relative_to(ROOT)}/"
+            say(f"the gateway is not ready after 60 s; see the logs {where}")
         print(
             f"""
   Reciprocity is running.
+    console        {gateway}/console/   (log in with the admin key below)
     API            {gateway}/v1/...
     API docs       {gateway}/docs
     health         {gateway}/readyz
     admin key      {env["LOYALTY_ADMIN_KEY"]}
     database       {"embedded (.data/pg)" if database else "DATABASE_URL"}
     mail           {env.get("SMTP_HOST") or env["MAIL_DIR"] + " (.eml files; set SMTP_HOST to send)"}
+    logs           {"this terminal" if supervisor.to_terminal else str(LOGS) + "/"}
 
   Try:  curl -H "Authorization: Bearer {env["LOYALTY_ADMIN_KEY"]}" {gateway}/v1/points/rules
   Ctrl-C stops everything.
@@ -179,6 +228,8 @@ def main() -> None:
         pass
     except subprocess.CalledProcessError as exc:
         say(f"migration failed: {exc}")
+        if not supervisor.to_terminal and exc.output:
+            sys.stdout.write(exc.output.decode(errors="replace"))
         sys.exit(1)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -55,6 +55,8 @@ async def test_run_supervises_the_platform(platform: Platform) -> None:
         **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in ports.items() if name != "gateway"},
         "MAIL_DIR": str(ARTIFACTS / "run-mail"),
     }
+    env.pop("LOG_LEVEL", None)  # as a new user runs it: INFO, into files under .data/logs
+    (ROOT / ".data" / "logs" / "gateway.log").unlink(missing_ok=True)
     log = (ARTIFACTS / "logs").joinpath("make-run.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as output:
@@ -77,6 +79,12 @@ async def test_run_supervises_the_platform(platform: Platform) -> None:
             assert path in paths, path
         printed = log.read_text()
         assert platform.env["LOYALTY_ADMIN_KEY"] in printed and f"{gateway}/docs" in printed
+        assert f"{gateway}/console/" in printed
+        # the processes' logs went to their files, not into the terminal between the progress lines
+        assert (ROOT / ".data" / "logs" / "gateway.log").exists()
+        assert "[run] migrating coupon" in printed
+        logged = (ROOT / ".data" / "logs" / "gateway.log").read_text()
+        assert "Application startup complete" in logged and "Application startup complete" not in printed
 
         supervisor = psutil.Process(runner.pid)
         points = child_serving(supervisor, "points")

@@ -27,6 +27,7 @@ from kit.settings import asyncpg_url
 from survey import service
 from survey.app import MIGRATIONS_DIR, create_app
 from survey.mail import MailSender
+from survey.rendering import invitation_message
 from survey.schemas import SurveyCreate
 from survey.settings import SurveySettings
 from tests.conftest import INTERNAL_TOKEN
@@ -313,3 +314,27 @@ async def test_without_smtp_host_messages_are_written_as_eml_files(quiet_databas
     assert sorted(str(m["To"]) for m in written) == sorted(recipients)
     link, _ = links(written[0])  # type: ignore[arg-type]
     assert link.startswith("http://survey.test/s/")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("How was your order?", "How was your order? A minute of your time"),
+        ("Spring feedback", "Spring feedback: a minute of your time"),
+        ("Merci à vous !", "Merci à vous ! A minute of your time"),
+    ],
+)
+def test_the_subject_reads_as_a_sentence(name: str, expected: str) -> None:
+    now = datetime.now(UTC)
+    raw = invitation_message(
+        invitation_id=uid(),
+        sender="Shop <shop@example.test>",
+        recipient="someone@example.test",
+        survey_name=name,
+        survey_url="http://survey.test/s/x",
+        unsubscribe_url="http://survey.test/s/x/unsubscribe",
+        reward_points=None,
+        expires_at=now,
+        sent_at=now,
+    )
+    assert str(email.message_from_bytes(raw, policy=email.policy.default)["Subject"]) == expected

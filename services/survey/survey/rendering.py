@@ -11,7 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-__all__ = ["email_domain", "invitation_message", "render_page"]
+__all__ = ["email_domain", "invitation_message", "render_page", "subject"]
 
 templates = Environment(
     loader=PackageLoader("survey", "templates"),
@@ -37,6 +37,14 @@ def _header_text(value: str) -> str:
     if value.isascii() and "\n" not in value and "\r" not in value:
         return value
     return email.header.Header(value.replace("\r", " ").replace("\n", " "), "utf-8").encode(linesep="\r\n")
+
+
+def subject(survey_name: str) -> str:
+    """The survey's name and the ask, read as one sentence: "How was your order? A minute of your time"."""
+    name = survey_name.strip()
+    if name.endswith(("?", "!", ".")):
+        return f"{name} A minute of your time"
+    return f"{name}: a minute of your time"
 
 
 @functools.lru_cache(maxsize=16)
@@ -82,7 +90,7 @@ def invitation_message(
     head = (
         f"From: {_from_header(sender)}\r\n"
         f"To: {recipient}\r\n"
-        f"Subject: {_header_text(f'{survey_name}: a minute of your time?')}\r\n"
+        f"Subject: {_header_text(subject(survey_name))}\r\n"
         f"Date: {email.utils.format_datetime(sent_at)}\r\n"
         f"Message-ID: <{invitation_id}@{email_domain(sender)}>\r\n"
         f"List-Unsubscribe: <{unsubscribe_url}>\r\n"
