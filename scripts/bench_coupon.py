@@ -21,14 +21,14 @@ from typing import Any
 import asyncpg
 import httpx
 
-from scripts.benchlib import LOAD_HEADERS, fresh_database, platform, print_table, result_row, run_load
+from scripts.benchlib import LOAD_HEADERS, CpuMeter, fresh_database, platform, print_table, result_row, run_load
 
 CODES = 1_000_000
 LOAD_SECONDS = 10.0
 REDEMPTION_CODES = 40_000
 
 
-async def _ceiling(database_url: str) -> tuple[float, float, float]:
+async def _ceiling(database_url: str) -> tuple[float, float, float, float]:
     """COPY of CODES random 12-character strings into a table with the same unique index; then COPY of
     CODES ready-made rows shaped like ours into a copy of `coupon.codes` (its indexes included)."""
     strings = {secrets.token_hex(6).upper() for _ in range(CODES)}
@@ -40,7 +40,8 @@ async def _ceiling(database_url: str) -> tuple[float, float, float]:
         await connection.execute("CREATE TABLE bench_ceiling (code varchar(64) PRIMARY KEY)")
         # rows prepared beforehand: the ceiling is the database's COPY alone
         started = time.perf_counter()
-        await connection.copy_to_table("bench_ceiling", source=memoryview(plain_rows), columns=["code"])
+        with CpuMeter.for_database(database_url, own=True) as meter:
+            await connection.copy_to_table("bench_ceiling", source=memoryview(plain_rows), columns=["code"])
         plain = time.perf_counter() - started
         # the same with the unique index our codes use (byte-wise "C" collation)
         await connection.execute('CREATE TABLE bench_ceiling_c (code varchar(64) COLLATE "C" PRIMARY KEY)')
@@ -55,12 +56,12 @@ async def _ceiling(database_url: str) -> tuple[float, float, float]:
         await connection.copy_to_table("bench_shaped", source=memoryview(rows), columns=["code", "campaign_id", "seq"])
         shaped = time.perf_counter() - started
         await connection.execute("DROP TABLE bench_ceiling, bench_ceiling_c, bench_shaped")
-        return plain, plain_c, shaped
+        return plain, plain_c, shaped, meter.ms_per_op(CODES)
     finally:
         await connection.close()
 
 
-async def _generate(client: httpx.AsyncClient) -> tuple[str, float]:
+async def _generate(client: httpx.AsyncClient) -> tuple[str, float, float]:
     campaign = (
         await client.post(
             "/v1/coupon-campaigns",
@@ -73,6 +74,8 @@ async def _generate(client: httpx.AsyncClient) -> tuple[str, float]:
         )
     ).json()
     started = time.perf_counter()
+    meter = CpuMeter.current()
+    meter.start()
     response = await client.post(f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": CODES})
     assert response.status_code == 202, response.text
     location = response.headers["location"]
@@ -82,8 +85,9 @@ async def _generate(client: httpx.AsyncClient) -> tuple[str, float]:
             break
         await asyncio.sleep(0.05)
     seconds = time.perf_counter() - started
+    meter.stop()
     assert job["status"] == "succeeded", job
-    return campaign["id"], seconds
+    return campaign["id"], seconds, meter.ms_per_op(CODES)
 
 
 async def _export(client: httpx.AsyncClient, campaign_id: str) -> tuple[list[str], float]:
@@ -106,16 +110,20 @@ async def bench() -> None:
         base = stack.url("coupon")
         # The machine is shared and noisy: ceiling and API run alternate, three times each, and the fastest of each
         # counts (later API runs write into a table that already holds the earlier millions).
-        ceilings: list[tuple[float, float, float]] = []
+        ceilings: list[tuple[float, float, float, float]] = []
         api_runs: list[float] = []
+        api_cpu: list[float] = []
         async with httpx.AsyncClient(base_url=base, headers=stack.internal_headers, timeout=120) as client:
             for _ in range(3):
                 ceilings.append(await _ceiling(database_url))
-                campaign_id, seconds = await _generate(client)
+                campaign_id, seconds, cpu = await _generate(client)
                 api_runs.append(seconds)
+                api_cpu.append(cpu)
             codes, export_seconds = await _export(client, campaign_id)
-        plain, plain_c, shaped = (min(c[i] for c in ceilings) for i in range(3))
+        plain, plain_c, shaped, plain_cpu = (min(c[i] for c in ceilings) for i in range(4))
         api_seconds = min(api_runs)
+        # CPU in microseconds per code: the client process and its backend for the ceiling, the platform for the API
+        micro = [f"{plain_cpu * 1000:.1f}", "-", "-", f"{min(api_cpu) * 1000:.1f}", "-"]
         rows: list[list[Any]] = [
             [
                 "ceiling: COPY of 1,000,000 random 12-character strings, unique index (best of "
@@ -147,8 +155,8 @@ async def bench() -> None:
         ]
         print_table(
             "1,000,000 codes (14 characters, unambiguous), same database, same run",
-            ["what", "seconds", "codes/s", "vs. ceiling"],
-            rows,
+            ["what", "seconds", "codes/s", "vs. ceiling", "CPU µs/code"],
+            [[*row, cpu] for row, cpu in zip(rows, micro, strict=True)],
         )
 
         # steady state for the load runs: autovacuum would otherwise start on the 3M fresh rows mid-run

@@ -28,6 +28,7 @@ import asyncpg
 
 from scripts.benchlib import (
     LOAD_HEADERS,
+    CpuMeter,
     LoadResult,
     fresh_database,
     percentile,
@@ -90,11 +91,14 @@ def _pgbench(database_url: str, accounts: int, label: str) -> LoadResult | None:
         script.write_text(PGBENCH_SCRIPT.format(accounts=accounts))
         for attempt in range(3):
             # the database server is shared: its connection slots may be briefly taken by others
+            meter = CpuMeter.for_database(database_url, reaped_children=True)
+            meter.start()
             done = subprocess.run(
                 ["pgbench", "-n", "-M", "prepared", "-c", str(CLIENTS), "-j", "2", "-T", str(int(LOAD_SECONDS)),
                  "-f", str(script), "-l", f"--log-prefix={folder}/log", database_url],
                 capture_output=True, text=True, cwd=folder,
             )  # fmt: skip
+            meter.stop()
             if done.returncode == 0:
                 break
             print(f"(pgbench attempt {attempt + 1} failed: {done.stderr.strip()[-300:]})", flush=True)
@@ -108,9 +112,11 @@ def _pgbench(database_url: str, accounts: int, label: str) -> LoadResult | None:
             int(line.split()[2]) / 1000 for log in Path(folder).glob("log*") for line in log.read_text().splitlines()
         )
     tps = float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
+    # pgbench's CPU and its backends' over the whole run (connections included): a little more than the window
     return LoadResult(
-        label, len(latencies), 0, LOAD_SECONDS, tps, percentile(latencies, 0.5), percentile(latencies, 0.99), {}
-    )
+        label, len(latencies), 0, LOAD_SECONDS, tps, percentile(latencies, 0.5), percentile(latencies, 0.99), {},
+        meter.ms_per_op(len(latencies)),
+    )  # fmt: skip
 
 
 async def _connect_all(database_url: str) -> list[asyncpg.Connection] | None:
@@ -156,8 +162,16 @@ async def _asyncpg_loop(database_url: str, accounts: int, label: str) -> LoadRes
             if sent >= measure_from and done <= stop_at:
                 latencies.append(done - sent)
 
+    meter = CpuMeter.for_database(database_url, own=True)
+
+    async def window() -> None:
+        await asyncio.sleep(measure_from - time.perf_counter())
+        meter.start()
+        await asyncio.sleep(stop_at - time.perf_counter())
+        meter.stop()
+
     try:
-        await asyncio.gather(*(client(c, n) for n, c in enumerate(connections)))
+        await asyncio.gather(window(), *(client(c, n) for n, c in enumerate(connections)))
     finally:
         for connection in connections:
             await connection.close()
@@ -166,7 +180,10 @@ async def _asyncpg_loop(database_url: str, accounts: int, label: str) -> LoadRes
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
-    return LoadResult(label, len(latencies), 0, LOAD_SECONDS, len(latencies) / LOAD_SECONDS, pct(0.5), pct(0.99), {})
+    return LoadResult(
+        label, len(latencies), 0, LOAD_SECONDS, len(latencies) / LOAD_SECONDS, pct(0.5), pct(0.99), {},
+        meter.ms_per_op(len(latencies)),
+    )  # fmt: skip
 
 
 def _redemptions(base: str, headers: dict[str, str], customers: list[str], tag: str) -> list[dict[str, Any]]:
@@ -208,6 +225,7 @@ def _mean(label: str, results: list[LoadResult | None]) -> LoadResult | None:
         sum(r.p50_ms for r in measured) / len(measured),
         sum(r.p99_ms for r in measured) / len(measured),
         {},
+        sum(r.cpu_ms_per_op for r in measured) / len(measured),
     )
 
 

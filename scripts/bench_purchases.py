@@ -16,7 +16,16 @@ import uuid
 import asyncpg
 import httpx
 
-from scripts.benchlib import LOAD_HEADERS, fresh_database, platform, print_table, result_row, run_load
+from scripts.benchlib import (
+    LOAD_HEADERS,
+    CpuMeter,
+    cpu_cell,
+    fresh_database,
+    platform,
+    print_table,
+    result_row,
+    run_load,
+)
 from scripts.online_retail import FULL
 from scripts.replay import purchases
 
@@ -24,7 +33,7 @@ PURCHASES = 6000
 DURATION = 10.0
 
 
-async def asyncpg_ceiling(database_url: str, bodies: list[dict], seconds: float) -> float:
+async def asyncpg_ceiling(database_url: str, bodies: list[dict], seconds: float) -> tuple[float, float]:
     pool = await asyncpg.create_pool(database_url, min_size=64, max_size=64)
     async with pool.acquire() as connection:
         await connection.execute(
@@ -66,10 +75,11 @@ async def asyncpg_ceiling(database_url: str, bodies: list[dict], seconds: float)
             done += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(64)))
+    with CpuMeter.for_database(database_url, own=True) as meter:
+        await asyncio.gather(*(worker() for _ in range(64)))
     elapsed = time.perf_counter() - started
     await pool.close()
-    return done / elapsed
+    return done / elapsed, meter.ms_per_op(done)
 
 
 async def wait_drained(client: httpx.AsyncClient, gateway: str, timeout: float = 600) -> tuple[float, int]:
@@ -86,7 +96,7 @@ async def wait_drained(client: httpx.AsyncClient, gateway: str, timeout: float =
 async def bench() -> None:
     bodies = list(purchases(FULL, PURCHASES))
     async with fresh_database() as database_url:
-        ceiling = await asyncpg_ceiling(database_url, bodies, DURATION)
+        ceiling, ceiling_cpu = await asyncpg_ceiling(database_url, bodies, DURATION)
         async with platform(database_url, extra_env={"OUTBOX_POLL_SECONDS": "0.2"}) as stack:
             gateway = stack.url("gateway")
             requests = [
@@ -97,30 +107,21 @@ async def bench() -> None:
                 "purchases accepted (POST /v1/purchases)", requests, duration=DURATION, cycle=False, ok_statuses=(202,)
             )
             async with httpx.AsyncClient(headers=stack.admin_headers, timeout=30) as client:
-                drain_seconds, failed = await wait_drained(client, gateway)
+                with CpuMeter.current() as drain_cpu:
+                    drain_seconds, failed = await wait_drained(client, gateway)
+            deliveries = accepted.requests * 4
             print_table(
                 f"Purchases: {accepted.requests:,} accepted at 64 clients, then fanned out to 4 services",
-                ["what", "per second", "p50 ms", "p99 ms", "errors", "vs. ceiling"],
+                ["what", "per second", "p50 ms", "p99 ms", "errors", "CPU ms/op", "vs. ceiling"],
                 [
-                    ["bare asyncpg: the same rows, one transaction each (ceiling)", ceiling, "", "", 0, "100%"],
-                    [
-                        accepted.label,
-                        accepted.rps,
-                        accepted.p50_ms,
-                        accepted.p99_ms,
-                        accepted.errors,
-                        f"{accepted.rps / ceiling:.0%}",
-                    ],
-                    [
-                        f"all {accepted.requests * 4:,} deliveries done, seconds after the load ended",
-                        drain_seconds,
-                        "",
-                        "",
-                        failed,
-                        "",
-                    ],
+                    ["bare asyncpg: the same rows, one transaction each (ceiling)", ceiling, "", "", 0,
+                     cpu_cell(ceiling_cpu), "100%"],
+                    [accepted.label, accepted.rps, accepted.p50_ms, accepted.p99_ms, accepted.errors,
+                     cpu_cell(accepted.cpu_ms_per_op), f"{accepted.rps / ceiling:.0%}"],
+                    [f"all {deliveries:,} deliveries done, seconds after the load ended (CPU per delivery)",
+                     drain_seconds, "", "", failed, cpu_cell(drain_cpu.ms_per_op(deliveries)), ""],
                 ],
-            )
+            )  # fmt: skip
 
             customers = sorted({b["customer_id"] for b in bodies[: accepted.requests]})[:500]
             overview = [

@@ -1,26 +1,36 @@
 """What every benchmark shares: a fresh database, the platform's processes started as real children (stopped
-by PID), a closed-loop HTTP load generator running in its own process, and table printing.
+by PID), an HTTP load generator running in its own process (closed loop, or open loop at a fixed rate), the
+CPU time the platform spent per operation, and table printing.
 
-Figures on these 2-core machines drift 10-20% between runs: each benchmark measures its ceiling in the same
-run and reports the ratio.
+Figures on these 2-core machines drift 10-20% between runs (2-3x when other work shares the machine): each
+benchmark measures its ceiling in the same run and reports the ratio, and every row carries CPU per operation:
+the user+system CPU time of the platform's processes (gateway, services, and the PostgreSQL backends serving
+the benchmark's database) while the row was measured, divided by the operations done. It moves far less
+than a rate when the machine is busy, and says where the time went. The load generator's own CPU is not
+counted; a shared server's background processes (WAL writer, checkpointer) are not either.
+
+A new benchmark row: `run_load(...)` inside `platform(...)` measures CPU by itself; for work done in the
+benchmark's own process, wrap it in `with CpuMeter.current(own=True) as meter:` and read `meter.ms_per_op(n)`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,6 +65,100 @@ async def fresh_database() -> AsyncIterator[str]:
         connection = await asyncpg.connect(base)
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await connection.close()
+
+
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def postgres_backends(database: str) -> list[int]:
+    """PIDs of the PostgreSQL backends connected to `database` (their process title names it)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        title = " ".join(process.info.get("cmdline") or [])
+        if title.startswith("postgres: ") and f" {database} " in title:
+            found.append(process.pid)
+    return found
+
+
+def _cpu_seconds(pids: set[int]) -> dict[int, float]:
+    times: dict[int, float] = {}
+    for pid in pids:
+        try:
+            cpu = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        times[pid] = cpu.user + cpu.system
+    return times
+
+
+def _reaped_children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuMeter:
+    """User+system CPU seconds of a set of processes between `start()` and `stop()`.
+
+    The set is found at both moments (the platform's processes and their children, PostgreSQL backends of the
+    database, and optionally this process itself); a process that appeared in between counts from zero, one
+    that ended in between is lost (pools keep their connections, so that is rare)."""
+
+    roots: Sequence[int] = ()
+    database: str | None = None
+    own: bool = False
+    # child processes this one started and reaped meanwhile (a pgbench run), from the kernel's rusage
+    reaped_children: bool = False
+    seconds: float = 0.0
+    _before: dict[int, float] = field(default_factory=dict)
+    _children_before: float = 0.0
+
+    _active: ClassVar[CpuMeter | None] = None  # the platform being measured, set by `platform()`
+
+    def pids(self) -> set[int]:
+        pids = set(self.roots)
+        for root in self.roots:
+            with suppress(psutil.Error):
+                pids.update(child.pid for child in psutil.Process(root).children(recursive=True))
+        if self.database:
+            pids.update(postgres_backends(self.database))
+        if self.own:
+            pids.add(os.getpid())
+        return pids
+
+    def start(self) -> None:
+        self._before = _cpu_seconds(self.pids())
+        self._children_before = _reaped_children_seconds()
+
+    def stop(self) -> float:
+        after = _cpu_seconds(self.pids() | set(self._before))
+        self.seconds = sum(max(0.0, t - self._before.get(pid, 0.0)) for pid, t in after.items())
+        if self.reaped_children:
+            self.seconds += _reaped_children_seconds() - self._children_before
+        return self.seconds
+
+    def ms_per_op(self, operations: int) -> float:
+        return self.seconds * 1000 / operations if operations else float("nan")
+
+    def __enter__(self) -> CpuMeter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @classmethod
+    def current(cls, *, own: bool = False, extra: Sequence[int] = ()) -> CpuMeter:
+        """A meter over the platform that `platform()` is running (plus this process when `own`)."""
+        active = cls._active
+        roots = [*(active.roots if active else ()), *extra]
+        return cls(roots=roots, database=active.database if active else None, own=own)
+
+    @classmethod
+    def for_database(cls, database_url: str, *, own: bool = False, reaped_children: bool = False) -> CpuMeter:
+        """The backends of this database (and this process, when `own`): for ceilings measured without the platform."""
+        return cls(database=_database_name(database_url), own=own, reaped_children=reaped_children)
 
 
 @dataclass
@@ -93,7 +197,13 @@ async def platform(
         **(extra_env or {}),
     }
     async with process_stack(env, ROOT / ".data" / "bench-logs", services, gateway) as processes:
-        yield Stack(processes["gateway" if gateway else services[0]].env, processes)
+        pids = [p.process.pid for p in processes.values() if p.process is not None]
+        previous = CpuMeter._active
+        CpuMeter._active = CpuMeter(roots=pids, database=_database_name(database_url))
+        try:
+            yield Stack(processes["gateway" if gateway else services[0]].env, processes)
+        finally:
+            CpuMeter._active = previous
 
 
 @dataclass
@@ -106,6 +216,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     statuses: dict[str, int]
+    cpu_ms_per_op: float = float("nan")
 
 
 def run_load(
@@ -117,14 +228,19 @@ def run_load(
     warmup: float = 2.0,
     cycle: bool = True,
     ok_statuses: Sequence[int] = (200, 201, 202),
+    rate: float | None = None,
+    cpu: CpuMeter | None = None,
 ) -> LoadResult:
     """Closed loop: `concurrency` clients, each sending the next request of `requests` as soon as its last
-    one answered, for `duration` seconds after `warmup`. Runs in a child process (scripts/loadgen.py) so the
-    generator does not share an interpreter with anything it measures.
+    one answered, for `duration` seconds after `warmup`; with `rate`, open loop at that many requests a
+    second. Runs in a child process (scripts/loadgen.py) so the generator does not share an interpreter
+    with anything it measures.
 
     A request is `{"method", "url", "headers"?, "json"?}`. With `cycle=False` the run also stops when the
     list is used up (for requests that must be unique, such as redemptions with their own reference).
+    CPU per operation is measured over the same window with `cpu`, by default the running platform's.
     """
+    meter = cpu or CpuMeter.current()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
         json.dump(
             {
@@ -134,17 +250,29 @@ def run_load(
                 "warmup": warmup,
                 "cycle": cycle,
                 "ok": list(ok_statuses),
+                "rate": rate,
             },
             spec,
         )
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "scripts.loadgen", spec.name], capture_output=True, text=True, cwd=ROOT, check=True
+        generator = subprocess.Popen(
+            [sys.executable, "-m", "scripts.loadgen", spec.name], stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
+        assert generator.stdout is not None
+        result = ""
+        for line in generator.stdout:
+            if line.strip() == "start":
+                meter.start()
+            elif line.strip() == "stop":
+                meter.stop()
+            else:
+                result = line
+        if generator.wait() != 0:
+            raise RuntimeError(f"the load generator failed ({generator.returncode})")
     finally:
         os.unlink(spec.name)
-    data = json.loads(out.stdout)
-    return LoadResult(label=label, **data)
+    data = json.loads(result)
+    return LoadResult(label=label, **data, cpu_ms_per_op=meter.ms_per_op(data["requests"]))
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -171,9 +299,14 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     return text
 
 
+def cpu_cell(ms_per_op: float) -> str:
+    return "-" if ms_per_op != ms_per_op else f"{ms_per_op:.2f}"
+
+
 def result_row(result: LoadResult, baseline: LoadResult | None = None) -> list[Any]:
     ratio = f"{result.rps / baseline.rps:.0%}" if baseline and baseline.rps else "-"
-    return [result.label, result.rps, result.p50_ms, result.p99_ms, result.errors, ratio]
+    cpu = cpu_cell(result.cpu_ms_per_op)
+    return [result.label, result.rps, result.p50_ms, result.p99_ms, result.errors, cpu, ratio]
 
 
-LOAD_HEADERS = ["what", "req/s", "p50 ms", "p99 ms", "errors", "vs. baseline"]
+LOAD_HEADERS = ["what", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/op", "vs. baseline"]

@@ -1,4 +1,10 @@
-"""The closed-loop load generator behind scripts.benchlib.run_load (aiohttp; runs as its own process)."""
+"""The load generator behind scripts.benchlib.run_load (aiohttp; runs as its own process).
+
+Closed loop by default (`concurrency` clients, each sending as soon as its last request answered); with `rate`
+set, open loop: requests start at that fixed rate whatever the answers, so a slow server shows as latency
+rather than as fewer requests. It prints `start` and `stop` lines when the measured window opens and closes
+(benchlib reads the platform's CPU time at those moments), then the result as one JSON line.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,20 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
     stop_at = measure_from + spec["duration"]
     measured_requests = 0
 
+    marks: list[str] = []
+
+    def mark(what: str) -> None:
+        if what not in marks:
+            marks.append(what)
+            print(what, flush=True)
+
+    async def mark_window() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        mark("start")
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        mark("stop")
+
+    marker = asyncio.create_task(mark_window())
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
 
@@ -40,25 +60,61 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
                     index = 0
                 request = requests[index]
                 index += 1
-                sent = time.perf_counter()
-                try:
-                    async with session.request(
-                        request["method"], request["url"], headers=request.get("headers"), json=request.get("json")
-                    ) as response:
-                        await response.read()
-                        status = response.status
-                except aiohttp.ClientError as exc:
-                    status = type(exc).__name__
-                done = time.perf_counter()
-                if sent >= measure_from and done <= stop_at:
-                    measured_requests += 1
-                    latencies.append(done - sent)
-                    statuses[str(status)] += 1
-                    if status not in ok:
-                        errors += 1
+                await send(request, time.perf_counter())
 
-        await asyncio.gather(*(client() for _ in range(spec["concurrency"])))
+        async def send(request: dict[str, Any], sent: float) -> None:
+            nonlocal errors, measured_requests
+            status: int | str
+            try:
+                async with session.request(
+                    request["method"], request["url"], headers=request.get("headers"), json=request.get("json")
+                ) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = type(exc).__name__
+            done = time.perf_counter()
+            if sent >= measure_from and done <= stop_at:
+                measured_requests += 1
+                latencies.append(done - sent)
+                statuses[str(status)] += 1
+                if status not in ok:
+                    errors += 1
+
+        async def open_loop(rate: float) -> None:
+            """Request n starts at start + n / rate; latency counts from that planned moment, so a server that
+            falls behind is charged for the wait it caused (no coordinated omission)."""
+            nonlocal index
+            in_flight: set[asyncio.Task[None]] = set()
+            n = 0
+            while True:
+                planned = start + n / rate
+                if planned >= stop_at:
+                    break
+                if index >= len(requests):
+                    if not cycle:
+                        break
+                    index = 0
+                delay = planned - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(send(requests[index], planned))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                index += 1
+                n += 1
+            if in_flight:
+                await asyncio.wait(in_flight)
+
+        if spec.get("rate"):
+            await open_loop(float(spec["rate"]))
+        else:
+            await asyncio.gather(*(client() for _ in range(spec["concurrency"])))
     end = min(time.perf_counter(), stop_at)
+    # the requests may run out before the window closes (cycle off): the window closes with them
+    marker.cancel()
+    mark("start")
+    mark("stop")
     seconds = max(1e-9, end - measure_from)
     latencies.sort()
 
