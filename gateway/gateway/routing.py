@@ -175,6 +175,7 @@ ROUTES: tuple[Route, ...] = (
     route("GET", "/v1/points/tiers", "points", scope("points:read")),
     route("PUT", "/v1/points/tiers", "points", scope("points:write")),
     route("POST", "/v1/points/expiry-runs", "points", ADMIN),
+    route("POST", "/v1/points/balances:import", "points", ADMIN, _BULK),
     route("GET", "/v1/points/liability", "points", scope("points:read")),
     route("GET", "/v1/points/audit", "points", scope("points:read")),
     # recommend
@@ -196,6 +197,7 @@ ROUTES: tuple[Route, ...] = (
     route("GET", "/v1/surveys/{survey_id}/results", "survey", scope("surveys:read")),
     # the token is the credential here: a customer answers through it, the service checks it is theirs
     route("GET", "/v1/survey-invitations/{token}", "survey", scope("surveys:read", customer=True)),
+    route("POST", "/v1/survey-opt-outs:import", "survey", ADMIN, _BULK),
     route("POST", "/v1/survey-responses", "survey", scope("surveys:write", customer=True)),
     route("GET", _CUSTOMER + "/surveys", "survey", scope("surveys:read", customer=True)),
     route("GET", "/s/{token}", "survey", PUBLIC),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Body
+from fastapi import Body, Request
 
 from kit.auth import requires
 from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
+from kit.imports import IMPORT_MEDIA_TYPES, ImportReport, parse_lines
 from kit.pagination import Page, PageParamsDep, encode_cursor
 from kit.types import CustomerIdPath
 from points import service
@@ -20,6 +21,7 @@ from points.schemas import (
     EarnRequest,
     ExpiryRun,
     Liability,
+    OpeningBalance,
     PointsResult,
     RedemptionRequest,
     ReversalRequest,
@@ -138,6 +140,19 @@ async def put_tiers(tiers: Annotated[list[Tier], Body(max_length=50)], session: 
 )
 async def run_expiry(session: SessionDep) -> ExpiryRun:
     return await service.run_expiry(session)
+
+
+@router.post(
+    "/v1/points/balances:import",
+    dependencies=[requires()],
+    operation_id="import_points_balances",
+    responses=problem_responses(403, 413, 415),
+    openapi_extra={"requestBody": {"required": True, "content": IMPORT_MEDIA_TYPES}},
+)
+async def import_balances(request: Request, session: SessionDep) -> ImportReport:
+    """Opening balances from another programme, NDJSON or CSV (`customer_id,points,reference,expires_at,...`)."""
+    lines = await parse_lines(request.stream(), request.headers.get("content-type", ""), OpeningBalance)
+    return await service.import_balances(session, lines)
 
 
 @router.get("/v1/points/liability", dependencies=[requires("points:read")], operation_id="get_points_liability")

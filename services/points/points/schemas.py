@@ -209,3 +209,16 @@ class SurveyResponded(BaseModel):
     invitation_id: Annotated[str, StringConstraints(min_length=1, max_length=57)]
     customer_id: Identifier
     reward_points: int | None = 0
+
+
+class OpeningBalance(StrictModel):
+    """One line of `POST /v1/points/balances:import`: a member's standing brought over from another programme.
+
+    Fields are lax (CSV cells arrive as text): "120" is 120 points."""
+
+    customer_id: Identifier
+    points: Annotated[int, Field(gt=0, lt=MAX_POINTS)]
+    reference: Identifier
+    expires_at: datetime | None = None
+    qualifying_points: Annotated[int, Field(ge=0, lt=MAX_POINTS)] | None = None
+    description: Description | None = None

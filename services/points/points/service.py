@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.db import Database
 from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
+from kit.imports import ImportReport, ParsedLines, RejectedLine
 from kit.purchases import utc
 from kit.types import CURRENCY_DECIMALS, MAX_POINTS
 from points import repository
@@ -38,6 +39,7 @@ from points.schemas import (
     Liability,
     LiabilityMonth,
     NextTier,
+    OpeningBalance,
     PointsResult,
     PurchaseCreated,
     PurchaseItem,
@@ -241,6 +243,38 @@ async def adjust(session: AsyncSession, customer_id: str, body: AdjustmentReques
     movement = await repository.debit(session, customer_id, "adjust", -body.points, body.reference, description)
     # the debit function answers the points taken away as a positive number
     return _result(movement).model_copy(update={"points": -movement.points})
+
+
+async def import_balances(session: AsyncSession, lines: ParsedLines[OpeningBalance]) -> ImportReport:
+    """Opening balances: each line an `adjust` transaction and a lot expiring at its `expires_at` (by the rules
+    from now when absent), idempotent by `reference` per customer. `qualifying_points` carry a tier over: they
+    count as earned now. Each line commits or fails alone (a savepoint), so a bad one leaves no trace."""
+    rules = await get_rules(session)
+    now = await repository.now(session)
+    accepted = duplicates = 0
+    refused: list[RejectedLine] = []
+    for number, line in lines.valid:
+        async with session.begin_nested():
+            movement = await repository.credit(
+                session,
+                line.customer_id,
+                "adjust",
+                line.points,
+                line.reference,
+                line.description or "Opening balance",
+                utc(line.expires_at) if line.expires_at else _expires_at(rules, now),
+            )
+            if movement.outcome == "replayed":
+                duplicates += 1
+                continue
+            if movement.outcome != "created" or movement.transaction_id is None:
+                refused.append(RejectedLine(line=number, errors=[FieldError("points", movement.outcome)]))
+                continue
+            if line.qualifying_points:
+                await repository.record_qualification(session, movement.transaction_id, now, line.qualifying_points)
+            accepted += 1
+    log.info("points.balances.imported", accepted=accepted, duplicates=duplicates, rejected=len(refused))
+    return lines.report(accepted, duplicates, refused)
 
 
 # --- redemption ---

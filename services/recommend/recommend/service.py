@@ -14,8 +14,9 @@ import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.errors import DomainError, FieldError, NotFound, ValidationFailed
+from kit.errors import FieldError, NotFound, ValidationFailed
 from kit.events import Event
+from kit.imports import media_kind, numbered_lines
 from recommend import repository
 from recommend.engine import Engine, Item
 from recommend.model import Mode
@@ -39,13 +40,7 @@ log = structlog.get_logger("recommend.service")
 IDENTIFIER = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 IMPORT_BATCH = 5_000
 MAX_REPORTED_ERRORS = 1_000
-MAX_LINE_BYTES = 64 * 1024
 CSV_COLUMNS = ("customer_id", "product_id", "quantity", "occurred_at")
-
-
-class UnsupportedMediaType(DomainError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 # -- catalog --------------------------------------------------------------------------------------------------
@@ -73,33 +68,6 @@ async def get_product(session: AsyncSession, product_id: str) -> Product:
 
 
 # -- interactions ---------------------------------------------------------------------------------------------
-def _format(content_type: str) -> str:
-    media = content_type.split(";")[0].strip().lower()
-    if media in ("text/csv", "application/csv"):
-        return "csv"
-    if media in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/json-lines"):
-        return "jsonl"
-    raise UnsupportedMediaType(
-        "Send CSV (text/csv) or JSON lines (application/x-ndjson).", content_type=content_type or None
-    )
-
-
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
-    """Numbered lines of a streamed body (1 = the first), without loading the body whole."""
-    buffer = b""
-    number = 0
-    async for chunk in chunks:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for line in complete:
-            number += 1
-            yield number, line.rstrip(b"\r")
-        if len(buffer) > MAX_LINE_BYTES:
-            raise ValidationFailed([FieldError("body", f"Line {number + 1} is longer than {MAX_LINE_BYTES} bytes.")])
-    if buffer.strip():
-        yield number + 1, buffer.rstrip(b"\r")
-
-
 def _timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError("occurred_at must be an RFC 3339 time")
@@ -130,7 +98,7 @@ async def import_interactions(
     session: AsyncSession, chunks: AsyncIterator[bytes], content_type: str, source: str = "import"
 ) -> ImportResult:
     """Validate each line on its own: a bad line (or an unknown product) is reported by number, the rest imported."""
-    kind = _format(content_type)
+    kind = media_kind(content_type)
     errors: list[ImportError_] = []
     rejected = 0
     imported = 0
@@ -156,7 +124,7 @@ async def import_interactions(
         imported += len(good)
         batch.clear()
 
-    async for number, raw in _lines(chunks):
+    async for number, raw in numbered_lines(chunks):
         if not raw.strip():
             continue
         try:

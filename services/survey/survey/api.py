@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from kit.auth import CallerDep, requires
 from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
+from kit.imports import IMPORT_MEDIA_TYPES, ImportReport, parse_lines
 from kit.pagination import Page, PageParamsDep
 from kit.types import CustomerIdPath
 from survey import service
@@ -20,6 +21,7 @@ from survey.schemas import (
     InvitationCreate,
     InvitationForm,
     InvitationQueued,
+    OptOutLine,
     PendingSurvey,
     ResponseCreate,
     ResponseCreated,
@@ -163,3 +165,16 @@ async def customer_surveys(
     status: Annotated[Literal["pending"], Query(description="Only `pending` (answerable) for now.")] = "pending",
 ) -> Page[PendingSurvey]:
     return await service.pending_for_customer(session, customer_id, page)
+
+
+@router.post(
+    "/v1/survey-opt-outs:import",
+    dependencies=[requires()],
+    operation_id="import_survey_opt_outs",
+    responses=problem_responses(403, 413, 415),
+    openapi_extra={"requestBody": {"required": True, "content": IMPORT_MEDIA_TYPES}},
+)
+async def import_opt_outs(request: Request, session: SessionDep) -> ImportReport:
+    """Customers and addresses who asked never to be surveyed, NDJSON or CSV (`customer_id,email`)."""
+    lines = await parse_lines(request.stream(), request.headers.get("content-type", ""), OptOutLine)
+    return await service.import_opt_outs(session, lines)

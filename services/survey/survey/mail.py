@@ -53,7 +53,7 @@ _CLAIM = text(
        AND i.id = m.invitation_id
     RETURNING m.id, m.invitation_id, m.recipient, m.message, m.attempts,
               EXISTS (SELECT 1 FROM suppressions AS s
-                       WHERE s.customer_id = i.customer_id OR s.email = i.email) AS suppressed
+                       WHERE s.customer_id = i.customer_id OR lower(s.email) = lower(i.email)) AS suppressed
     """
 )
 
@@ -102,7 +102,7 @@ _CANCEL = text(
 _BOUNCE = text(
     """
     INSERT INTO suppressions (customer_id, email, reason) VALUES (:customer_id, :email, 'hard_bounce')
-    ON CONFLICT (customer_id) DO NOTHING
+    ON CONFLICT (customer_id) WHERE customer_id IS NOT NULL DO NOTHING
     """
 )
 

@@ -90,7 +90,7 @@ _INVITE = text(
     """
     WITH suppressed AS (
         SELECT EXISTS (SELECT 1 FROM suppressions
-                        WHERE customer_id = :customer_id OR email = :email) AS yes),
+                        WHERE customer_id = :customer_id OR lower(email) = lower(:email)) AS yes),
     contact AS (
         INSERT INTO contacts AS c (customer_id, last_invited_at)
         SELECT :customer_id, :send_at FROM suppressed WHERE NOT suppressed.yes
@@ -197,8 +197,39 @@ async def suppress(session: AsyncSession, customer_id: str, email: str | None, r
     await session.execute(
         insert(suppressions)
         .values(customer_id=customer_id, email=email, reason=reason)
-        .on_conflict_do_nothing(index_elements=[suppressions.c.customer_id])
+        .on_conflict_do_nothing(
+            index_elements=[suppressions.c.customer_id], index_where=suppressions.c.customer_id.isnot(None)
+        )
     )
+
+
+_IMPORT_OPT_OUT = text(
+    """
+    WITH known AS (
+        SELECT 1 FROM suppressions
+         WHERE customer_id = :customer_id OR (CAST(:email AS text) IS NOT NULL AND lower(email) = lower(:email))),
+    added AS (
+        INSERT INTO suppressions (customer_id, email, reason)
+        SELECT :customer_id, :email, 'opt_out' WHERE NOT EXISTS (SELECT 1 FROM known)
+        ON CONFLICT DO NOTHING
+        RETURNING 1),
+    cancelled AS (
+        UPDATE mail_outbox AS m SET status = 'cancelled', message = NULL
+          FROM invitations AS i
+         WHERE EXISTS (SELECT 1 FROM added) AND i.id = m.invitation_id AND m.status = 'pending'
+           AND (i.customer_id = :customer_id OR lower(i.email) = lower(:email))
+        RETURNING m.invitation_id),
+    closed AS (
+        UPDATE invitations SET status = 'cancelled' WHERE id IN (SELECT invitation_id FROM cancelled))
+    SELECT EXISTS (SELECT 1 FROM added) AS added
+    """
+)
+
+
+async def import_opt_out(session: AsyncSession, customer_id: str | None, email: str | None) -> bool:
+    """Suppress a customer or an address and cancel what waits to be sent them; False when already suppressed."""
+    row = (await session.execute(_IMPORT_OPT_OUT, {"customer_id": customer_id, "email": email})).one()
+    return bool(row.added)
 
 
 _CANCEL_PENDING = text(

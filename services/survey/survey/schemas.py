@@ -190,3 +190,16 @@ class SurveyResults(BaseModel):
     nps: NpsSummary
     csat: float | None = Field(description="Share (0-1) of answered ratings that are 4 or 5; null with none.")
     trend: list[TrendPoint]
+
+
+class OptOutLine(StrictModel):
+    """One line of `POST /v1/survey-opt-outs:import`: a customer, an address, or both, never to be invited."""
+
+    customer_id: Identifier | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _someone(self) -> OptOutLine:
+        if self.customer_id is None and self.email is None:
+            raise ValueError("A customer_id, an email, or both.")
+        return self

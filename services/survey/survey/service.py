@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit.auth import Caller
 from kit.errors import Conflict, DomainError, FieldError, NotFound, TooManyRequests, ValidationFailed
 from kit.events import publish
+from kit.imports import ImportReport, ParsedLines
 from kit.pagination import Page, PageParams, paginate
 from survey import repository
 from survey.rendering import invitation_message
@@ -28,6 +29,7 @@ from survey.schemas import (
     InvitationForm,
     InvitationQueued,
     NpsSummary,
+    OptOutLine,
     PendingSurvey,
     Question,
     ResponseCreated,
@@ -489,6 +491,18 @@ async def unsubscribe(session: AsyncSession, token: str) -> None:
     await repository.suppress(session, row.customer_id, row.email, "opt_out")
     await repository.cancel_pending_mail(session, row.customer_id)
     log.info("survey.opted_out", customer_id=row.customer_id)
+
+
+async def import_opt_outs(session: AsyncSession, lines: ParsedLines[OptOutLine]) -> ImportReport:
+    """Opt-outs from another programme: never invited again, and what waits to be sent them is cancelled."""
+    accepted = duplicates = 0
+    for _, line in lines.valid:
+        if await repository.import_opt_out(session, line.customer_id, line.email):
+            accepted += 1
+        else:
+            duplicates += 1
+    log.info("survey.opt_outs.imported", accepted=accepted, duplicates=duplicates, rejected=len(lines.rejected))
+    return lines.report(accepted, duplicates)
 
 
 # Results

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -50,15 +51,19 @@ contacts = Table(
 )
 
 # Opt-outs and hard bounces: nobody on this list is invited again.
+# An entry names a customer, an address (compared without case; imported opt-outs may carry only one), or both.
 suppressions = Table(
     "suppressions",
     metadata,
-    Column("customer_id", String(64), primary_key=True),
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("customer_id", String(64)),
     Column("email", String(254)),
     Column("reason", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("reason IN ('opt_out', 'hard_bounce')", name="ck_suppressions_reason"),
-    Index("ix_suppressions_email", "email"),
+    CheckConstraint("customer_id IS NOT NULL OR email IS NOT NULL", name="ck_suppressions_someone"),
+    Index("uq_suppressions_customer", "customer_id", unique=True, postgresql_where=text("customer_id IS NOT NULL")),
+    Index("ix_suppressions_email", func.lower(text("email"))),
 )
 
 invitations = Table(

@@ -1,0 +1,150 @@
+"""Bulk imports of lines, one way for every service (contract v1.1, "Switching to Reciprocity").
+
+A call carries NDJSON (`application/x-ndjson`) or CSV (`text/csv`, a header naming the same fields as the JSON
+objects; an empty cell is an absent field), at most :data:`MAX_LINES` lines (more is 413). Each line is
+validated on its own against the route's pydantic model: a bad line is reported by number with its field
+errors and the others go on. :func:`parse_lines` does that part; the domain applies the valid lines and
+counts them into an :class:`ImportReport` (accepted, duplicates, rejected).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from kit.errors import DomainError, FieldError, ValidationFailed
+
+__all__ = [
+    "IMPORT_MEDIA_TYPES",
+    "MAX_LINES",
+    "ImportReport",
+    "ParsedLines",
+    "PayloadTooLarge",
+    "RejectedLine",
+    "UnsupportedMediaType",
+    "media_kind",
+    "numbered_lines",
+    "parse_lines",
+]
+
+MAX_LINES = 10_000
+MAX_LINE_BYTES = 64 * 1024
+IMPORT_MEDIA_TYPES = {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/x-ndjson": {"schema": {"type": "string"}},
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RejectedLine(BaseModel):
+    line: int
+    errors: list[dict[str, str]]
+
+
+class ImportReport(BaseModel):
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[RejectedLine] = []
+
+
+@dataclass
+class ParsedLines(Generic[M]):
+    valid: list[tuple[int, M]] = field(default_factory=list)
+    rejected: list[RejectedLine] = field(default_factory=list)
+
+    def reject(self, line: int, errors: list[FieldError]) -> None:
+        self.rejected.append(RejectedLine(line=line, errors=[dict(e) for e in errors]))
+
+    def report(self, accepted: int, duplicates: int, refused: list[RejectedLine] | None = None) -> ImportReport:
+        """The call's answer: lines refused while applying (a clash found in the database) join the bad ones."""
+        rejected = sorted([*self.rejected, *(refused or [])], key=lambda r: r.line)
+        return ImportReport(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+
+def media_kind(content_type: str) -> Literal["csv", "jsonl"]:
+    media = content_type.split(";")[0].strip().lower()
+    if media in ("text/csv", "application/csv"):
+        return "csv"
+    if media in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/json-lines"):
+        return "jsonl"
+    raise UnsupportedMediaType(
+        "Send CSV (text/csv) or JSON lines (application/x-ndjson).", content_type=content_type or None
+    )
+
+
+async def numbered_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    """Numbered lines of a streamed body (1 = the first), without loading the body whole."""
+    buffer = b""
+    number = 0
+    async for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            number += 1
+            yield number, line.rstrip(b"\r")
+        if len(buffer) > MAX_LINE_BYTES:
+            raise ValidationFailed([FieldError("body", f"Line {number + 1} is longer than {MAX_LINE_BYTES} bytes.")])
+    if buffer.strip():
+        yield number + 1, buffer.rstrip(b"\r")
+
+
+def _field_errors(error: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(".".join(str(part) for part in e["loc"]) or "line", e["msg"].removeprefix("Value error, "))
+        for e in error.errors()
+    ]
+
+
+async def parse_lines(
+    chunks: AsyncIterator[bytes], content_type: str, model: type[M], *, max_lines: int = MAX_LINES
+) -> ParsedLines[M]:
+    """Every non-blank line validated against `model`; numbers count the CSV header as line 1."""
+    kind = media_kind(content_type)
+    parsed: ParsedLines[M] = ParsedLines()
+    header: list[str] | None = None
+    records = 0
+    async for number, raw in numbered_lines(chunks):
+        if not raw.strip():
+            continue
+        try:
+            if kind == "csv":
+                cells = next(csv.reader([raw.decode("utf-8")]))
+                if header is None:
+                    header = [cell.strip().lower() for cell in cells]
+                    continue
+                record: Any = {name: cell for name, cell in zip(header, cells, strict=False) if cell != ""}
+                if len(cells) > len(header):
+                    parsed.reject(number, [FieldError("line", "More cells than the header names.")])
+                    continue
+            else:
+                record = orjson.loads(raw)
+        except (UnicodeDecodeError, orjson.JSONDecodeError):
+            parsed.reject(number, [FieldError("line", "Not valid UTF-8 JSON." if kind == "jsonl" else "Not UTF-8.")])
+            continue
+        records += 1
+        if records > max_lines:
+            raise PayloadTooLarge(f"At most {max_lines} lines a call; split the file.", max_lines=max_lines)
+        if not isinstance(record, dict):
+            parsed.reject(number, [FieldError("line", "Each line must be a JSON object.")])
+            continue
+        try:
+            parsed.valid.append((number, model.model_validate(record, strict=False)))
+        except ValidationError as exc:
+            parsed.reject(number, _field_errors(exc))
+    return parsed
