@@ -7,7 +7,7 @@ PYPROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format bench eval-recommend demo clean
+.PHONY: help install run test lint format bench eval-recommend demo import clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: install ## benchmarks, printed as tables with their ceilings measured in 
 
 eval-recommend: install ## offline evaluation of the recommender on UCI Online Retail
 	$(BIN)/python -m scripts.eval_recommend
+
+import: install ## KIND=purchases|balances|codes|opt-outs FILE=path [CAMPAIGN=id] [MAP="ours=theirs ..."]: import into a running platform
+	$(BIN)/python -m scripts.importer $(KIND) $(FILE) $(if $(CAMPAIGN),--campaign $(CAMPAIGN)) $(foreach m,$(MAP),--map $(m))
 
 demo: install ## replay the Online Retail sample into a running `make run` platform
 	$(BIN)/python -m scripts.demo
