@@ -64,7 +64,7 @@ async def create_api_key(body: ApiKeyCreate, session: SessionDep, _: PrincipalDe
 @router.get("/v1/api-keys", tags=["api-keys"], operation_id="list_api_keys")
 async def list_api_keys(session: SessionDep, page: PageParamsDep, _: PrincipalDep) -> Page[ApiKey]:
     rows, next_cursor = paginate(
-        await api_keys.list_keys(session, page.limit, page.after),
+        await api_keys.list_keys(session, page.limit, page.after(datetime, UUID)),
         page.limit,
         key=lambda r: (r.created_at.isoformat(), str(r.id)),
     )
@@ -193,7 +193,7 @@ async def list_event_deliveries(
     status: Annotated[DeliveryState | None, Query(description="Only deliveries in this state.")] = None,
 ) -> Page[Delivery]:
     rows, next_cursor = paginate(
-        await events.list_deliveries(session, status, page.limit, page.after), page.limit, key=lambda r: (r.id,)
+        await events.list_deliveries(session, status, page.limit, page.after(int)), page.limit, key=lambda r: (r.id,)
     )
     return Page[Delivery](items=[Delivery.model_validate(r._mapping) for r in rows], next_cursor=next_cursor)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -41,10 +42,10 @@ async def create(session: AsyncSession, name: str, scopes: Sequence[str]) -> dic
     return {**row._mapping, "key": key}
 
 
-async def list_keys(session: AsyncSession, limit: int, after: list[Any] | None) -> list[Any]:
+async def list_keys(session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[Any]:
     query = select(*_PUBLIC_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id).limit(limit + 1)
-    if after:
-        query = query.where(func.row(api_keys.c.created_at, api_keys.c.id) > func.row(after[0], uuid.UUID(after[1])))
+    if after is not None:
+        query = query.where(func.row(api_keys.c.created_at, api_keys.c.id) > func.row(*after))
     return list((await session.execute(query)).all())
 
 

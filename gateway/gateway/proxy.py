@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.limits import Limits
@@ -52,6 +53,21 @@ STRIPPED_REQUEST_HEADERS = HOP_BY_HOP | {
 }
 STRIPPED_RESPONSE_HEADERS = HOP_BY_HOP | {b"content-length", b"x-request-id", b"date", b"server"}
 SMALL_BODY = 1 << 20
+PUBLIC_PAGES = "/s/"
+PUBLIC_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+}
+BROKEN_LINK_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>This link doesn't work</title></head>"
+    '<body style="font-family: system-ui, sans-serif; max-width: 36rem; margin: 3rem auto; padding: 0 1rem">'
+    "<h1>This link doesn't work</h1>"
+    "<p>Please check that you opened the whole link from your email.</p></body></html>"
+)
 REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
@@ -129,7 +145,12 @@ class FrontDoor:
         try:
             await self._handle(scope, receive, send)
         except DomainError as exc:
-            response = problem_response(exc.status, exc.instance_code, exc.detail, headers=exc.headers, **exc.extra)
+            response: Response
+            if exc.status == 404 and scope["path"].startswith(PUBLIC_PAGES):
+                # Only a browser follows an emailed link: a mangled one gets a page a person can read.
+                response = HTMLResponse(BROKEN_LINK_PAGE, status_code=404, headers=PUBLIC_PAGE_HEADERS)
+            else:
+                response = problem_response(exc.status, exc.instance_code, exc.detail, headers=exc.headers, **exc.extra)
             await response(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:

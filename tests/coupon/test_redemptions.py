@@ -193,7 +193,11 @@ async def test_a_wrong_check_character_is_refused_before_lookup(coupon: httpx.As
 async def test_failed_guesses_are_throttled(coupon: httpx.AsyncClient) -> None:
     campaign = await create_campaign(coupon)
     (code,) = await generate(coupon, campaign["id"], 1)
-    guesser = {"X-Caller-Kind": "partner", "X-Caller-Id": uid("guesser-")}
+    guesser = {
+        "X-Caller-Kind": "partner",
+        "X-Caller-Id": uid("guesser-"),
+        "X-Caller-Scopes": "coupons:read coupons:write",
+    }
     for i in range(20):
         path = "redemptions" if i % 2 else "validation"
         response = await coupon.post(
@@ -208,7 +212,11 @@ async def test_failed_guesses_are_throttled(coupon: httpx.AsyncClient) -> None:
     assert throttled.json()["code"] == "coupon_guess_throttled"
     assert "20" in throttled.json()["detail"]
     # another caller is not affected, nor are successful calls counted
-    honest = {"X-Caller-Kind": "partner", "X-Caller-Id": uid("honest-")}
+    honest = {
+        "X-Caller-Kind": "partner",
+        "X-Caller-Id": uid("honest-"),
+        "X-Caller-Scopes": "coupons:read coupons:write",
+    }
     for _ in range(25):
         ok = await coupon.post(
             f"/v1/coupons/{code}/validation",

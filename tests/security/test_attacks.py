@@ -8,6 +8,8 @@ and encodings under test before they left the machine.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -324,6 +326,33 @@ class TestBodiesAndHeaders:
         assert response.status_code in (400, 431)
 
 
+def cursor_of(*parts: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+# Cursors an attacker can write: not base64 or JSON, the wrong shape, the wrong length, the wrong types, values
+# out of the database's range, and text that PostgreSQL refuses (NUL).
+FORGED_CURSORS = [
+    "garbage!",
+    "W10",  # []
+    "WyJ4Il0",  # ["x"]
+    "eyJhIjoxfQ",  # {"a": 1}
+    "WzEsMiwzLDQsNV0",  # [1, 2, 3, 4, 5]
+    cursor_of(None),
+    cursor_of(True),
+    cursor_of(1.5),
+    cursor_of(2**63),
+    cursor_of(-(2**64)),
+    cursor_of("2026-12-03T00:00:00+00:00", 5),
+    cursor_of("2026-12-03T00:00:00", str(uuid.uuid4())),
+    cursor_of("2026-13-45T00:00:00+00:00", str(uuid.uuid4())),
+    cursor_of("2026-12-03T00:00:00+00:00", "a\x00b"),
+    cursor_of(["nested"], {"x": 1}),
+    "A" * 500,
+    "A" * 600,
+]
+
+
 class TestMoney:
     async def test_a_refund_with_more_decimals_than_its_currency_is_422_and_stores_nothing(
         self, admin: httpx.AsyncClient
@@ -345,11 +374,25 @@ class TestMoney:
         assert refund.json()["errors"][0]["field"] == "amount"
         assert (await admin.get(f"/v1/purchases/{purchase_id}")).json()["refunds"] == []
 
-    @pytest.mark.parametrize("cursor", ["garbage!", "W10", "WyJ4Il0", "eyJhIjoxfQ", "WzEsMiwzLDQsNV0", "A" * 500])
-    @pytest.mark.parametrize("path", ["/v1/api-keys", "/v1/admin/deliveries"])
+    @pytest.mark.parametrize("cursor", FORGED_CURSORS)
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/v1/api-keys",
+            "/v1/admin/deliveries",
+            "/v1/customers/victim/points/transactions",
+            "/v1/customers/victim/coupons",
+            "/v1/coupon-campaigns",
+            "/v1/coupon-rules",
+            "/v1/surveys",
+            "/v1/customers/victim/surveys",
+        ],
+    )
     async def test_a_forged_cursor_is_422(self, admin: httpx.AsyncClient, path: str, cursor: str) -> None:
         response = await admin.get(path, params={"cursor": cursor})
         assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["errors"][0]["field"].endswith("cursor")
 
 
 @pytest.fixture

@@ -194,7 +194,7 @@ async def test_a_purchase_invitation_goes_out_when_its_delay_has_passed(instance
 async def test_send_quota_per_caller(instance: Instance) -> None:
     client = instance.client
     survey = await create_survey(client)
-    partner = {"X-Caller-Kind": "partner", "X-Caller-Id": uid("key")}
+    partner = {"X-Caller-Kind": "partner", "X-Caller-Id": uid("key"), "X-Caller-Scopes": "surveys:write"}
     body = lambda: {"customer_id": uid(), "email": address()}  # noqa: E731
     url = f"/v1/surveys/{survey['id']}/invitations"
     for _ in range(3):
@@ -203,7 +203,7 @@ async def test_send_quota_per_caller(instance: Instance) -> None:
     assert refused.status_code == 429
     assert refused.json()["code"] == "send_quota_exceeded"
     assert int(refused.headers["Retry-After"]) > 0
-    other = {"X-Caller-Kind": "partner", "X-Caller-Id": uid("key")}
+    other = {"X-Caller-Kind": "partner", "X-Caller-Id": uid("key"), "X-Caller-Scopes": "surveys:write"}
     assert (await client.post(url, json=body(), headers=other)).status_code == 201
     admin = {"X-Caller-Kind": "admin", "X-Caller-Id": "admin"}
     for _ in range(4):

@@ -88,7 +88,7 @@ async def delivery_states(session: AsyncSession, event_id: uuid.UUID) -> dict[st
     return {consumer: status for consumer, status in rows}
 
 
-async def list_deliveries(session: AsyncSession, status: str | None, limit: int, after: list[Any] | None) -> list[Any]:
+async def list_deliveries(session: AsyncSession, status: str | None, limit: int, after: tuple[int] | None) -> list[Any]:
     """Newest first, for the admin view of the outbox (`after` is the cursor: the last row's id)."""
     query = (
         select(
@@ -108,8 +108,8 @@ async def list_deliveries(session: AsyncSession, status: str | None, limit: int,
     )
     if status:
         query = query.where(outbox_deliveries.c.status == status)
-    if after:
-        query = query.where(outbox_deliveries.c.id < int(after[0]))
+    if after is not None:
+        query = query.where(outbox_deliveries.c.id < after[0])
     return list((await session.execute(query)).all())
 
 

@@ -178,7 +178,7 @@ async def get_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> Campaig
 
 
 async def list_campaigns(session: AsyncSession, page: PageParams, active: bool | None) -> Page[Campaign]:
-    after_at, after_id = _uuid_cursor(page.after)
+    after_at, after_id = page.after(datetime, uuid.UUID) or (None, None)
     rows = await repo.fetch_all(
         session,
         f"""
@@ -194,28 +194,6 @@ async def list_campaigns(session: AsyncSession, page: PageParams, active: bool |
     )
     items, cursor = paginate(list(rows), page.limit, key=lambda r: [r.created_at.isoformat(), str(r.id)])
     return Page[Campaign](items=await _with_stats(session, items), next_cursor=cursor)
-
-
-def _time_cursor(after: list[Any] | None) -> tuple[datetime | None, str | None]:
-    """A (timestamp, tiebreaker) cursor, checked so a forged one is a 422, not a database error."""
-    if after is None:
-        return None, None
-    try:
-        at = datetime.fromisoformat(str(after[0]))
-        key = str(after[1])
-    except (ValueError, IndexError):
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from None
-    return at, key
-
-
-def _uuid_cursor(after: list[Any] | None) -> tuple[datetime | None, uuid.UUID | None]:
-    at, key = _time_cursor(after)
-    if key is None:
-        return None, None
-    try:
-        return at, uuid.UUID(key)
-    except ValueError:
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from None
 
 
 async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, body: CampaignPatch) -> Campaign:
@@ -347,10 +325,7 @@ async def list_codes(session: AsyncSession, campaign_id: uuid.UUID, page: PagePa
     """Codes in the order they were made. Reads go by windows of sequence numbers (what the BRIN index
     answers well); sequence numbers are dense, so a window of `4 * limit` nearly always fills a page."""
     campaign = await _campaign_row(session, campaign_id)
-    try:
-        after = int(page.after[0]) if page.after else 0
-    except (ValueError, TypeError):
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from None
+    (after,) = page.after(int) or (0,)
     connection = await repo.driver_connection(session)
     last = int(campaign.reserved)
     rows: list[Any] = []
@@ -491,7 +466,7 @@ CASE WHEN c.uses >= k.per_code_limit THEN 'redeemed'
 
 
 async def wallet(session: AsyncSession, customer_id: str, status: str | None, page: PageParams) -> Page[WalletCoupon]:
-    after_at, after_code = _time_cursor(page.after)
+    after_at, after_code = page.after(datetime, str) or (None, None)
     rows = await repo.fetch_all(
         session,
         f"""
@@ -752,7 +727,7 @@ async def get_rule(session: AsyncSession, rule_id: uuid.UUID) -> Rule:
 
 
 async def list_rules(session: AsyncSession, page: PageParams) -> Page[Rule]:
-    after_at, after_id = _uuid_cursor(page.after)
+    after_at, after_id = page.after(datetime, uuid.UUID) or (None, None)
     rows = await repo.fetch_all(
         session,
         f"""

@@ -53,7 +53,7 @@ async def get_balance(customer_id: CustomerIdPath, session: SessionDep) -> Balan
 )
 async def list_transactions(customer_id: CustomerIdPath, session: SessionDep, page: PageParamsDep) -> Page[Transaction]:
     """Newest first."""
-    items, last_id = await service.transactions(session, customer_id, page.limit, page.after)
+    items, last_id = await service.transactions(session, customer_id, page.limit, page.after(int))
     return Page[Transaction](items=items, next_cursor=encode_cursor([last_id]) if last_id is not None else None)
 
 

@@ -388,13 +388,9 @@ async def balance(session: AsyncSession, customer_id: str) -> Balance:
 
 
 async def transactions(
-    session: AsyncSession, customer_id: str, limit: int, after: list[Any] | None
+    session: AsyncSession, customer_id: str, limit: int, after: tuple[int] | None
 ) -> tuple[list[Transaction], int | None]:
-    before_id: int | None = None
-    if after is not None:
-        if len(after) != 1 or not isinstance(after[0], int):
-            raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")])
-        before_id = after[0]
+    before_id = after[0] if after is not None else None
     rows = await repository.list_transactions(session, customer_id, limit + 1, before_id)
     items = [Transaction.model_validate(row._mapping) for row in rows[:limit]]
     return items, (items[-1].id if len(rows) > limit else None)

@@ -115,19 +115,8 @@ async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> Survey:
     return _survey(row)
 
 
-def _cursor(page: PageParams) -> tuple[datetime, uuid.UUID] | None:
-    """A (created_at, id) cursor from one of these lists, or a 422 for anything else."""
-    if page.after is None:
-        return None
-    try:
-        created_at, row_id = page.after
-        return datetime.fromisoformat(str(created_at)), uuid.UUID(str(row_id))
-    except (TypeError, ValueError) as exc:
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from exc
-
-
 async def list_surveys(session: AsyncSession, page: PageParams) -> Page[Survey]:
-    rows = await repository.list_surveys(session, page.limit, _cursor(page))
+    rows = await repository.list_surveys(session, page.limit, page.after(datetime, uuid.UUID))
     items, cursor = paginate(rows, page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id)))
     return Page[Survey](items=[_survey(r) for r in items], next_cursor=cursor)
 
@@ -253,7 +242,7 @@ async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitat
 
 async def pending_for_customer(session: AsyncSession, customer_id: str, page: PageParams) -> Page[PendingSurvey]:
     """Invitations already sent (or due) that the customer can still answer."""
-    rows = await repository.pending_invitations(session, customer_id, page.limit, _cursor(page))
+    rows = await repository.pending_invitations(session, customer_id, page.limit, page.after(datetime, uuid.UUID))
     items, cursor = paginate(rows, page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id)))
     return Page[PendingSurvey](
         items=[
