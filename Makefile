@@ -43,7 +43,7 @@ eval-recommend: install ## offline evaluation of the recommender on UCI Online R
 	$(BIN)/python -m scripts.eval_recommend
 
 import: install ## KIND=purchases|balances|codes|opt-outs FILE=path [CAMPAIGN=id] [MAP="ours=theirs ..."]: import into a running platform
-	$(BIN)/python -m scripts.importer $(KIND) $(FILE) $(if $(CAMPAIGN),--campaign $(CAMPAIGN)) $(foreach m,$(MAP),--map $(m))
+	$(BIN)/python -m scripts.importer $(KIND) $(FILE) $(if $(CAMPAIGN),--campaign $(CAMPAIGN)) $(foreach m,$(MAP),--map $(m)) $(if $(REFERENCE_PREFIX),--reference-prefix $(REFERENCE_PREFIX))
 
 demo: install ## replay the Online Retail sample into a running `make run` platform
 	$(BIN)/python -m scripts.demo

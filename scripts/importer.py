@@ -83,7 +83,9 @@ def _is_csv(path: Path) -> bool:
     return path.name.removesuffix(".gz").endswith(".csv")
 
 
-def records(path: Path, kind: str, mapping: dict[str, str]) -> Iterator[tuple[int, dict[str, Any] | bytes]]:
+def records(
+    path: Path, kind: str, mapping: dict[str, str], reference_prefix: str | None = None
+) -> Iterator[tuple[int, dict[str, Any] | bytes]]:
     """(the file's line number, the record) for every line; a line that does not parse is passed on as bytes,
     so the platform reports it like any other bad line."""
     if _is_csv(path):
@@ -98,7 +100,8 @@ def records(path: Path, kind: str, mapping: dict[str, str]) -> Iterator[tuple[in
         with _open(path) as handle:
             reader = csv.DictReader(handle)
             for row in reader:
-                yield reader.line_num, _mapped({k: v for k, v in row.items() if v not in ("", None)}, kind, mapping)
+                record = _mapped({k: v for k, v in row.items() if v not in ("", None)}, kind, mapping)
+                yield reader.line_num, _with_reference(record, reference_prefix)
         return
     with _open(path) as handle:
         for number, line in enumerate(handle, start=1):
@@ -109,7 +112,10 @@ def records(path: Path, kind: str, mapping: dict[str, str]) -> Iterator[tuple[in
             except orjson.JSONDecodeError:
                 yield number, line.strip().encode()
                 continue
-            yield number, _mapped(value, kind, mapping) if isinstance(value, dict) else line.strip().encode()
+            if not isinstance(value, dict):
+                yield number, line.strip().encode()
+                continue
+            yield number, _with_reference(_mapped(value, kind, mapping), reference_prefix)
 
 
 def _mapped(row: dict[str, Any], kind: str, mapping: dict[str, str]) -> dict[str, Any]:
@@ -119,6 +125,14 @@ def _mapped(row: dict[str, Any], kind: str, mapping: dict[str, str]) -> dict[str
         if name not in out and name in row:
             out[name] = row[name]
     return out
+
+
+def _with_reference(record: dict[str, Any], prefix: str | None) -> dict[str, Any]:
+    """Exports of other programmes carry a balance per member and no reference of their own: one opening
+    balance per customer, named by the prefix, keeps a second run idempotent."""
+    if prefix is not None and "reference" not in record and isinstance(record.get("customer_id"), str):
+        return {**record, "reference": f"{prefix}{record['customer_id']}"[:64]}
+    return record
 
 
 @dataclass
@@ -147,7 +161,14 @@ def _post(client: httpx.Client, path: str, body: bytes) -> dict[str, Any]:
     raise ImportFailed(path)
 
 
-def run(client: httpx.Client, kind: str, path: Path, endpoint: str, mapping: dict[str, str]) -> Totals:
+def run(
+    client: httpx.Client,
+    kind: str,
+    path: Path,
+    endpoint: str,
+    mapping: dict[str, str],
+    reference_prefix: str | None = None,
+) -> Totals:
     totals = Totals()
     chunk: list[bytes] = []
     numbers: list[int] = []
@@ -164,7 +185,7 @@ def run(client: httpx.Client, kind: str, path: Path, endpoint: str, mapping: dic
         size = 0
 
     with tqdm(unit=" lines", desc=f"import {kind}", file=sys.stderr, mininterval=0.5) as progress:
-        for number, record in records(path, kind, mapping):
+        for number, record in records(path, kind, mapping, reference_prefix):
             line = record if isinstance(record, bytes) else orjson.dumps(record)
             if chunk and (len(chunk) >= CHUNK_LINES or size + len(line) > CHUNK_BYTES):
                 send()
@@ -183,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path)
     parser.add_argument("--campaign", help="the coupon campaign that receives the codes (KIND=codes)")
     parser.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS", help="read a field from a column")
+    parser.add_argument(
+        "--reference-prefix",
+        metavar="PREFIX",
+        help="KIND=balances: a line without a reference gets PREFIX + customer_id (one opening balance per member)",
+    )
     parser.add_argument("--url", default=os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", help="the admin key (default: LOYALTY_ADMIN_KEY or .data/secrets.env)")
     args = parser.parse_args(argv)
@@ -203,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
         try:
-            totals = run(client, args.kind, args.file, endpoint, mapping)
+            totals = run(client, args.kind, args.file, endpoint, mapping, args.reference_prefix)
         except ImportFailed as exc:
             print(f"import stopped: {exc}\nRun the same command again: lines already taken count as duplicates.")
             return 2

@@ -59,3 +59,17 @@ async def test_opt_outs_as_ndjson_exit_zero(platform: Platform, tmp_path: Path) 
     status, output = await run_importer(platform, "opt-outs", str(export))
     assert status == 0, output
     assert "2 accepted, 0 duplicates, 0 rejected" in output
+
+
+async def test_an_export_without_references_is_idempotent_by_member(
+    platform: Platform, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    member = f"m-{uuid.uuid4().hex[:10]}"
+    export = tmp_path / "smile-style.csv"
+    export.write_text(f"id,points\n{member},90\n")
+    args = ["balances", str(export), "--map", "customer_id=id", "--reference-prefix", "smile-"]
+    assert (await run_importer(platform, *args))[0] == 0
+    status, output = await run_importer(platform, *args)
+    assert status == 0 and "0 accepted, 1 duplicates" in output, output
+    ledger = (await admin.get(f"/v1/customers/{member}/points/transactions")).json()["items"]
+    assert [(t["points"], t["reference"]) for t in ledger] == [(90, f"smile-{member}")]
