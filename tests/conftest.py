@@ -85,6 +85,10 @@ def platform_env(database_url: str, mailbox: Mailbox) -> dict[str, str]:
         "RATE_LIMIT_PUBLIC_PER_MINUTE": "1000000",
         "LOG_FORMAT": "console",
         "OUTBOX_POLL_SECONDS": "0.1",
+        # webhook receivers in the tests listen on loopback; retries come quickly
+        "WEBHOOK_ALLOW_PRIVATE": "true",
+        "WEBHOOK_BACKOFF_BASE_SECONDS": "0.2",
+        "WEBHOOK_POLL_SECONDS": "0.1",
         # several platforms run at once in some tests; keep each process's share of the server modest
         "DB_POOL_SIZE": "5",
         "GATEWAY_PORT": str(ports["gateway"]),

@@ -1,3 +1,4 @@
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,11 @@ from gateway.overview import CircuitBreaker
 from gateway.principals import Authenticator
 from gateway.proxy import FrontDoor, Upstreams
 from gateway.settings import GatewaySettings
+from gateway.webhooks.api import router as webhooks_router
+from gateway.webhooks.delivery import WebhookDispatcher
+from gateway.webhooks.handlers import HANDLERS as WEBHOOK_HANDLERS
 from kit.app import PROBLEM_SCHEMA, ServiceSpec, create_service_app
+from kit.background import PeriodicJob
 from kit.client import InternalClient
 from kit.observability import ReadinessCheck
 
@@ -44,8 +49,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             name: InternalClient(url, settings.internal_token, timeout=settings.upstream_timeout_seconds)
             for name, url in settings.upstreams.items()
         }
+        app.state.webhooks = WebhookDispatcher(
+            app.state.database,
+            allow_private=settings.webhook_allow_private,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            per_endpoint=settings.webhook_per_endpoint_concurrency,
+            max_in_flight=settings.webhook_max_in_flight,
+            poll_seconds=settings.webhook_poll_seconds,
+            retry_window=timedelta(hours=settings.webhook_retry_hours),
+            backoff_base_seconds=settings.webhook_backoff_base_seconds,
+            backoff_max_seconds=settings.webhook_backoff_max_seconds,
+            disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+        )
+
+    def jobs(app: FastAPI) -> list[PeriodicJob]:
+        return [PeriodicJob("webhooks.dispatcher", 1.0, app.state.webhooks.run)]
 
     async def on_shutdown(app: FastAPI) -> None:
+        await app.state.webhooks.aclose()
         await app.state.upstreams.aclose()
         for client in app.state.clients.values():
             await client.aclose()
@@ -67,7 +88,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         name="gateway",
         title="Reciprocity",
         schema=SCHEMA,
-        routers=[router],
+        routers=[router, webhooks_router],
         migrations_dir=MIGRATIONS_DIR,
         description="Customer loyalty: coupons, points, recommendations and surveys behind one API.",
         require_internal_token=False,
@@ -76,6 +97,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         install_middleware=install_middleware,
         readiness=readiness,
         outbox_consumers=settings.upstreams,
+        event_handlers=WEBHOOK_HANDLERS,
+        jobs=jobs,
     )
     app = create_service_app(spec, settings)
     app.state.limits = Limits(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from gateway.limits import Limits
 from gateway.principals import Authenticator, Principal
 from gateway.routing import authorize, canonical_path, match
 from kit.auth import INTERNAL_TOKEN_HEADER
-from kit.errors import DomainError, ServiceUnavailable, Unauthorized, problem_response
+from kit.errors import DomainError, NotFound, ServiceUnavailable, Unauthorized, problem_response
 
 __all__ = ["FrontDoor", "Upstreams"]
 
@@ -169,7 +170,11 @@ class FrontDoor:
         entry = matched.route
         state = scope.setdefault("state", {})
         state["route_label"] = entry.label
-        if entry.access.public:
+        if entry.access.internal:
+            presented = (_header(scope, b"x-internal-token") or "").encode("latin-1")
+            if not hmac.compare_digest(presented, self.state.settings.internal_token.encode()):
+                raise NotFound("No such resource.")
+        elif entry.access.public:
             if entry.target != "gateway":
                 limits.check_public(client_address)
         else:

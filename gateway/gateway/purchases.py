@@ -8,6 +8,7 @@ serialise on the primary key: the second insert waits for the first to commit, t
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.schemas import PurchaseCreate, RefundCreate
 from gateway.tables import purchases, refunds
+from gateway.webhooks import domain as webhooks
 from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.events import delivery_states, publish
 from kit.json import dumps
 from kit.types import check_money
+from kit.webhooks import PurchaseAccepted, PurchaseRefunded
 
 __all__ = ["PURCHASE_CONSUMERS", "REFUND_CONSUMERS", "accept_purchase", "accept_refund", "get_purchase"]
 
@@ -59,6 +62,14 @@ async def accept_purchase(session: AsyncSession, purchase: PurchaseCreate) -> No
             )
         return
     await publish(session, "purchase.created", body, PURCHASE_CONSUMERS, event_id=inserted)
+    purchase_view = {k: v for k, v in body.items() if k != "email"}
+    await webhooks.enqueue(
+        session,
+        inserted,
+        PurchaseAccepted.type,
+        {"customer_id": purchase.customer_id, "purchase": purchase_view},
+        datetime.now(UTC),
+    )
 
 
 async def get_purchase(session: AsyncSession, purchase_id: str) -> dict[str, Any]:
@@ -127,6 +138,20 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
         "currency": purchase.body["currency"],
     }
     event_id = await publish(session, "purchase.refunded", payload, REFUND_CONSUMERS)
+    refund_view = {
+        "refund_id": refund.refund_id,
+        "purchase_id": purchase_id,
+        "amount": str(amount),
+        "currency": purchase.body["currency"],
+        "full_refund": amount == total,
+    }
+    await webhooks.enqueue(
+        session,
+        event_id,
+        PurchaseRefunded.type,
+        {"customer_id": purchase.customer_id, "refund": refund_view},
+        datetime.now(UTC),
+    )
     await session.execute(
         insert(refunds).values(
             refund_id=refund.refund_id,

@@ -61,16 +61,22 @@ class Access:
     public: bool = False
     scope: str | None = None
     customer: bool = False
+    # Other processes of the deployment only: the front door requires X-Internal-Token and answers 404
+    # without it, as if the path did not exist.
+    internal: bool = False
 
     def describe(self) -> str:
         if self.public:
             return "anyone"
+        if self.internal:
+            return "the deployment's own processes (internal token)"
         who = f"scope {self.scope}" if self.scope else "admin"
         return who + (", or the customer's own token" if self.customer else "")
 
 
 PUBLIC = Access(public=True)
 ADMIN = Access()
+INTERNAL = Access(internal=True)
 
 
 def scope(name: str, *, customer: bool = False) -> Access:
@@ -93,6 +99,7 @@ PARAMETERS: dict[str, str] = {
     "survey_id": r"[0-9a-fA-F-]{32,36}",
     "invitation_id": r"[0-9a-fA-F-]{32,36}",
     "delivery_id": r"[0-9]{1,18}",
+    "endpoint_id": r"[0-9a-fA-F-]{32,36}",
 }
 _PARAMETER = re.compile(r"\{([a-z_]+)\}")
 
@@ -145,6 +152,16 @@ ROUTES: tuple[Route, ...] = (
     route("GET", _CUSTOMER + "/overview", "gateway", scope("points:read", customer=True)),
     route("GET", "/v1/admin/deliveries", "gateway", ADMIN),
     route("POST", "/v1/admin/deliveries/{delivery_id}/retry", "gateway", ADMIN),
+    route("POST", "/v1/webhook-endpoints", "gateway", ADMIN),
+    route("GET", "/v1/webhook-endpoints", "gateway", ADMIN),
+    route("GET", "/v1/webhook-endpoints/{endpoint_id}", "gateway", ADMIN),
+    route("PATCH", "/v1/webhook-endpoints/{endpoint_id}", "gateway", ADMIN),
+    route("DELETE", "/v1/webhook-endpoints/{endpoint_id}", "gateway", ADMIN),
+    route("POST", "/v1/webhook-endpoints/{endpoint_id}/secret-rotations", "gateway", ADMIN),
+    route("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries", "gateway", ADMIN),
+    route("POST", "/v1/webhook-deliveries/{delivery_id}/retry", "gateway", ADMIN),
+    # webhook events from the services' outboxes (kit.webhooks)
+    route("POST", "/internal/events", "gateway", INTERNAL),
     # coupon
     route("POST", "/v1/coupon-campaigns", "coupon", scope("coupons:write")),
     route("GET", "/v1/coupon-campaigns", "coupon", scope("coupons:read")),
@@ -315,6 +332,8 @@ def authorize(principal: Principal, matched: RouteMatch) -> None:
     access = matched.route.access
     if access.public:
         return
+    if access.internal:  # the front door admits these by the internal token, never by a principal
+        raise NotFound("No such resource.")
     if principal.kind == "customer":
         customer_id = matched.parameters.get("customer_id")
         if customer_id is not None and customer_id != principal.id:

@@ -31,6 +31,17 @@ class GatewaySettings(ServiceSettings):
     token_revocation_cache_seconds: float = Field(
         default=5.0, ge=0, le=60, validation_alias="TOKEN_REVOCATION_CACHE_SECONDS"
     )
+    # Webhooks (docs/webhooks.md)
+    webhook_allow_private: bool = Field(default=False, validation_alias="WEBHOOK_ALLOW_PRIVATE")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60, validation_alias="WEBHOOK_TIMEOUT_SECONDS")
+    webhook_retry_hours: float = Field(default=24.0, gt=0, validation_alias="WEBHOOK_RETRY_HOURS")
+    webhook_backoff_base_seconds: float = Field(default=5.0, gt=0, validation_alias="WEBHOOK_BACKOFF_BASE_SECONDS")
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0, validation_alias="WEBHOOK_BACKOFF_MAX_SECONDS")
+    webhook_disable_after_hours: float = Field(default=120.0, gt=0, validation_alias="WEBHOOK_DISABLE_AFTER_HOURS")
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0, validation_alias="WEBHOOK_SECRET_OVERLAP_HOURS")
+    webhook_poll_seconds: float = Field(default=0.25, gt=0, validation_alias="WEBHOOK_POLL_SECONDS")
+    webhook_per_endpoint_concurrency: int = Field(default=16, ge=1, le=256, validation_alias="WEBHOOK_PER_ENDPOINT")
+    webhook_max_in_flight: int = Field(default=512, ge=1, validation_alias="WEBHOOK_MAX_IN_FLIGHT")
 
     @field_validator("admin_key")
     @classmethod

@@ -1,3 +1,4 @@
+import gateway.webhooks.tables  # noqa: F401  (adds the webhook tables to the gateway's metadata)
 from gateway.tables import metadata
 from kit.migrations import run_env
 

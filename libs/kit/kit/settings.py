@@ -6,9 +6,10 @@ its own port and whatever else it needs by subclassing :class:`ServiceSettings`.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServiceSettings", "asyncpg_url", "require_secret"]
@@ -48,6 +49,15 @@ class ServiceSettings(BaseSettings):
     outbox_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias="OUTBOX_TIMEOUT_SECONDS")
     # a purchase older than this when it arrives (an imported one) wakes no customer: kit.purchases
     recent_purchase_hours: float = Field(default=72.0, gt=0, validation_alias="RECENT_PURCHASE_HOURS")
+    # Where a service's outbox sends webhook events (kit.webhooks): the gateway, inside the deployment.
+    # Unset: the gateway on this machine, at GATEWAY_PORT.
+    gateway_url: str = Field(default="", validation_alias="GATEWAY_URL")
+
+    @model_validator(mode="after")
+    def _gateway_url(self) -> ServiceSettings:
+        if not self.gateway_url:
+            self.gateway_url = f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8000')}"
+        return self
 
     @field_validator("database_url")
     @classmethod
