@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -47,7 +47,7 @@ async def create_webhook_endpoint(
 @router.get("/v1/webhook-endpoints", operation_id="list_webhook_endpoints")
 async def list_webhook_endpoints(session: SessionDep, page: PageParamsDep) -> Page[WebhookEndpoint]:
     rows, next_cursor = paginate(
-        await domain.list_endpoints(session, page.limit, page.after),
+        await domain.list_endpoints(session, page.limit, page.after(datetime, UUID)),
         page.limit,
         key=lambda r: (r.created_at.isoformat(), str(r.id)),
     )
@@ -105,7 +105,7 @@ async def list_webhook_deliveries(
 ) -> Page[WebhookDelivery]:
     """Newest first; each delivery with every attempt: when, HTTP status, latency, the response's first bytes."""
     rows, next_cursor = paginate(
-        await domain.list_deliveries(session, endpoint_id, status, page.limit, page.after),
+        await domain.list_deliveries(session, endpoint_id, status, page.limit, page.after(int)),
         page.limit,
         key=lambda r: (r["id"],),
     )

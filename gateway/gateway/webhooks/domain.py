@@ -71,13 +71,10 @@ async def create_endpoint(
     return {**row._mapping, "secret": secret}
 
 
-async def list_endpoints(session: AsyncSession, limit: int, after: list[Any] | None) -> list[Any]:
+async def list_endpoints(session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[Any]:
     query = select(*_PUBLIC_COLUMNS).order_by(webhook_endpoints.c.created_at, webhook_endpoints.c.id).limit(limit + 1)
-    if after:
-        query = query.where(
-            func.row(webhook_endpoints.c.created_at, webhook_endpoints.c.id)
-            > func.row(datetime.fromisoformat(after[0]), uuid.UUID(after[1]))
-        )
+    if after is not None:
+        query = query.where(func.row(webhook_endpoints.c.created_at, webhook_endpoints.c.id) > func.row(*after))
     return list((await session.execute(query)).all())
 
 
@@ -201,7 +198,7 @@ _DELIVERY_COLUMNS = (
 
 
 async def list_deliveries(
-    session: AsyncSession, endpoint_id: uuid.UUID, status: str | None, limit: int, after: list[Any] | None
+    session: AsyncSession, endpoint_id: uuid.UUID, status: str | None, limit: int, after: tuple[int] | None
 ) -> list[dict[str, Any]]:
     """Newest first, each with its attempts (oldest first); `after` is the last row's id."""
     await get_endpoint(session, endpoint_id)
@@ -214,8 +211,8 @@ async def list_deliveries(
     )
     if status:
         query = query.where(webhook_deliveries.c.status == status)
-    if after:
-        query = query.where(webhook_deliveries.c.id < int(after[0]))
+    if after is not None:
+        query = query.where(webhook_deliveries.c.id < after[0])
     rows = [dict(r._mapping) for r in (await session.execute(query)).all()]
     if not rows:
         return rows
