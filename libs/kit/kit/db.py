@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from starlette.responses import Response
 
@@ -51,6 +52,18 @@ async def role_is_usable(url: str, role: str) -> bool:
         await connection.close()
 
 
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout: a connection whose socket is already closed (the server restarted, failed over or ended the
+    session) is replaced before anyone uses it.
+
+    SQLAlchemy only learns of a dead connection when one of *its* statements fails on it; statements sent
+    straight to asyncpg (the hot paths) fail without telling it, and the dead connection went back to the pool
+    as if healthy, to fail the next request too. asyncpg knows locally that its socket closed, so this costs no
+    round trip (unlike `pool_pre_ping`); `DisconnectionError` makes the pool connect afresh and retry."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise sa_exc.DisconnectionError("the pooled connection was closed by the server")
+
+
 class Database:
     """One engine per process, bound to the service's schema (search_path) and role."""
 
@@ -69,6 +82,7 @@ class Database:
             pool_timeout=10,
             connect_args={"server_settings": server_settings},
         )
+        event.listen(self.engine.sync_engine.pool, "checkout", _refuse_closed_connection)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @classmethod
