@@ -180,6 +180,7 @@ def main() -> None:
     for name in SERVICES:
         env.setdefault(f"{name.upper()}_URL", f"http://127.0.0.1:{env[f'{name.upper()}_PORT']}")
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['GATEWAY_PORT']}")
+    env.setdefault("GATEWAY_URL", f"http://127.0.0.1:{env['GATEWAY_PORT']}")
     env.setdefault("MAIL_DIR", str(DATA / "mail"))
     database = start_database(env)
 

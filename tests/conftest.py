@@ -76,6 +76,7 @@ def platform_env(database_url: str, mailbox: Mailbox) -> dict[str, str]:
         "LOYALTY_ADMIN_KEY": ADMIN_KEY,
         "LOYALTY_JWT_SECRET": JWT_SECRET,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['gateway']}",
+        "GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(mailbox.port),
         "SMTP_FROM": "surveys@reciprocity.test",

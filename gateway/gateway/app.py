@@ -6,8 +6,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from gateway import openapi
+from gateway import experiments, openapi
 from gateway.api import router
+from gateway.experiments_api import router as experiments_router
 from gateway.limits import Limits
 from gateway.overview import CircuitBreaker
 from gateway.principals import Authenticator
@@ -88,7 +89,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         name="gateway",
         title="Reciprocity",
         schema=SCHEMA,
-        routers=[router, webhooks_router],
+        routers=[router, webhooks_router, experiments_router],
         migrations_dir=MIGRATIONS_DIR,
         description="Customer loyalty: coupons, points, recommendations and surveys behind one API.",
         require_internal_token=False,
@@ -97,7 +98,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         install_middleware=install_middleware,
         readiness=readiness,
         outbox_consumers=settings.upstreams,
-        event_handlers=WEBHOOK_HANDLERS,
+        # events from the services' outboxes (`POST /internal/events`, with the internal token only)
+        event_handlers={**WEBHOOK_HANDLERS, **experiments.handlers()},
         jobs=jobs,
     )
     app = create_service_app(spec, settings)

@@ -100,6 +100,7 @@ PARAMETERS: dict[str, str] = {
     "invitation_id": r"[0-9a-fA-F-]{32,36}",
     "delivery_id": r"[0-9]{1,18}",
     "endpoint_id": r"[0-9a-fA-F-]{32,36}",
+    "experiment_id": r"[0-9a-fA-F-]{32,36}",
 }
 _PARAMETER = re.compile(r"\{([a-z_]+)\}")
 
@@ -162,6 +163,12 @@ ROUTES: tuple[Route, ...] = (
     route("POST", "/v1/webhook-deliveries/{delivery_id}/retry", "gateway", ADMIN),
     # webhook events from the services' outboxes (kit.webhooks)
     route("POST", "/internal/events", "gateway", INTERNAL),
+    route("POST", "/v1/experiments", "gateway", ADMIN),
+    route("GET", "/v1/experiments", "gateway", ADMIN),
+    route("GET", "/v1/experiments/{experiment_id}", "gateway", ADMIN),
+    route("POST", "/v1/experiments/{experiment_id}/stop", "gateway", ADMIN),
+    route("GET", "/v1/experiments/{experiment_id}/assignments/{customer_id}", "gateway", ADMIN),
+    route("GET", "/v1/experiments/{experiment_id}/results", "gateway", ADMIN),
     # coupon
     route("POST", "/v1/coupon-campaigns", "coupon", scope("coupons:write")),
     route("GET", "/v1/coupon-campaigns", "coupon", scope("coupons:read")),

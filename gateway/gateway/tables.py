@@ -1,6 +1,22 @@
 """The gateway's tables, in its own `gateway` schema."""
 
-from sqlalchemy import ARRAY, Boolean, Column, DateTime, ForeignKey, MetaData, Numeric, String, Table, func
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Column,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from kit.tables import add_kit_tables
@@ -29,6 +45,11 @@ purchases = Table(
     Column("body", JSONB, nullable=False),
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Typed copies of the body's business time and total, kept by PostgreSQL itself whoever inserts the row,
+    # so experiment results aggregate purchases in SQL through an index instead of parsing JSON.
+    Column("occurred_at", DateTime(timezone=True), Computed("purchase_occurred_at(body)", persisted=True)),
+    Column("total", Numeric, Computed("((body ->> 'total'::text))::numeric", persisted=True)),
+    Index("ix_purchases_customer_time", "customer_id", "occurred_at", postgresql_include=["total"]),
 )
 
 refunds = Table(
@@ -58,4 +79,51 @@ customer_token_cutoffs = Table(
     metadata,
     Column("customer_id", String(64), primary_key=True),
     Column("not_before", DateTime(timezone=True), nullable=False),
+)
+
+# Experiments on the levers (docs/experiments.md). The gateway owns them: what they are, who was exposed to which
+# arm and when, what was given or withheld; the services owning the levers hold a copy of each experiment and
+# report every reward given or withheld as an `experiment.reward` event.
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("lever_type", String(32), nullable=False),
+    Column("lever_id", String(100), nullable=False),
+    Column("holdout_percent", SmallInteger, nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True)),
+    Column("stopped_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_experiments_created", "created_at", "id"),
+    # at most one experiment on a lever until it is stopped
+    Index("ix_experiments_live_lever", "lever_type", "lever_id", unique=True, postgresql_where="stopped_at IS NULL"),
+)
+
+experiment_exposures = Table(
+    "experiment_exposures",
+    metadata,
+    Column("experiment_id", UUID(as_uuid=True), ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("arm", String(9), nullable=False),
+    Column("exposed_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("experiment_id", "customer_id"),
+)
+
+experiment_rewards = Table(
+    "experiment_rewards",
+    metadata,
+    Column("experiment_id", UUID(as_uuid=True), ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("arm", String(9), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("exposes", Boolean, nullable=False),
+    Column("withheld", Boolean, nullable=False),
+    Column("points", BigInteger),
+    Column("money", Numeric(18, 4)),
+    Column("currency", String(3)),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("experiment_id", "key"),
 )

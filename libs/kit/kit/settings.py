@@ -49,7 +49,8 @@ class ServiceSettings(BaseSettings):
     outbox_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias="OUTBOX_TIMEOUT_SECONDS")
     # a purchase older than this when it arrives (an imported one) wakes no customer: kit.purchases
     recent_purchase_hours: float = Field(default=72.0, gt=0, validation_alias="RECENT_PURCHASE_HOURS")
-    # Where a service's outbox sends webhook events (kit.webhooks): the gateway, inside the deployment.
+    # Where a service's outbox sends the events the gateway consumes (webhooks, experiment rewards), inside the
+    # deployment.
     # Unset: the gateway on this machine, at GATEWAY_PORT.
     gateway_url: str = Field(default="", validation_alias="GATEWAY_URL")
 

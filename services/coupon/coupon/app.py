@@ -4,12 +4,14 @@ from fastapi import FastAPI
 
 from coupon.api import router
 from coupon.events import handlers
+from coupon.experiments import rule_exists
 from coupon.guards import FormatCache, GuessThrottle
 from coupon.jobs import CodeJobRunner
 from coupon.service import CouponRuntime
 from coupon.settings import CouponSettings
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
+from kit.experiments import experiments_router
 
 SCHEMA = "coupon"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -42,10 +44,11 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
     spec = ServiceSpec(
         name="coupon",
         schema=SCHEMA,
-        routers=[router],
+        routers=[router, experiments_router({"coupon_rule": rule_exists})],
         migrations_dir=MIGRATIONS_DIR,
         description="Campaigns, unguessable codes, issuance, validation, redemptions and surprise rules.",
         event_handlers=handlers(runtime),
+        outbox_consumers={"gateway": settings.gateway_url},
         jobs=lambda _app: [PeriodicJob("coupon.throttle.prune", 60, prune_throttle)],
         on_startup=on_startup,
         on_shutdown=on_shutdown,

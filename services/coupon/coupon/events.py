@@ -10,6 +10,7 @@ response id); a rule whose campaign cannot issue (inactive, expired, out of code
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,8 +18,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coupon import repository as repo
-from coupon.schemas import IssuanceRequest
-from coupon.service import CouponRuntime, issue_coupon
+from coupon.experiments import issue_or_withhold
+from coupon.service import CouponRuntime
 from kit.errors import DomainError
 from kit.events import Event, EventHandler
 from kit.purchases import purchase_wakes_customer
@@ -26,7 +27,9 @@ from kit.purchases import purchase_wakes_customer
 log = structlog.get_logger("coupon.events")
 
 
-async def _fire(session: AsyncSession, runtime: CouponRuntime, rule: Any, event_key: str, customer_id: str) -> None:
+async def _fire(
+    session: AsyncSession, runtime: CouponRuntime, rule: Any, event_key: str, customer_id: str, occurred_at: datetime
+) -> None:
     first = await repo.fetch_one(
         session,
         "INSERT INTO rule_firings (rule_id, event_key, customer_id) VALUES (:rule, :key, :customer) "
@@ -38,10 +41,11 @@ async def _fire(session: AsyncSession, runtime: CouponRuntime, rule: Any, event_
     if first is None:
         return
     try:
-        async with session.begin_nested():
-            issued = await issue_coupon(session, runtime, rule.campaign_id, IssuanceRequest(customer_id=customer_id))
+        issued = await issue_or_withhold(session, runtime, rule, event_key, customer_id, occurred_at)
     except DomainError as exc:
         log.info("coupon.rule.skipped", rule_id=str(rule.id), event_key=event_key, reason=exc.detail)
+        return
+    if issued is None:  # withheld: the customer is in an experiment's holdout
         return
     await repo.execute(
         session,
@@ -51,6 +55,16 @@ async def _fire(session: AsyncSession, runtime: CouponRuntime, rule: Any, event_
         key=event_key,
     )
     log.info("coupon.rule.fired", rule_id=str(rule.id), event_key=event_key, customer_id=customer_id)
+
+
+def _time(payload: Mapping[str, Any], name: str, default: datetime) -> datetime:
+    """The business time of what fired a rule (a purchase's `occurred_at`), for experiments."""
+    value = payload.get(name)
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else default
+    except ValueError:
+        moment = default
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _text(payload: Mapping[str, Any], name: str) -> str | None:
@@ -108,7 +122,8 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
             else:
                 matches = total is not None and currency == rule.currency and total >= rule.amount
             if matches:
-                await _fire(session, runtime, rule, f"purchase:{purchase_id}", customer_id)
+                occurred_at = _time(event.payload, "occurred_at", event.occurred_at)
+                await _fire(session, runtime, rule, f"purchase:{purchase_id}", customer_id, occurred_at)
 
     async def survey_detractor(session: AsyncSession, event: Event) -> None:
         response_id = _text(event.payload, "response_id") or str(event.payload.get("response_id") or "")
@@ -122,6 +137,7 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
             "ORDER BY created_at, id",
         )
         for rule in rules:
-            await _fire(session, runtime, rule, f"survey:{response_id[:100]}", customer_id)
+            occurred_at = _time(event.payload, "submitted_at", event.occurred_at)
+            await _fire(session, runtime, rule, f"survey:{response_id[:100]}", customer_id, occurred_at)
 
     return {"purchase.created": purchase_created, "survey.detractor": survey_detractor}

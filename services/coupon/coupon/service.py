@@ -50,6 +50,7 @@ from coupon.schemas import (
     WalletCoupon,
 )
 from coupon.settings import CouponSettings
+from kit import experiments
 from kit.auth import Caller
 from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.pagination import Page, PageParams, encode_cursor, paginate
@@ -658,7 +659,12 @@ async def redeem(
     if result["is_new"] is None:
         # the customer's use was taken but the campaign's total was reached; raising rolls the former back
         raise Conflict("This campaign's coupons have all been used.", code="coupon_exhausted", limit="total")
-    return _redemption(result)
+    redemption = _redemption(result)
+    # a code given under an experiment: its discount is what that reward cost
+    await experiments.record_follow_up(
+        session, code, f"redemption:{redemption.redemption_id}", money=amount, currency=body.currency
+    )
+    return redemption
 
 
 async def roll_back(session: AsyncSession, redemption_id: uuid.UUID) -> Redemption:
@@ -674,7 +680,11 @@ async def roll_back(session: AsyncSession, redemption_id: uuid.UUID) -> Redempti
     for statement in repo.GIVE_BACK:
         await repo.execute(session, statement, code=row.code, campaign_id=row.campaign_id, customer_id=row.customer_id)
     log.info("coupon.redemption.rolled_back", redemption_id=str(redemption_id))
-    return _redemption(row._mapping)
+    redemption = _redemption(row._mapping)
+    await experiments.record_follow_up(
+        session, row.code, f"rollback:{redemption_id}", money=-redemption.discount_amount, currency=redemption.currency
+    )
+    return redemption
 
 
 # ---------------------------------------------------------------- surprise rules
@@ -744,6 +754,8 @@ async def list_rules(session: AsyncSession, page: PageParams) -> Page[Rule]:
 
 
 async def update_rule(session: AsyncSession, rule_id: uuid.UUID, body: RulePatch) -> Rule:
+    if body.active is False:
+        await experiments.ensure_lever_free(session, "coupon_rule", str(rule_id))
     row = await repo.fetch_one(
         session,
         f"UPDATE coupon_rules SET active = :active WHERE id = :id RETURNING {RULE_COLUMNS}",

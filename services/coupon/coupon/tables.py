@@ -27,10 +27,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
+from kit.experiments import add_experiment_tables
 from kit.tables import add_kit_tables
 
 metadata = MetaData()
 add_kit_tables(metadata)
+add_experiment_tables(metadata)
 
 campaigns = Table(
     "campaigns",

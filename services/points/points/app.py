@@ -4,6 +4,7 @@ from fastapi import FastAPI
 
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
+from kit.experiments import experiments_router
 from points import service
 from points.api import router
 from points.events import HANDLERS
@@ -29,9 +30,10 @@ def create_app(settings: PointsSettings | None = None) -> FastAPI:
     spec = ServiceSpec(
         name="points",
         schema=SCHEMA,
-        routers=[router],
+        routers=[router, experiments_router({"bonus_campaign": service.bonus_campaign_exists})],
         migrations_dir=MIGRATIONS_DIR,
         event_handlers=HANDLERS,
+        outbox_consumers={"gateway": settings.gateway_url},
         jobs=jobs,
         description="The loyalty ledger: earning rules, tiers, lots that expire, redemptions and reversals.",
     )

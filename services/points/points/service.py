@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit import experiments
 from kit.db import Database
 from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from kit.imports import ImportReport, ParsedLines, RejectedLine
@@ -84,6 +85,11 @@ async def get_rules(session: AsyncSession) -> EarningRules:
 
 
 async def put_rules(session: AsyncSession, rules: EarningRules) -> EarningRules:
+    """A bonus campaign that an experiment runs on cannot be removed (or renamed) until it is stopped."""
+    kept = {c.name for c in rules.bonus_campaigns}
+    for campaign in (await get_rules(session)).bonus_campaigns:
+        if campaign.name not in kept:
+            await experiments.ensure_lever_free(session, BONUS_LEVER, campaign.name)
     await repository.put_setting(session, "rules", rules.model_dump(mode="json"))
     return rules
 
@@ -172,6 +178,60 @@ def purchase_points(
     return Earning(points=earned + bonus, base=base, bonus_points=bonus)
 
 
+BONUS_LEVER = "bonus_campaign"
+
+
+async def bonus_campaign_exists(session: AsyncSession, name: str) -> bool:
+    return any(c.name == name for c in (await get_rules(session)).bonus_campaigns)
+
+
+@dataclass(frozen=True)
+class _BonusDecision:
+    experiment: experiments.Experiment
+    points: int
+    withheld: bool
+
+
+async def _earning_under_experiments(
+    session: AsyncSession,
+    rules: EarningRules,
+    tier_multiplier: Decimal,
+    purchase: PurchaseCreated,
+    occurred_at: datetime,
+) -> tuple[Earning, list[_BonusDecision]]:
+    """The purchase's points, without the bonus of each campaign whose running experiment holds the customer
+    out. A campaign's reward is what it adds to this purchase (the points with it minus without it); it
+    exposes the customer only when that is more than nothing, in either arm."""
+    earning = purchase_points(rules, tier_multiplier, occurred_at, purchase.total, purchase.items)
+    decisions: list[_BonusDecision] = []
+    withheld: set[int] = set()
+    for index, campaign in enumerate(rules.bonus_campaigns):
+        if not campaign.starts_at <= occurred_at < campaign.ends_at:
+            continue
+        experiment = await experiments.running_experiment(session, BONUS_LEVER, campaign.name, occurred_at)
+        if experiment is None:
+            continue
+        others = rules.model_copy(update={"bonus_campaigns": [c for c in rules.bonus_campaigns if c is not campaign]})
+        without = purchase_points(others, tier_multiplier, occurred_at, purchase.total, purchase.items)
+        added = earning.points - without.points
+        if added <= 0:
+            continue
+        holdout = experiment.arm(purchase.customer_id) == "holdout"
+        decisions.append(_BonusDecision(experiment, added, holdout))
+        if holdout:
+            withheld.add(index)
+    if withheld:
+        given = [c for i, c in enumerate(rules.bonus_campaigns) if i not in withheld]
+        earning = purchase_points(
+            rules.model_copy(update={"bonus_campaigns": given}),
+            tier_multiplier,
+            occurred_at,
+            purchase.total,
+            purchase.items,
+        )
+    return earning, decisions
+
+
 async def earn(session: AsyncSession, customer_id: str, body: EarnRequest) -> PointsResult:
     rules = await get_rules(session)
     movement = await repository.credit(
@@ -188,8 +248,8 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
     rules_value, tiers_value, qualifying = await repository.earning_context(session, purchase.customer_id, occurred_at)
     rules = EarningRules.model_validate(rules_value) if rules_value is not None else EarningRules()
     tier, _ = tier_for(_tiers(tiers_value), max(0, qualifying))
-    earning = purchase_points(
-        rules, tier.earn_multiplier if tier else Decimal(1), occurred_at, purchase.total, purchase.items
+    earning, decisions = await _earning_under_experiments(
+        session, rules, tier.earn_multiplier if tier else Decimal(1), purchase, occurred_at
     )
     if earning.points >= MAX_POINTS:
         log.warning("points.purchase.refused", purchase_id=purchase.purchase_id, reason="points_out_of_range")
@@ -220,6 +280,16 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
         purchase.currency,
         occurred_at,
     )
+    for decision in decisions:
+        await experiments.record(
+            session,
+            decision.experiment,
+            purchase.customer_id,
+            key=f"purchase:{purchase.purchase_id}",
+            occurred_at=occurred_at,
+            withheld=decision.withheld,
+            points=decision.points,
+        )
     log.info("points.purchase.earned", purchase_id=purchase.purchase_id, points=points, tier=tier and tier.name)
     return movement
 

@@ -24,10 +24,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from kit.experiments import add_experiment_tables
 from kit.tables import add_kit_tables
 
 metadata = MetaData()
 add_kit_tables(metadata)
+add_experiment_tables(metadata)
 
 TRANSACTION_TYPES = ("earn", "redeem", "expire", "reverse", "adjust")
 

@@ -4,7 +4,8 @@ from fastapi import FastAPI
 
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
-from survey import api, pages
+from kit.experiments import experiments_router
+from survey import api, pages, service
 from survey.events import purchase_created_handler
 from survey.mail import MailSender
 from survey.settings import SurveySettings
@@ -24,7 +25,7 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
     spec = ServiceSpec(
         name="survey",
         schema=SCHEMA,
-        routers=[api.router, pages.router],
+        routers=[api.router, pages.router, experiments_router({"survey_reward": service.survey_exists})],
         migrations_dir=MIGRATIONS_DIR,
         description="Surveys, email invitations, public answer pages and NPS/CSAT results.",
         event_handlers={
@@ -32,7 +33,11 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
                 api.policy_from(settings), settings.post_purchase_delay_seconds, settings.recent_purchase_hours
             ),
         },
-        outbox_consumers={"points": settings.points_url, "coupon": settings.coupon_url},
+        outbox_consumers={
+            "points": settings.points_url,
+            "coupon": settings.coupon_url,
+            "gateway": settings.gateway_url,
+        },
         jobs=jobs,
         public_prefixes=("/s/",),
     )

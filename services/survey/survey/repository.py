@@ -101,9 +101,9 @@ _INVITE = text(
         RETURNING customer_id),
     invitation AS (
         INSERT INTO invitations (id, survey_id, customer_id, email, token_hash, status, source, caller,
-                                 send_at, expires_at)
+                                 send_at, expires_at, reward_withheld)
         SELECT :id, :survey_id, :customer_id, :email, :token_hash, 'queued', :source, :caller,
-               :send_at, :expires_at
+               :send_at, :expires_at, :reward_withheld
           FROM contact
         RETURNING id),
     mail AS (
@@ -139,7 +139,9 @@ async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitat
 
 _PENDING = text(
     """
-    SELECT i.id, i.survey_id, s.name, s.reward_points, i.sent_at, i.expires_at, i.created_at
+    SELECT i.id, i.survey_id, s.name,
+           CASE WHEN i.reward_withheld THEN NULL ELSE s.reward_points END AS reward_points,
+           i.sent_at, i.expires_at, i.created_at
       FROM invitations AS i JOIN surveys AS s ON s.id = i.survey_id
      WHERE i.customer_id = :customer_id AND i.status IN ('queued', 'sent') AND i.used_at IS NULL
        AND i.expires_at > now() AND i.send_at <= now()
@@ -166,7 +168,8 @@ async def pending_invitations(
 _BY_TOKEN = text(
     """
     SELECT i.id, i.survey_id, i.customer_id, i.email, i.status, i.expires_at, i.used_at,
-           s.name, s.questions, s.reward_points
+           s.name, s.questions, s.reward_points AS survey_reward_points, i.reward_withheld,
+           CASE WHEN i.reward_withheld THEN NULL ELSE s.reward_points END AS reward_points
       FROM invitations AS i JOIN surveys AS s ON s.id = i.survey_id
      WHERE i.token_hash = :token_hash
     """

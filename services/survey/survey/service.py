@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit import experiments
 from kit.auth import Caller
 from kit.errors import Conflict, DomainError, FieldError, NotFound, TooManyRequests, ValidationFailed
 from kit.events import publish
@@ -40,6 +41,7 @@ from survey.schemas import (
 )
 
 log = structlog.get_logger("survey.service")
+REWARD_LEVER = "survey_reward"
 
 TOKEN_BYTES = 32  # 256 random bits; the contract asks for at least 128
 MAX_TOKEN_LENGTH = 128
@@ -165,6 +167,11 @@ async def invite(
     now = _now()
     send_at = send_at or now
     survey = await _survey_facts(session, survey_id)
+    # An experiment on the survey's reward: the holdout's invitation still goes out, promising nothing.
+    experiment = None
+    if survey.reward_points:
+        experiment = await experiments.running_experiment(session, REWARD_LEVER, str(survey_id), send_at)
+    withheld = experiment is not None and experiment.arm(customer_id) == "holdout"
     counted = caller is not None and caller.kind in QUOTA_CALLER_KINDS
     if counted and not await repository.count_send(session, _caller_key(caller), now.date(), policy.quota_per_day):
         tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
@@ -187,7 +194,7 @@ async def invite(
         survey_name=survey.name,
         survey_url=f"{base}/s/{token}",
         unsubscribe_url=f"{base}/s/{token}/unsubscribe",
-        reward_points=survey.reward_points,
+        reward_points=None if withheld else survey.reward_points,
         expires_at=expires_at,
         sent_at=send_at,
     )
@@ -205,6 +212,7 @@ async def invite(
             "expires_at": expires_at,
             "cooldown_days": survey.cooldown_days,
             "message": message,
+            "reward_withheld": withheld,
         },
     )
     if suppressed:
@@ -216,6 +224,16 @@ async def invite(
             f"This customer was invited within the last {survey.cooldown_days} days.",
             code="survey_throttled",
             next_invitation_at=next_at.isoformat() if next_at else None,
+        )
+    if experiment is not None:
+        await experiments.record(
+            session,
+            experiment,
+            customer_id,
+            key=f"invitation:{invitation_id}",
+            occurred_at=send_at,
+            withheld=withheld,
+            reference=str(invitation_id),
         )
     return InvitationQueued(invitation_id=invitation_id, status="queued")
 
@@ -290,6 +308,8 @@ class OpenInvitation:
     questions: list[Question]
     reward_points: int | None
     expires_at: datetime
+    # the survey's own reward, whether or not this invitation promised it
+    survey_reward_points: int | None = None
 
 
 async def _find(session: AsyncSession, token: str) -> Any:
@@ -320,6 +340,7 @@ async def open_invitation(session: AsyncSession, token: str, caller: Caller | No
         questions=[Question(**q) for q in row.questions],
         reward_points=row.reward_points,
         expires_at=row.expires_at,
+        survey_reward_points=row.survey_reward_points,
     )
 
 
@@ -447,6 +468,15 @@ async def submit_response(
         "survey_id": str(found.survey_id),
         "customer_id": found.customer_id,
     }
+    if found.survey_reward_points:
+        # under an experiment on the reward, the reward given or withheld here is recorded alike
+        await experiments.record_follow_up(
+            session,
+            str(found.id),
+            f"response:{found.id}",
+            withheld=found.reward_points is None,
+            points=found.survey_reward_points,
+        )
     if found.reward_points:
         await publish(session, "survey.responded", {**common, "reward_points": found.reward_points}, ["points"])
     nps_scores = [score for _, kind, score in checked.scores if kind == "nps"]
@@ -574,3 +604,13 @@ async def results(
         csat=round(scores.satisfied / scores.ratings, 4) if scores.ratings else None,
         trend=trend,
     )
+
+
+async def survey_exists(session: AsyncSession, lever_id: str) -> bool:
+    """A survey with a reward is a lever (`survey_reward`); without one there is nothing to withhold."""
+    try:
+        survey_id = uuid.UUID(lever_id)
+    except ValueError:
+        return False
+    row = await repository.survey_facts(session, survey_id)
+    return row is not None and bool(row.reward_points)

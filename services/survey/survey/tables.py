@@ -23,10 +23,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from kit.experiments import add_experiment_tables
 from kit.tables import add_kit_tables
 
 metadata = MetaData()
 add_kit_tables(metadata)
+add_experiment_tables(metadata)
 
 surveys = Table(
     "surveys",
@@ -83,6 +85,8 @@ invitations = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
     Column("used_at", DateTime(timezone=True)),
+    # in the holdout of an experiment on the survey's reward: its email and page promise nothing, and none is given
+    Column("reward_withheld", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("status IN ('queued', 'sent', 'failed', 'cancelled')", name="ck_invitations_status"),
     Index("ix_invitations_token_hash", "token_hash", unique=True),
     Index("ix_invitations_survey_created", "survey_id", "created_at"),

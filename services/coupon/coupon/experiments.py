@@ -1,0 +1,66 @@
+"""Experiments on surprise rules (lever type `coupon_rule`, id = the rule's id).
+
+A rule that fires for a customer in the holdout does everything but give: the issuance runs in a savepoint that
+is rolled back, so the holdout is exposed exactly when a code would have been issued, at the same business time
+and for the same trigger. A code given under an experiment reports its discount as the reward's cost when it is
+redeemed (and gives it back when the redemption is rolled back).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coupon import repository as repo
+from coupon.schemas import Issuance, IssuanceRequest
+from coupon.service import CouponRuntime, issue_coupon
+from kit import experiments
+
+log = structlog.get_logger("coupon.experiments")
+
+LEVER = "coupon_rule"
+
+
+async def rule_exists(session: AsyncSession, lever_id: str) -> bool:
+    try:
+        rule_id = uuid.UUID(lever_id)
+    except ValueError:
+        return False
+    return await repo.fetch_one(session, "SELECT 1 AS found FROM coupon_rules WHERE id = :id", id=rule_id) is not None
+
+
+async def issue_or_withhold(
+    session: AsyncSession, runtime: CouponRuntime, rule: Any, event_key: str, customer_id: str, occurred_at: datetime
+) -> Issuance | None:
+    """Issue the rule's code (None when the customer is in a running experiment's holdout); raises the issuance's
+    refusal either way, so a campaign that cannot issue exposes nobody."""
+    experiment = await experiments.running_experiment(session, LEVER, str(rule.id), occurred_at)
+    holdout = experiment is not None and experiment.arm(customer_id) == "holdout"
+    nested = await session.begin_nested()
+    try:
+        issued = await issue_coupon(session, runtime, rule.campaign_id, IssuanceRequest(customer_id=customer_id))
+    except BaseException:
+        await nested.rollback()
+        raise
+    if holdout:
+        await nested.rollback()
+    else:
+        await nested.commit()
+    if experiment is not None:
+        await experiments.record(
+            session,
+            experiment,
+            customer_id,
+            key=event_key,
+            occurred_at=occurred_at,
+            withheld=holdout,
+            reference=None if holdout else issued.code,
+        )
+    if holdout:
+        log.info("coupon.rule.withheld", rule_id=str(rule.id), event_key=event_key)
+        return None
+    return issued
