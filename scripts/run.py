@@ -4,7 +4,10 @@
    `.env`; any that is unset is generated once into `.data/secrets.env` and reused on later runs.
 2. Database: `DATABASE_URL`, or else an embedded PostgreSQL (pgserver) kept under `.data/pg`.
 3. Migrations: each service's, in turn (`python -m <service> migrate`).
-4. The four services and the gateway as child processes; one that dies is restarted (with backoff).
+4. The four services and the gateway as child processes; one that dies is restarted (with backoff). Each is
+   given the whole environment: `PROCESS_ROLE` (all by default; `worker` runs only the background work, `api`
+   only the requests), `REDIS_URL`, `DATABASE_DIRECT_URL`, the ports and the `*_URL` settings, so several
+   `make run` against one `DATABASE_URL` are replicas of one platform.
 5. Ctrl-C or SIGTERM stops every child, then the embedded database.
 
 The terminal shows progress and the banner; the processes' own logs go to `.data/logs/<process>.log`, unless
@@ -207,6 +210,17 @@ def main() -> None:
         else:
             where = "above" if supervisor.to_terminal else f"in {LOGS.relative_to(ROOT)}/"
             say(f"the gateway is not ready after 60 s; see the logs {where}")
+        role = env.get("PROCESS_ROLE") or "all"
+        limits = "shared through REDIS_URL" if env.get("REDIS_URL") else "kept by each process"
+        if role == "worker":
+            print(
+                "\n  Reciprocity's background work is running here (PROCESS_ROLE=worker): outbox deliveries to"
+                f" {', '.join(env[f'{n.upper()}_URL'] for n in SERVICES)}, mail, expiry, code jobs."
+                "\n  Ctrl-C stops everything.\n",
+                flush=True,
+            )
+            supervisor.supervise()
+            return
         print(
             f"""
   Reciprocity is running.
@@ -218,6 +232,7 @@ def main() -> None:
     database       {"embedded (.data/pg)" if database else "DATABASE_URL"}
     mail           {env.get("SMTP_HOST") or env["MAIL_DIR"] + " (.eml files; set SMTP_HOST to send)"}
     logs           {"this terminal" if supervisor.to_terminal else str(LOGS) + "/"}
+    role           {role}{"" if role == "all" else " (PROCESS_ROLE)"}; limits {limits}
 
   Try:  curl -H "Authorization: Bearer {env["LOYALTY_ADMIN_KEY"]}" {gateway}/v1/points/rules
   Ctrl-C stops everything.

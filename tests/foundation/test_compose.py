@@ -21,6 +21,10 @@ from tests.support.servers import ServiceProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = {"coupon": 8001, "points": 8002, "recommend": 8003, "survey": 8004, "gateway": 8000}
+# every process runs twice: `<name>` serves requests, `<name>-worker` runs the background work
+ROLES = {**{name: "api" for name in PROCESSES}, **{f"{name}-worker": "worker" for name in PROCESSES}}
+# the processes whose state is shared between replicas through Redis
+SHARING = {"gateway", "coupon"}
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 HEALTH_URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/readyz|/healthz)")
 
@@ -52,8 +56,15 @@ def env_names(cls: type[ServiceSettings]) -> tuple[set[str], set[str]]:
     return names, required
 
 
-def test_one_database_and_five_processes(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", *PROCESSES}
+def process_name(service: str) -> str:
+    return service.removesuffix("-worker")
+
+
+def test_one_database_one_redis_and_five_processes_apart_from_their_workers(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "redis", *ROLES}
+    redis = compose["services"]["redis"]
+    assert "ping" in " ".join(redis["healthcheck"]["test"])
+    assert not redis.get("ports")
     database = compose["services"]["postgres"]
     assert "pgdata:/var/lib/postgresql/data" in database["volumes"]
     assert "pgdata" in compose["volumes"]
@@ -74,15 +85,24 @@ def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
         database_url = (service.get("environment") or {}).get("DATABASE_URL", "")
         if database_url:
             # its own login role, whose password comes from the environment
-            assert database_url.startswith(f"postgresql://reciprocity_{name}:${{{name.upper()}_DB_PASSWORD:?")
+            process = process_name(name)
+            assert database_url.startswith(f"postgresql://reciprocity_{process}:${{{process.upper()}_DB_PASSWORD:?")
 
 
-@pytest.mark.parametrize("name", PROCESSES)
-def test_process_matches_its_code(compose: dict[str, Any], name: str) -> None:
-    service = compose["services"][name]
+@pytest.mark.parametrize("service_name", ROLES)
+def test_process_matches_its_code(compose: dict[str, Any], service_name: str) -> None:
+    service = compose["services"][service_name]
+    name = process_name(service_name)
     port = PROCESSES[name]
     environment: dict[str, str] = service["environment"]
     reads, required = env_names(settings_class(name))
+    assert environment["PROCESS_ROLE"] == ROLES[service_name]
+    if name in SHARING:
+        assert environment["REDIS_URL"] == "redis://redis:6379/0"
+        if ROLES[service_name] == "api":
+            assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    else:
+        assert "REDIS_URL" not in environment
 
     unknown = set(environment) - reads
     assert not unknown, f"{name} is given settings it never reads: {unknown}"
@@ -103,7 +123,9 @@ def test_process_matches_its_code(compose: dict[str, Any], name: str) -> None:
     assert f"EXPOSE {port}" in text
     for source in re.findall(r"^COPY (\S+) ", text, flags=re.MULTILINE):
         assert (ROOT / source).exists(), f"{dockerfile} copies {source}, which does not exist"
-    if name != "gateway":
+    if ROLES[service_name] == "worker":
+        assert not service.get("expose") and not service.get("ports"), "a worker serves no traffic"
+    elif name != "gateway":
         assert service.get("expose") == [str(port)]
 
 
@@ -116,7 +138,9 @@ def test_gateway_finds_every_service_and_waits_for_it(compose: dict[str, Any]) -
         assert gateway["depends_on"][name]["condition"] == "service_healthy"
 
 
-def local_environment(environment: dict[str, str], database_url: str, ports: dict[str, int]) -> dict[str, str]:
+def local_environment(
+    environment: dict[str, str], database_url: str, ports: dict[str, int], own_port: int, redis_url: str
+) -> dict[str, str]:
     """Compose's environment, made runnable on this machine: variables filled in, hosts moved to loopback."""
     values = {
         "LOYALTY_INTERNAL_TOKEN": "compose-internal-token-0123456789",
@@ -137,27 +161,32 @@ def local_environment(environment: dict[str, str], database_url: str, ports: dic
         if f"{name.upper()}_URL" in env:
             env[f"{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
         if f"{name.upper()}_PORT" in env:
-            env[f"{name.upper()}_PORT"] = str(port)
+            env[f"{name.upper()}_PORT"] = str(own_port)
+    if "REDIS_URL" in env:
+        env["REDIS_URL"] = redis_url
     env["MAIL_DIR"] = str(ARTIFACTS / "compose-mail")
     return env
 
 
 @pytest.mark.slow
 async def test_compose_commands_run_as_local_processes(compose: dict[str, Any], platform: Platform) -> None:
-    ports = {name: free_port() for name in PROCESSES}
+    """Every api process and worker, as compose starts them; Redis is named but not running here, so the
+    processes that share state through it must serve on (ready) with limits of their own."""
+    ports = {name: free_port() for name in ROLES}
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
     started: list[ServiceProcess] = []
     try:
-        for name in PROCESSES:  # the gateway last, as depends_on orders it
+        for name in ROLES:  # api processes first, the gateway last among them, as depends_on orders it
             service = compose["services"][name]
             command = service["command"]
             assert command[:2] == ["python", "-m"]
-            env = local_environment(service["environment"], platform.env["DATABASE_URL"], ports)
+            env = local_environment(service["environment"], platform.env["DATABASE_URL"], ports, ports[name], redis_url)
             process = ServiceProcess(command[2], ports[name], env, ARTIFACTS / "logs" / f"compose-{name}.log")
             process.start()
             started.append(process)
-        await asyncio.gather(*(p.wait_ready(timeout=90) for p in started))
+        await asyncio.gather(*(p.wait_ready(timeout=120) for p in started))
         async with httpx.AsyncClient() as client:
-            for name in PROCESSES:
+            for name in ROLES:
                 check = compose["services"][name]["healthcheck"]["test"]
                 path = HEALTH_URL.search(" ".join(check)).group(2)  # type: ignore[union-attr]
                 response = await client.get(f"http://127.0.0.1:{ports[name]}{path}")

@@ -76,7 +76,10 @@ class ServiceSpec:
     event_handlers: Mapping[str, EventHandler] | None = None
     # consumer name -> base URL, for processes that publish events
     outbox_consumers: Mapping[str, str] | None = None
+    # Background work shared by the replicas through the database (PROCESS_ROLE worker or all).
     jobs: Callable[[FastAPI], Sequence[PeriodicJob]] = lambda _app: ()
+    # Upkeep of state kept in each process that serves requests, such as caches (PROCESS_ROLE api or all).
+    api_jobs: Callable[[FastAPI], Sequence[PeriodicJob]] = lambda _app: ()
     readiness: Callable[[FastAPI], Mapping[str, ReadinessCheck]] = lambda _app: {}
     on_startup: AppHook | None = None
     on_shutdown: AppHook | None = None
@@ -110,14 +113,18 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
-            await asyncio.to_thread(upgrade, spec.migrations_dir, settings.database_url, spec.schema)
-        database = await Database.connect(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
+            await asyncio.to_thread(upgrade, spec.migrations_dir, settings.migration_url, spec.schema)
+        database = await Database.connect(
+            settings.database_url, spec.schema, pool_size=settings.db_pool_size, pooled=settings.behind_pooler
+        )
         app.state.database = database
         relay: OutboxRelay | None = None
-        jobs: list[PeriodicJob] = [
-            PeriodicJob("idempotency.purge", 3600, lambda: _purge_idempotency(database), initial_delay_seconds=60)
-        ]
-        if spec.outbox_consumers:
+        jobs: list[PeriodicJob] = []
+        if settings.runs_background:
+            jobs.append(
+                PeriodicJob("idempotency.purge", 3600, lambda: _purge_idempotency(database), initial_delay_seconds=60)
+            )
+        if spec.outbox_consumers and settings.runs_background:
             relay = OutboxRelay(
                 database,
                 spec.outbox_consumers,
@@ -131,9 +138,19 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             jobs.append(PeriodicJob("outbox.relay", settings.outbox_poll_seconds, relay.run_until_idle))
         if spec.on_startup:
             await spec.on_startup(app)
-        jobs.extend(spec.jobs(app))
+        if settings.runs_background:
+            jobs.extend(spec.jobs(app))
+        if settings.serves_api:
+            jobs.extend(spec.api_jobs(app))
         tasks = [asyncio.create_task(run_periodically(job), name=job.name) for job in jobs]
-        log.info("service.started", service=spec.name, role=database.role)
+        app.state.background_tasks = tasks
+        log.info(
+            "service.started",
+            service=spec.name,
+            role=database.role,
+            process_role=settings.process_role,
+            jobs=[job.name for job in jobs],
+        )
         try:
             yield
         finally:
@@ -160,12 +177,15 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         await app.state.database.ping()
 
     checks: dict[str, ReadinessCheck] = {"database": database_ready}
-    checks.update(spec.readiness(app))
+    if settings.serves_api:
+        checks.update(spec.readiness(app))
     app.include_router(health_router(checks))
-    for router in spec.routers:
-        app.include_router(router)
-    if spec.event_handlers:
-        app.include_router(events_router(spec.event_handlers))
+    # A worker serves health and metrics only: its routes would be a second door to the same data.
+    if settings.serves_api:
+        for router in spec.routers:
+            app.include_router(router)
+        if spec.event_handlers:
+            app.include_router(events_router(spec.event_handlers))
     if spec.require_internal_token:
         app.add_middleware(InternalTokenMiddleware, token=settings.internal_token, public_prefixes=spec.public_prefixes)
     if spec.install_middleware:

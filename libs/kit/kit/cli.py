@@ -35,7 +35,7 @@ def main(
     settings = settings_factory()
     configure_logging(settings.log_level, settings.log_format, service=name)
     if args.command == "migrate":
-        upgrade(migrations_dir, settings.database_url, schema)
+        upgrade(migrations_dir, settings.migration_url, schema)
         return
     uvicorn.run(
         factory,

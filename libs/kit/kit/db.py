@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from starlette.responses import Response
 
@@ -40,8 +41,16 @@ def raw_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def role_is_usable(url: str, role: str) -> bool:
-    connection = await asyncpg.connect(raw_dsn(url))
+# Behind PgBouncer in transaction mode a statement prepared by name on one server connection may meet the next
+# transaction on another one (or another client's statement of the same name): asyncpg's statement cache off and
+# SQLAlchemy's too, so every statement is the unnamed one, parsed again where it runs; nothing is left behind on
+# the server. (A session-level SET would leak the same way: see Database's per-transaction scope.)
+POOLER_CONNECT_ARGS: dict[str, Any] = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+POOLER_ASYNCPG_ARGS: dict[str, Any] = {"statement_cache_size": 0}
+
+
+async def role_is_usable(url: str, role: str, *, pooled: bool = False) -> bool:
+    connection = await asyncpg.connect(raw_dsn(url), **(POOLER_ASYNCPG_ARGS if pooled else {}))
     try:
         return bool(
             await connection.fetchval(
@@ -65,14 +74,24 @@ def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) 
 
 
 class Database:
-    """One engine per process, bound to the service's schema (search_path) and role."""
+    """One engine per process, bound to the service's schema (search_path) and role.
 
-    def __init__(self, url: str, schema: str, *, role: str | None = None, pool_size: int = 20) -> None:
-        server_settings = {"search_path": schema, "application_name": f"reciprocity-{schema}"}
-        if role:
-            server_settings["role"] = role
+    Directly connected, the schema and role are the connection's own (startup parameters). Behind a
+    transaction-mode pooler (`pooled`), a server connection serves other clients between transactions, so both
+    are set again at the start of every transaction, for that transaction only (one round trip more).
+    """
+
+    def __init__(
+        self, url: str, schema: str, *, role: str | None = None, pool_size: int = 20, pooled: bool = False
+    ) -> None:
+        server_settings = {"application_name": f"reciprocity-{schema}"}
+        if not pooled:
+            server_settings["search_path"] = schema
+            if role:
+                server_settings["role"] = role
         self.schema = schema
         self.role = role
+        self.pooled = pooled
         # No overflow: SQLAlchemy closes overflow connections as they come back whenever the queue is full, so
         # under steady load every few requests would open a new server backend. A fixed pool keeps them open.
         self.engine: AsyncEngine = create_async_engine(
@@ -80,16 +99,25 @@ class Database:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=10,
-            connect_args={"server_settings": server_settings},
+            connect_args={"server_settings": server_settings, **(POOLER_CONNECT_ARGS if pooled else {})},
         )
         event.listen(self.engine.sync_engine.pool, "checkout", _refuse_closed_connection)
+        if pooled:
+            scope = text("SELECT set_config('search_path', :schema, true), set_config('role', :role, true)")
+            values = {"schema": schema, "role": role or "none"}
+
+            @event.listens_for(self.engine.sync_engine, "begin")
+            def _scope_transaction(connection: Connection) -> None:
+                connection.execute(scope, values)
+
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @classmethod
-    async def connect(cls, url: str, schema: str, *, pool_size: int = 20) -> Database:
+    async def connect(cls, url: str, schema: str, *, pool_size: int = 20, pooled: bool = False) -> Database:
         """Use the service's own role when migrations could create it and this login may assume it."""
         role = role_for_schema(schema)
-        return cls(url, schema, role=role if await role_is_usable(url, role) else None, pool_size=pool_size)
+        usable = await role_is_usable(url, role, pooled=pooled)
+        return cls(url, schema, role=role if usable else None, pool_size=pool_size, pooled=pooled)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -103,7 +103,9 @@ def redacted_path(path: str) -> str:
     return _SECRET_LOOKING_SEGMENT.sub("[redacted]", path)
 
 
-ReadinessCheck = Callable[[], Awaitable[None]]
+# Raises when the dependency is missing (not ready: 503); may return a note when the process serves on in a
+# degraded way (still ready, the note is listed under `degraded`).
+ReadinessCheck = Callable[[], Awaitable[str | None]]
 
 
 def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
@@ -116,14 +118,21 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
     @router.get("/readyz")
     async def readyz(request: Request) -> Response:
         failing: dict[str, str] = {}
+        degraded: dict[str, str] = {}
         for name, check in checks.items():
             try:
-                await check()
+                note = await check()
             except Exception as exc:  # any failure means not ready; say which
                 failing[name] = f"{type(exc).__name__}: {exc}"[:200]
+            else:
+                if note:
+                    degraded[name] = note
         if failing:
             return problem_response(503, "not_ready", "A dependency is not reachable.", checks=failing)
-        return ORJSONResponse({"status": "ready", "checks": sorted(checks)})
+        body: dict[str, object] = {"status": "ready", "checks": sorted(checks)}
+        if degraded:
+            body["degraded"] = degraded
+        return ORJSONResponse(body)
 
     @router.get("/metrics")
     async def metrics() -> Response:

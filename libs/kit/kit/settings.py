@@ -12,7 +12,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings", "asyncpg_url", "require_secret"]
+__all__ = ["ProcessRole", "ServiceSettings", "asyncpg_url", "require_secret"]
+
+# `api` serves requests only, `worker` runs the background work only (health and metrics aside), `all` both.
+ProcessRole = Literal["all", "api", "worker"]
 
 MIN_SECRET_LENGTH = 16
 
@@ -36,6 +39,12 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     database_url: str = Field(validation_alias="DATABASE_URL")
+    # Where migrations and session-bound work connect when DATABASE_URL is PgBouncer in transaction mode; being
+    # set is what tells this process that DATABASE_URL is such a pooler (docs/operations.md, "PgBouncer").
+    database_direct_url: str | None = Field(default=None, validation_alias="DATABASE_DIRECT_URL")
+    process_role: ProcessRole = Field(default="all", validation_alias="PROCESS_ROLE")
+    # Shared rate limits, guess throttles and revocations across replicas; unset: each process keeps its own.
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
     internal_token: str = Field(validation_alias="LOYALTY_INTERNAL_TOKEN")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field(default="console", validation_alias="LOG_FORMAT")
@@ -64,6 +73,33 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         return asyncpg_url(value)
+
+    @field_validator("database_direct_url", "redis_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("database_direct_url")
+    @classmethod
+    def _database_direct_url(cls, value: str | None) -> str | None:
+        return asyncpg_url(value) if value else None
+
+    @property
+    def behind_pooler(self) -> bool:
+        """DATABASE_URL is a transaction-mode pooler: no session state survives a transaction there."""
+        return self.database_direct_url is not None
+
+    @property
+    def migration_url(self) -> str:
+        return self.database_direct_url or self.database_url
+
+    @property
+    def serves_api(self) -> bool:
+        return self.process_role in ("all", "api")
+
+    @property
+    def runs_background(self) -> bool:
+        return self.process_role in ("all", "worker")
 
     @field_validator("internal_token")
     @classmethod

@@ -29,6 +29,8 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
     runtime = CouponRuntime(settings=settings, throttle=throttle, formats=FormatCache(), wake_jobs=wake_jobs)
 
     async def on_startup(app: FastAPI) -> None:
+        if not settings.runs_background:
+            return  # a worker replica claims the jobs this process queues
         runner = CodeJobRunner(app.state.database, settings.code_batch_size)
         runners.append(runner)
         app.state.code_jobs = runner
@@ -49,7 +51,7 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
         description="Campaigns, unguessable codes, issuance, validation, redemptions and surprise rules.",
         event_handlers=handlers(runtime),
         outbox_consumers={"gateway": settings.gateway_url},
-        jobs=lambda _app: [PeriodicJob("coupon.throttle.prune", 60, prune_throttle)],
+        api_jobs=lambda _app: [PeriodicJob("coupon.throttle.prune", 60, prune_throttle)],
         on_startup=on_startup,
         on_shutdown=on_shutdown,
     )

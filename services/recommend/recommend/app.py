@@ -5,7 +5,8 @@ from fastapi import FastAPI
 
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
-from kit.db import raw_dsn
+from kit.db import POOLER_ASYNCPG_ARGS, raw_dsn
+from recommend import repository
 from recommend.api import reads, router
 from recommend.engine import Engine
 from recommend.events import purchase_created
@@ -23,25 +24,33 @@ async def _reset(_connection: asyncpg.Connection) -> None:
 def create_app(settings: RecommendSettings | None = None) -> FastAPI:
     settings = settings or RecommendSettings()  # type: ignore[call-arg]
 
+    # The model lives in the memory of each process that serves recommendations, so training stays with them
+    # (PROCESS_ROLE api or all): a worker of this service runs only the kit's upkeep.
     async def start(app: FastAPI) -> None:
+        if not settings.serves_api:
+            return
         database = app.state.database
-        server_settings = {"search_path": SCHEMA, "application_name": "reciprocity-recommend-serving"}
-        if database.role:
+        server_settings = {"application_name": "reciprocity-recommend-serving"}
+        if database.role and not settings.behind_pooler:
             server_settings["role"] = database.role
-        dsn = raw_dsn(settings.database_url)
         pool = await asyncpg.create_pool(
-            dsn,
+            raw_dsn(settings.database_url),
             min_size=2,
             max_size=settings.serving_pool_size,
             server_settings=server_settings,
             reset=_reset,
+            **(POOLER_ASYNCPG_ARGS if settings.behind_pooler else {}),
         )
-        engine = Engine(pool, Connection(dsn, SCHEMA, database.role), subprocess=settings.train_in_subprocess)
+        # Training reads in one long snapshot with the schema as its search_path: straight to the database.
+        training = Connection(raw_dsn(settings.migration_url), SCHEMA, database.role)
+        engine = Engine(pool, training, subprocess=settings.train_in_subprocess)
         app.state.engine = engine
         # load/train from the database at start; requests are served (popular, then personal) meanwhile
-        engine.request_training(int(await pool.fetchval("SELECT nextval('model_version_seq')")))
+        engine.request_training(await repository.new_model_version(pool))
 
     async def stop(app: FastAPI) -> None:
+        if not settings.serves_api:
+            return
         engine: Engine = app.state.engine
         await engine.close()
         await engine.pool.close()
@@ -50,9 +59,9 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         engine: Engine = app.state.engine
 
         async def retrain_if_new() -> None:
-            count = int(await engine.pool.fetchval("SELECT count(*) FROM interactions"))
+            count = await repository.interaction_count(engine.pool)
             if count != engine.trained_interactions and not engine.training:
-                engine.request_training(int(await engine.pool.fetchval("SELECT nextval('model_version_seq')")))
+                engine.request_training(await repository.new_model_version(engine.pool))
 
         return [
             PeriodicJob("recommend.catalog_reload", 60, engine.reload_catalog, initial_delay_seconds=60),
@@ -73,6 +82,6 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         event_handlers={"purchase.created": purchase_created},
         on_startup=start,
         on_shutdown=stop,
-        jobs=jobs,
+        api_jobs=jobs,
     )
     return create_service_app(spec, settings)

@@ -214,7 +214,7 @@ class Engine:
             if not self._again:
                 return
             self._again = False
-            version = int(await self.pool.fetchval("SELECT nextval('model_version_seq')"))
+            version = await repository.new_model_version(self.pool)
 
     async def install(self, model: Model) -> None:
         """Swap a trained model in, aligned with the freshest catalog."""

@@ -200,14 +200,15 @@ async def next_model_version(session: AsyncSession) -> int:
 
 
 # Serving reads: one statement, one round trip, on the serving pool (no transaction needed for one SELECT).
+# Names are schema-qualified: behind PgBouncer in transaction mode the pool's connections carry no search_path.
 _SERVING_READ = """
 SELECT 0 AS kind, product_id, purchases::bigint AS n, extract(epoch FROM last_at)::float8 AS last_at,
        extract(epoch FROM first_at)::float8 AS first_at, NULL::varchar[] AS cats, NULL::varchar[] AS excl
-  FROM customer_products WHERE customer_id = $1
+  FROM recommend.customer_products WHERE customer_id = $1
 UNION ALL
-SELECT 1, NULL, NULL, NULL, NULL, categories, excluded_categories FROM preferences WHERE customer_id = $1
+SELECT 1, NULL, NULL, NULL, NULL, categories, excluded_categories FROM recommend.preferences WHERE customer_id = $1
 UNION ALL
-SELECT 2, NULL, (SELECT coalesce(max(seq), 0) FROM products), NULL, NULL, NULL, NULL
+SELECT 2, NULL, (SELECT coalesce(max(seq), 0) FROM recommend.products), NULL, NULL, NULL, NULL
 """
 
 
@@ -240,9 +241,17 @@ async def read_for_serving(pool: asyncpg.Pool, customer_id: str) -> ServingRead:
 
 async def catalog_since(pool: asyncpg.Pool, seq: int) -> list[asyncpg.Record]:
     return await pool.fetch(
-        "SELECT product_id, name, category, active, seq FROM products WHERE seq > $1 ORDER BY seq", seq
+        "SELECT product_id, name, category, active, seq FROM recommend.products WHERE seq > $1 ORDER BY seq", seq
     )
 
 
 async def catalog_seq(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM products"))
+    return int(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM recommend.products"))
+
+
+async def new_model_version(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT nextval('recommend.model_version_seq')"))
+
+
+async def interaction_count(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM recommend.interactions"))
