@@ -17,7 +17,7 @@ from tests.support.servers import InProcessServer
 PROCESSES = ("gateway", "coupon", "points", "recommend", "survey")
 # the background jobs each process runs beside what every process runs (the idempotency purge)
 BACKGROUND = {
-    "gateway": {"outbox.relay"},
+    "gateway": {"outbox.relay", "webhooks.dispatcher"},
     "coupon": set(),
     "points": {"points.expiry"},
     "recommend": set(),
