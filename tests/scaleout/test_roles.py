@@ -18,8 +18,8 @@ PROCESSES = ("gateway", "coupon", "points", "recommend", "survey")
 # the background jobs each process runs beside what every process runs (the idempotency purge)
 BACKGROUND = {
     "gateway": {"outbox.relay", "webhooks.dispatcher"},
-    "coupon": set(),
-    "points": {"points.expiry"},
+    "coupon": {"outbox.relay"},
+    "points": {"points.expiry", "outbox.relay"},
     "recommend": set(),
     "survey": {"outbox.relay", "survey.mail_sender"},
 }
