@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from gateway import experiments, openapi
+from gateway import console, experiments, openapi
 from gateway.api import router
 from gateway.experiments_api import router as experiments_router
 from gateway.limits import Limits
@@ -105,6 +105,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = create_service_app(spec, settings)
     app.state.limits = Limits(settings)
     _serve_merged_openapi(app)
+    console.install(app)
     return app
 
 

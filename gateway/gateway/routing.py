@@ -101,6 +101,7 @@ PARAMETERS: dict[str, str] = {
     "delivery_id": r"[0-9]{1,18}",
     "endpoint_id": r"[0-9a-fA-F-]{32,36}",
     "experiment_id": r"[0-9a-fA-F-]{32,36}",
+    "asset": r"[a-z0-9-]{1,64}\.(?:css|js|png|svg)",
 }
 _PARAMETER = re.compile(r"\{([a-z_]+)\}")
 
@@ -130,6 +131,28 @@ def route(method: str, template: str, target: Target, access: Access, body: Body
     if body is None:
         body = BodyClass.NONE if method in ("GET", "HEAD", "DELETE") else BodyClass.JSON
     return Route(method, template, target, access, body, tuple(segments))
+
+
+def _console_routes() -> tuple[Route, ...]:
+    pages = ("/console", "/console/", "/console/login", "/console/static/{asset}")
+    forms = ("/console/login", "/console/logout")
+    both = (
+        "/console/campaigns",
+        "/console/campaigns/{campaign_id}",
+        "/console/rules",
+        "/console/points",
+        "/console/surveys",
+        "/console/surveys/{survey_id}",
+        "/console/customers",
+        "/console/customers/{customer_id}",
+        "/console/deliveries",
+        "/console/api-keys",
+    )
+    more_pages = ("/console/campaigns/{campaign_id}/codes.csv",)
+    return (
+        *(route("GET", path, "gateway", PUBLIC) for path in (*pages, *both, *more_pages)),
+        *(route("POST", path, "gateway", PUBLIC, BodyClass.FORM) for path in (*forms, *both)),
+    )
 
 
 _CUSTOMER = "/v1/customers/{customer_id}"
@@ -228,6 +251,11 @@ ROUTES: tuple[Route, ...] = (
     route("POST", "/s/{token}", "survey", PUBLIC, BodyClass.FORM),
     route("GET", "/s/{token}/unsubscribe", "survey", PUBLIC),
     route("POST", "/s/{token}/unsubscribe", "survey", PUBLIC, BodyClass.FORM),
+    # the API docs' own assets, so /docs works without internet access
+    route("GET", "/docs/assets/{asset}", "gateway", PUBLIC),
+    # the console (gateway/console): public at the front door, as it signs people in with a session of its own
+    # and then calls each operation as that key, on this table's rules
+    *_console_routes(),
 )
 
 
@@ -256,6 +284,8 @@ def canonical_path(raw_path: bytes) -> str:
         raise InvalidPath("The path is not valid.")
     if raw_path == b"/":
         return "/"
+    if raw_path in _DIRECTORIES:
+        return raw_path.decode("ascii")
     if _PLAIN_PATH.fullmatch(raw_path):
         return raw_path.decode("ascii")
     decoded: list[str] = []
@@ -291,7 +321,11 @@ def _index(routes: tuple[Route, ...]) -> dict[tuple[int, str, str], list[Route]]
     return index
 
 
-_INDEX = _index(ROUTES)
+_INDEX = _index(tuple(entry for entry in ROUTES if not entry.template.endswith("/")))
+# Paths served with a trailing slash (the console's home, where relative links resolve): matched exactly, as
+# no other path may end in "/".
+_DIRECTORY_ROUTES = {entry.template: entry for entry in ROUTES if entry.template.endswith("/")}
+_DIRECTORIES = frozenset(template.encode() for template in _DIRECTORY_ROUTES)
 _BY_TEMPLATE = {(entry.method, entry.template): entry for entry in ROUTES}
 
 
@@ -316,8 +350,13 @@ def _parameters(entry: Route, segments: list[str]) -> dict[str, str] | None:
 def match(method: str, path: str) -> RouteMatch:
     """The declared route for this method and canonical path: 404 when no entry names the path, 405 when
     entries name it for other methods only. HEAD is served wherever GET is."""
-    segments = path[1:].split("/")
     wanted = "GET" if method == "HEAD" else method
+    directory = _DIRECTORY_ROUTES.get(path)
+    if directory is not None:
+        if directory.method == wanted:
+            return RouteMatch(directory, path, {})
+        raise MethodNotAllowed(f"{method} is not allowed here.", headers={"Allow": directory.method})
+    segments = path[1:].split("/")
     other_methods: list[str] = []
     count, first, second = _index_key(segments)
     candidates = [*_INDEX.get((count, first, second), ()), *_INDEX.get((count, first, "*"), ())]

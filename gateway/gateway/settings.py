@@ -42,6 +42,9 @@ class GatewaySettings(ServiceSettings):
     webhook_poll_seconds: float = Field(default=0.25, gt=0, validation_alias="WEBHOOK_POLL_SECONDS")
     webhook_per_endpoint_concurrency: int = Field(default=16, ge=1, le=256, validation_alias="WEBHOOK_PER_ENDPOINT")
     webhook_max_in_flight: int = Field(default=512, ge=1, validation_alias="WEBHOOK_MAX_IN_FLIGHT")
+    # The console (docs/console.md): a session ends after this long idle, and at the latest after the second.
+    console_idle_seconds: int = Field(default=30 * 60, ge=60, validation_alias="CONSOLE_IDLE_SECONDS")
+    console_session_seconds: int = Field(default=12 * 3600, ge=300, validation_alias="CONSOLE_SESSION_SECONDS")
 
     @field_validator("admin_key")
     @classmethod

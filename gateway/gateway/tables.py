@@ -127,3 +127,19 @@ experiment_rewards = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("experiment_id", "key"),
 )
+
+# A console session (gateway/console): the cookie holds a random token, the table only its hash. A partner's
+# session names its API key, so revoking the key ends the session; an admin's holds a fingerprint of the admin
+# key, so rotating the key ends it.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("principal_kind", String(16), nullable=False),
+    Column("api_key_id", UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="CASCADE")),
+    Column("admin_fingerprint", String(64)),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)

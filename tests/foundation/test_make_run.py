@@ -65,7 +65,7 @@ async def test_run_supervises_the_platform(platform: Platform) -> None:
         )
     try:
         gateway = f"http://127.0.0.1:{ports['gateway']}"
-        await wait_ok(gateway + "/readyz", timeout=60)
+        await wait_ok(gateway + "/readyz", timeout=180)  # five migrations and five processes on a busy machine
         docs = await wait_ok(gateway + "/docs", timeout=5)
         assert "swagger" in docs.text.lower()
         paths = (await wait_ok(gateway + "/openapi.json", timeout=5)).json()["paths"]

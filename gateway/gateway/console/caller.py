@@ -1,0 +1,136 @@
+"""The console calls the public API's operations as the signed-in key, on the route table's own rules.
+
+Each call is matched against `gateway.routing.ROUTES` and authorised for the session's principal exactly as the
+front door would; a service operation then goes to its service with the internal token and the caller's identity
+(the same headers the front door sets), so the service's own `requires(...)` checks apply as well. The gateway's
+own operations (API keys, deliveries, purchases) are asked with :meth:`Caller.allowed` before the console calls
+their domain code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+
+from gateway.principals import Principal
+from gateway.proxy import Upstreams
+from gateway.routing import authorize, match
+from kit.auth import INTERNAL_TOKEN_HEADER
+from kit.errors import DomainError
+
+__all__ = ["ApiResult", "Caller"]
+
+
+@dataclass
+class ApiResult:
+    status: int
+    body: Any = None
+    problem: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        """What to tell a person: the problem's detail, and each field error."""
+        if self.ok:
+            return ""
+        text = str(self.problem.get("detail") or self.problem.get("title") or f"The service answered {self.status}.")
+        errors = self.problem.get("errors") or []
+        details = "; ".join(f"{e.get('field', '')}: {e.get('message', '')}".strip(": ") for e in errors[:5])
+        return f"{text} {details}".strip()
+
+
+class Caller:
+    def __init__(self, principal: Principal, upstreams: Upstreams, internal_token: str, request_id: str) -> None:
+        self.principal = principal
+        self.upstreams = upstreams
+        self.internal_token = internal_token
+        self.request_id = request_id
+
+    def allowed(self, method: str, path: str) -> bool:
+        try:
+            authorize(self.principal, match(method, path))
+        except DomainError:
+            return False
+        return True
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            INTERNAL_TOKEN_HEADER: self.internal_token,
+            "X-Request-ID": self.request_id,
+            "X-Caller-Kind": self.principal.kind,
+            "X-Caller-Id": self.principal.id,
+            "X-Caller-Scopes": " ".join(sorted(self.principal.scopes)),
+        }
+
+    def _target(self, method: str, path: str) -> str:
+        """The owning service, or the refusal the front door would give (as a DomainError)."""
+        matched = match(method, path)
+        authorize(self.principal, matched)
+        if matched.route.target == "gateway":
+            raise ValueError(f"{path} is the gateway's own; the console calls its domain code")
+        return matched.route.target
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        idempotency_key: str | None = None,
+    ) -> ApiResult:
+        try:
+            service = self._target(method, path)
+        except DomainError as exc:
+            return ApiResult(exc.status, problem={"detail": exc.detail, "code": exc.instance_code})
+        url = self.upstreams.urls[service] + path
+        query = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+        if query:
+            url += "?" + urlencode(query)
+        headers = self._headers()
+        data: bytes | None = None
+        if json is not None:
+            data = orjson.dumps(json)
+            headers["Content-Type"] = "application/json"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        try:
+            async with (
+                self.upstreams.slot(service),
+                self.upstreams.session(service).request(method, url, headers=headers, data=data) as response,
+            ):
+                payload = await response.read()
+        except DomainError as exc:
+            return ApiResult(exc.status, problem={"detail": exc.detail})
+        except (aiohttp.ClientError, TimeoutError):
+            return ApiResult(503, problem={"detail": f"The {service} service is unavailable."})
+        body = orjson.loads(payload) if payload and response.content_type.endswith("json") else None
+        if 200 <= response.status < 300:
+            return ApiResult(response.status, body)
+        return ApiResult(response.status, problem=body if isinstance(body, dict) else {})
+
+    async def stream(self, path: str, params: dict[str, str]) -> tuple[int, AsyncIterator[bytes]]:
+        """A large GET passed through as it arrives (a campaign's codes as CSV)."""
+        service = self._target("GET", path)
+        url = self.upstreams.urls[service] + path + "?" + urlencode(params)
+        session = self.upstreams.session(service)
+        response = await session.get(url, headers=self._headers())
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.content.iter_any():
+                    yield chunk
+            finally:
+                response.release()
+
+        if response.status != 200:
+            response.release()
+        return response.status, chunks()

@@ -1,0 +1,181 @@
+"""Charts drawn on the server as inline SVG: nothing to download, nothing to run in the browser, and every chart
+comes with its table and a sentence saying what it shows (for screen readers and for people who prefer numbers).
+
+Colours and type come from classes styled in console.css, so the page's Content-Security-Policy needs no inline
+styles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup, escape
+
+__all__ = ["Chart", "bars", "lines"]
+
+WIDTH, HEIGHT = 640, 260
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 28, 40
+MAX_X_LABELS = 8
+
+
+@dataclass(frozen=True)
+class Chart:
+    id: str
+    title: str
+    summary: str
+    svg: Markup
+    columns: list[str]
+    rows: list[list[str]]
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+
+def _nice_ceiling(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def _number(value: float) -> str:
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
+
+
+def _frame(
+    chart_id: str, title: str, summary: str, labels: Sequence[str], low: float, high: float, names: Sequence[str]
+) -> tuple[list[str], Callable[[float], float]]:
+    plot_height = HEIGHT - TOP - BOTTOM
+
+    def y(value: float) -> float:
+        return TOP + plot_height * (1 - (value - low) / (high - low))
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{chart_id}-t {chart_id}-d"'
+        ' xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="{chart_id}-t">{escape(title)}</title><desc id="{chart_id}-d">{escape(summary)}</desc>',
+    ]
+    for i in range(5):
+        value = low + (high - low) * i / 4
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}"/>'
+            f'<text class="tick" x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{_number(value)}</text>'
+        )
+    for index, name in enumerate(names):
+        x = LEFT + index * 150
+        parts.append(
+            f'<rect class="s{index}" x="{x}" y="6" width="12" height="12"/>'
+            f'<text class="legend" x="{x + 18}" y="16">{escape(name)}</text>'
+        )
+    return parts, y
+
+
+def _x_labels(labels: Sequence[str], centre: Callable[[int], float]) -> list[str]:
+    every = max(1, math.ceil(len(labels) / MAX_X_LABELS))
+    return [
+        f'<text class="tick" x="{centre(i):.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">{escape(label)}</text>'
+        for i, label in enumerate(labels)
+        if i % every == 0
+    ]
+
+
+def _table(
+    labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], fmt: Callable[[float], str]
+) -> list[list[str]]:
+    def cell(value: float | None) -> str:
+        return "–" if value is None else fmt(value)
+
+    return [[label, *(cell(values[i]) for _, values in series)] for i, label in enumerate(labels)]
+
+
+def bars(
+    chart_id: str,
+    title: str,
+    summary: str,
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float]]],
+    *,
+    label_heading: str = "",
+    fmt: Callable[[float], str] = _number,
+) -> Chart:
+    """Grouped vertical bars, one group per label."""
+    top = _nice_ceiling(max((v for _, values in series for v in values), default=0))
+    parts, y = _frame(chart_id, title, summary, labels, 0.0, top, [name for name, _ in series])
+    plot_width = WIDTH - LEFT - RIGHT
+    group = plot_width / max(1, len(labels))
+    bar = max(1.0, group * 0.8 / max(1, len(series)))
+    for i in range(len(labels)):
+        for s, (name, values) in enumerate(series):
+            x = LEFT + i * group + group * 0.1 + s * bar
+            height = y(0) - y(values[i])
+            parts.append(
+                f'<rect class="s{s}" x="{x:.1f}" y="{y(values[i]):.1f}" width="{bar:.1f}" height="{height:.1f}">'
+                f"<title>{escape(labels[i])}: {escape(name)} {fmt(values[i])}</title></rect>"
+            )
+    parts.extend(_x_labels(labels, lambda i: LEFT + i * group + group / 2))
+    parts.append("</svg>")
+    return Chart(
+        chart_id,
+        title,
+        summary,
+        Markup("".join(parts)),
+        [label_heading, *(n for n, _ in series)],
+        _table(labels, series, fmt),
+    )
+
+
+def lines(
+    chart_id: str,
+    title: str,
+    summary: str,
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    *,
+    label_heading: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    fmt: Callable[[float], str] = _number,
+) -> Chart:
+    """One polyline per series; a missing value (None) breaks the line."""
+    present = [v for _, values in series for v in values if v is not None]
+    bottom = low if low is not None else min(0.0, min(present, default=0.0))
+    top = high if high is not None else _nice_ceiling(max(present, default=0.0))
+    parts, y = _frame(chart_id, title, summary, labels, bottom, top, [name for name, _ in series])
+    plot_width = WIDTH - LEFT - RIGHT
+
+    def x(i: int) -> float:
+        return LEFT + (plot_width * i / (len(labels) - 1) if len(labels) > 1 else plot_width / 2)
+
+    if bottom < 0 < top:
+        parts.append(f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(0):.1f}" y2="{y(0):.1f}"/>')
+    for s, (name, values) in enumerate(series):
+        run: list[str] = []
+        for i, value in enumerate([*values, None]):
+            if value is None:
+                if len(run) > 1:
+                    parts.append(f'<polyline class="line s{s}" points="{" ".join(run)}"/>')
+                run = []
+                continue
+            run.append(f"{x(i):.1f},{y(value):.1f}")
+            parts.append(
+                f'<circle class="dot s{s}" cx="{x(i):.1f}" cy="{y(value):.1f}" r="3">'
+                f"<title>{escape(labels[i])}: {escape(name)} {fmt(value)}</title></circle>"
+            )
+    parts.extend(_x_labels(labels, x))
+    parts.append("</svg>")
+    return Chart(
+        chart_id,
+        title,
+        summary,
+        Markup("".join(parts)),
+        [label_heading, *(n for n, _ in series)],
+        _table(labels, series, fmt),
+    )
