@@ -32,7 +32,14 @@ from gateway.schemas import (
 )
 from kit import events
 from kit.db import SessionDep, service_router
-from kit.errors import FieldError, NotFound, Unauthorized, ValidationFailed, problem_responses
+from kit.errors import (
+    FieldError,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+    problem_responses,
+)
+from kit.imports import IMPORT_MEDIA_TYPES, ImportReport
 from kit.pagination import Page, PageParamsDep, paginate
 from kit.types import IDENTIFIER_PATTERN, CustomerIdPath
 
@@ -144,6 +151,22 @@ async def create_purchase(body: PurchaseCreate, session: SessionDep, _: Principa
     coupons, recommendations and surveys receive it at least once, even if one of them is down right now."""
     await purchases.accept_purchase(session, body)
     return PurchaseAccepted(purchase_id=body.purchase_id)
+
+
+@router.post(
+    "/v1/purchases:batch",
+    tags=["purchases"],
+    operation_id="import_purchases",
+    responses=problem_responses(413, 415),
+    openapi_extra={"requestBody": {"required": True, "content": IMPORT_MEDIA_TYPES}},
+)
+async def import_purchases(request: Request, session: SessionDep, _: PrincipalDep) -> ImportReport:
+    """History in bulk: one purchase per line as the body of `POST /v1/purchases` (NDJSON, or CSV naming the same
+    fields), at most 10,000 lines or 32 MB. Each line is accepted, a duplicate, or rejected with its errors (the
+    others are accepted all the same); each purchase is idempotent by its `purchase_id` and fanned out exactly as a
+    single one, a customer's purchases in file order."""
+    parsed = await purchases.read_batch(request.stream(), request.headers.get("content-type", ""))
+    return await purchases.accept_batch(session, parsed)
 
 
 @router.get(

@@ -14,16 +14,11 @@ from gateway.principals import Principal
 from gateway.ratelimit import RateLimiter, retry_after
 from gateway.routing import BodyClass
 from gateway.settings import GatewaySettings
-from kit.errors import DomainError, TooManyRequests
+from kit.errors import DomainError, PayloadTooLarge, TooManyRequests
 
 __all__ = ["HeadersTooLarge", "Limits", "PayloadTooLarge"]
 
 REFUSALS = Counter("gateway_refusals_total", "Requests the front door refused before routing them", ["reason"])
-
-
-class PayloadTooLarge(DomainError):
-    status = 413
-    code = "payload_too_large"
 
 
 class HeadersTooLarge(DomainError):

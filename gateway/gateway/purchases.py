@@ -8,6 +8,9 @@ serialise on the primary key: the second insert waits for the first to commit, t
 from __future__ import annotations
 
 import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,15 +22,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.schemas import PurchaseCreate, RefundCreate
 from gateway.tables import purchases, refunds
 from gateway.webhooks import domain as webhooks
+from kit.db import driver_connection
 from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.events import delivery_states, publish
+from kit.imports import MAX_LINES, ImportReport, ParsedLines, RejectedLine, parse_lines
 from kit.json import dumps
 from kit.types import check_money
 from kit.webhooks import PurchaseAccepted, PurchaseRefunded
 
-__all__ = ["PURCHASE_CONSUMERS", "REFUND_CONSUMERS", "accept_purchase", "accept_refund", "get_purchase"]
+__all__ = [
+    "MAX_BATCH_LINES",
+    "PURCHASE_CONSUMERS",
+    "REFUND_CONSUMERS",
+    "accept_batch",
+    "accept_purchase",
+    "accept_refund",
+    "get_purchase",
+    "read_batch",
+]
 
 PURCHASE_CONSUMERS = ("points", "coupon", "recommend", "survey")
+MAX_BATCH_LINES = MAX_LINES
+PURCHASE_EVENT = "purchase.created"
 REFUND_CONSUMERS = ("points",)
 
 
@@ -61,13 +77,17 @@ async def accept_purchase(session: AsyncSession, purchase: PurchaseCreate) -> No
                 code="purchase_conflict",
             )
         return
-    await publish(session, "purchase.created", body, PURCHASE_CONSUMERS, event_id=inserted)
+    await publish(session, PURCHASE_EVENT, body, PURCHASE_CONSUMERS, event_id=inserted)
+    await _enqueue_webhook(session, inserted, body)
+
+
+async def _enqueue_webhook(session: AsyncSession, event_id: uuid.UUID, body: dict[str, Any]) -> None:
     purchase_view = {k: v for k, v in body.items() if k != "email"}
     await webhooks.enqueue(
         session,
-        inserted,
+        event_id,
         PurchaseAccepted.type,
-        {"customer_id": purchase.customer_id, "purchase": purchase_view},
+        {"customer_id": body["customer_id"], "purchase": purchase_view},
         datetime.now(UTC),
     )
 
@@ -162,3 +182,108 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
         )
     )
     return {"refund_id": refund.refund_id, "purchase_id": purchase_id, "amount": amount}
+
+
+@dataclass
+class _Line:
+    number: int
+    purchase_id: str
+    customer_id: str
+    body: dict[str, Any]
+    text: str
+    fingerprint: str
+
+
+def _conflict(line: _Line) -> RejectedLine:
+    message = "A purchase with this purchase_id was already accepted with different contents (purchase_conflict)."
+    return RejectedLine(line=line.number, errors=[FieldError("purchase_id", message)])
+
+
+def _lines(parsed: ParsedLines[PurchaseCreate]) -> list[_Line]:
+    lines = []
+    for number, purchase in parsed.valid:
+        body = purchase.model_dump(mode="json")
+        encoded = dumps(body)
+        fingerprint = hashlib.sha256(encoded).hexdigest()
+        lines.append(_Line(number, purchase.purchase_id, purchase.customer_id, body, encoded.decode(), fingerprint))
+    return lines
+
+
+_INSERT_PURCHASES = """
+    INSERT INTO purchases (purchase_id, customer_id, body_hash, body, event_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]::jsonb[], $5::uuid[])
+    ON CONFLICT (purchase_id) DO NOTHING
+    RETURNING purchase_id
+"""
+_EXISTING = "SELECT purchase_id, body_hash FROM purchases WHERE purchase_id = ANY($1::text[])"
+_INSERT_EVENTS = """
+    INSERT INTO outbox_events (id, type, payload)
+    SELECT id, $2, payload FROM unnest($1::uuid[], $3::text[]::jsonb[]) AS e (id, payload)
+"""
+# delivery ids ascend in file order, consumer by consumer: the relay delivers in id order
+_INSERT_DELIVERIES = """
+    INSERT INTO outbox_deliveries (event_id, consumer)
+    SELECT e.id, c.consumer
+      FROM unnest($1::uuid[]) WITH ORDINALITY AS e (id, n)
+     CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS c (consumer, k)
+     ORDER BY e.n, c.k
+"""
+
+
+async def accept_batch(session: AsyncSession, parsed: ParsedLines[PurchaseCreate]) -> ImportReport:
+    """Many purchases in one transaction: each valid line is accepted, a duplicate (the same purchase_id with the
+    same contents, earlier in this file or before it), or rejected as a conflict; every accepted purchase is
+    published exactly as a single one, in file order. Statements are set-based (arrays unnested): a handful,
+    whatever the number of lines."""
+    duplicates = 0
+    refused: list[RejectedLine] = []
+    first: dict[str, _Line] = {}
+    candidates: list[_Line] = []
+    for line in _lines(parsed):
+        earlier = first.get(line.purchase_id)
+        if earlier is None:
+            first[line.purchase_id] = line
+            candidates.append(line)
+        elif earlier.fingerprint == line.fingerprint:
+            duplicates += 1
+        else:
+            refused.append(_conflict(line))
+    if not candidates:
+        return parsed.report(0, duplicates, refused)
+    connection = await driver_connection(session)
+    event_ids = {line.purchase_id: uuid.uuid4() for line in candidates}
+    # inserted in purchase_id order: two batches sharing purchases wait for each other, never deadlock
+    ordered = sorted(candidates, key=lambda line: line.purchase_id)
+    inserted = {
+        row[0]
+        for row in await connection.fetch(
+            _INSERT_PURCHASES,
+            [line.purchase_id for line in ordered],
+            [line.customer_id for line in ordered],
+            [line.fingerprint for line in ordered],
+            [line.text for line in ordered],
+            [event_ids[line.purchase_id] for line in ordered],
+        )
+    }
+    existing = [line for line in candidates if line.purchase_id not in inserted]
+    if existing:
+        stored = dict(await connection.fetch(_EXISTING, [line.purchase_id for line in existing]))
+        for line in existing:
+            if stored.get(line.purchase_id) == line.fingerprint:
+                duplicates += 1
+            else:
+                refused.append(_conflict(line))
+    fresh = [line for line in candidates if line.purchase_id in inserted]
+    if fresh:
+        ids = [event_ids[line.purchase_id] for line in fresh]
+        await connection.execute(_INSERT_EVENTS, ids, PURCHASE_EVENT, [line.text for line in fresh])
+        await connection.execute(_INSERT_DELIVERIES, ids, list(PURCHASE_CONSUMERS))
+        if await webhooks.subscribed(session, PurchaseAccepted.type):
+            for line in fresh:
+                await _enqueue_webhook(session, event_ids[line.purchase_id], line.body)
+    return parsed.report(len(fresh), duplicates, refused)
+
+
+async def read_batch(chunks: AsyncIterator[bytes], content_type: str) -> ParsedLines[PurchaseCreate]:
+    """Each line validated as `POST /v1/purchases` validates its body (NDJSON, or CSV naming the same fields)."""
+    return await parse_lines(chunks, content_type, PurchaseCreate, max_lines=MAX_BATCH_LINES)

@@ -171,6 +171,8 @@ ROUTES: tuple[Route, ...] = (
     route("POST", "/v1/customer-tokens", "gateway", scope("customers:tokens")),
     route("POST", "/v1/customer-tokens/revocations", "gateway", scope("customers:tokens", customer=True)),
     route("POST", "/v1/purchases", "gateway", scope("purchases:write")),
+    # importing history (contract v1.1, "Switching to Reciprocity"): admin only
+    route("POST", "/v1/purchases:batch", "gateway", ADMIN, _BULK),
     route("GET", "/v1/purchases/{purchase_id}", "gateway", scope("purchases:write")),
     route("POST", "/v1/purchases/{purchase_id}/refunds", "gateway", scope("purchases:write")),
     route("GET", _CUSTOMER + "/overview", "gateway", scope("points:read", customer=True)),

@@ -165,6 +165,15 @@ _ENQUEUE = text(
 )
 
 
+async def subscribed(session: AsyncSession, event_type: str) -> bool:
+    """Whether any active endpoint wants this type: bulk producers (a purchases import) ask once, not per event."""
+    found = await session.scalar(
+        text("SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE active AND CAST(:type AS varchar) = ANY(events))"),
+        {"type": event_type},
+    )
+    return bool(found)
+
+
 async def enqueue(
     session: AsyncSession, event_id: uuid.UUID, event_type: str, data: dict[str, Any], occurred_at: datetime
 ) -> int:

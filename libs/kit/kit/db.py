@@ -26,6 +26,7 @@ __all__ = [
     "Database",
     "SessionDep",
     "TransactionalRoute",
+    "driver_connection",
     "get_session",
     "role_for_schema",
     "service_router",
@@ -131,6 +132,17 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, inside the session's transaction, for bulk statements
+    (`unnest` arrays, COPY) where SQLAlchemy's per-row overhead would be most of the cost."""
+    raw = await (await session.connection()).get_raw_connection()
+    connection: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+    if not connection.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement
+        await session.execute(text("SELECT 1"))
+    return connection
 
 
 def get_session(request: Request) -> AsyncSession:

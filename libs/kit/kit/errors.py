@@ -16,7 +16,7 @@ Request validation errors become 422 `validation_error` with `errors: [{field, m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -38,11 +38,14 @@ __all__ = [
     "FieldError",
     "Forbidden",
     "NotFound",
+    "PayloadTooLarge",
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
     "Unprocessable",
+    "UnsupportedMediaType",
     "ValidationFailed",
+    "field_errors",
     "install_error_handlers",
     "problem_response",
     "problem_responses",
@@ -113,6 +116,16 @@ class ServiceUnavailable(DomainError):
     code = "service_unavailable"
 
 
+class PayloadTooLarge(DomainError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class FieldError(dict[str, str]):
     """One `{field, message}` entry of a validation problem."""
 
@@ -164,6 +177,11 @@ def _validation_message(error: dict[str, Any]) -> str:
     return str(error.get("msg", "Invalid value."))
 
 
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
+    """pydantic's errors as `{field, message}` entries (a request body's, or one line of a bulk import's)."""
+    return [FieldError(_field_path(e.get("loc", ())), _validation_message(e)) for e in errors]  # type: ignore[arg-type]
+
+
 async def _domain_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     return problem_response(exc.status, exc.instance_code, exc.detail, headers=exc.headers, **exc.extra)
@@ -171,7 +189,7 @@ async def _domain_error(_: Request, exc: Exception) -> Response:
 
 async def _request_validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field_path(e.get("loc", ())), "message": _validation_message(e)} for e in exc.errors()]
+    errors = field_errors(exc.errors())
     return problem_response(422, "validation_error", "The request is not valid.", errors=errors)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from kit.errors import DomainError, FieldError, ValidationFailed
+from kit.errors import FieldError, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 __all__ = [
     "IMPORT_MEDIA_TYPES",
@@ -40,16 +40,6 @@ IMPORT_MEDIA_TYPES = {
 }
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class UnsupportedMediaType(DomainError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class PayloadTooLarge(DomainError):
-    status = 413
-    code = "payload_too_large"
 
 
 class RejectedLine(BaseModel):
