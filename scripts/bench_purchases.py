@@ -1,9 +1,8 @@
-"""Purchases accepted per second at 64 clients and the time until all their deliveries are done; the customer
-overview's p50/p99 at 64 clients with every service up and with one hung (SIGSTOP).
+"""Purchases accepted per second at 64 clients and the time until all their deliveries are done.
 
-Ceilings measured in the same run: for acceptance, a bare asyncpg loop writing the same rows (purchase, event,
-four deliveries) in one transaction per purchase at 64 connections; for the overview, one service's GET through
-the gateway (what a single part costs).
+Ceiling measured in the same run: a bare asyncpg loop writing the same rows (purchase, event, four deliveries)
+in one transaction per purchase at 64 connections. (The customer overview: scripts/bench_overview.py; the
+history import in bulk: scripts/bench_import.py.)
 """
 
 from __future__ import annotations
@@ -17,13 +16,11 @@ import asyncpg
 import httpx
 
 from scripts.benchlib import (
-    LOAD_HEADERS,
     CpuMeter,
     cpu_cell,
     fresh_database,
     platform,
     print_table,
-    result_row,
     run_load,
 )
 from scripts.online_retail import FULL
@@ -122,28 +119,6 @@ async def bench() -> None:
                      drain_seconds, "", "", failed, cpu_cell(drain_cpu.ms_per_op(deliveries)), ""],
                 ],
             )  # fmt: skip
-
-            customers = sorted({b["customer_id"] for b in bodies[: accepted.requests]})[:500]
-            overview = [
-                {"method": "GET", "url": f"{gateway}/v1/customers/{c}/overview", "headers": stack.admin_headers}
-                for c in customers
-            ]
-            single = [
-                {"method": "GET", "url": f"{gateway}/v1/customers/{c}/points", "headers": stack.admin_headers}
-                for c in customers
-            ]
-            baseline = run_load("one part: GET .../points through the gateway", single, duration=8)
-            all_up = run_load("overview, all services up", overview, duration=8)
-            stack.processes["recommend"].pause()
-            try:
-                hung = run_load("overview, recommend hung (SIGSTOP)", overview, duration=8)
-            finally:
-                stack.processes["recommend"].resume()
-            print_table(
-                "Customer overview at 64 clients (4 services concurrently, 300 ms budget each)",
-                LOAD_HEADERS,
-                [result_row(r, baseline) for r in (baseline, all_up, hung)],
-            )
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ the public API only, then show three customers' overviews.
 1. Sets up the levers (each found by name if it exists, so a second run changes nothing): earning rules with a
    December bonus on Christmas goods, three tiers, a "thank you" coupon campaign with a surprise rule on the 3rd
    purchase, an apology campaign for unhappy survey answers, and a post-purchase survey with a points reward.
-2. Posts every invoice of the sample as a purchase (`purchase_id` = `uci-<invoice>`, email
-   `customer-<id>@example.com`), 16 at a time. Purchases are idempotent by `purchase_id`: a re-run answers
-   the same and earns nothing twice.
+2. Imports every invoice of the sample as a purchase (`purchase_id` = `uci-<invoice>`, email
+   `customer-<id>@example.com`) through `POST /v1/purchases:batch`, 1,000 a call, with a progress bar.
+   Purchases are idempotent by `purchase_id`: a re-run answers "duplicate" and earns nothing twice.
 3. Waits until the gateway has delivered every purchase to points, coupons, recommendations and surveys.
 4. Retrains the recommender on what it has just learnt, and waits for the new model.
 5. Prints the overview of three customers: a regular, a third-time buyer, a first-time buyer.
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from tqdm import tqdm
 
 from scripts.online_retail import SAMPLE, Invoice, invoices
@@ -211,38 +212,50 @@ async def set_up(client: httpx.AsyncClient) -> dict[str, str]:
     return done
 
 
-async def replay(
-    client: httpx.AsyncClient, batch: Iterable[Invoice], report: Report, concurrency: int, progress: bool
-) -> None:
+BATCH_LINES = 1_000
+
+
+async def replay(client: httpx.AsyncClient, batch: Iterable[Invoice], report: Report, progress: bool) -> None:
+    """The invoices through `POST /v1/purchases:batch`, BATCH_LINES a call, one call after another: each
+    customer's purchases are accepted (and so delivered) in the order of the file."""
     pending = list(batch)
-    queue: asyncio.Queue[Invoice] = asyncio.Queue()
-    for invoice in pending:
-        queue.put_nowait(invoice)
-    bar = tqdm(total=len(pending), unit="purchase", desc="Replaying", disable=not progress, dynamic_ncols=True)
+    queue: asyncio.Queue[list[Invoice]] = asyncio.Queue()
+    for start in range(0, len(pending), BATCH_LINES):
+        queue.put_nowait(pending[start : start + BATCH_LINES])
+    bar = tqdm(total=len(pending), unit="purchase", desc="Importing", disable=not progress, dynamic_ncols=True)
 
     async def worker() -> None:
         while not queue.empty():
-            invoice = queue.get_nowait()
-            response = await _post_purchase(client, purchase_payload(invoice))
-            if response.status_code == 202:
-                report.accepted += 1
-                report.purchases[invoice.customer_id] += 1
+            chunk = queue.get_nowait()
+            lines = b"\n".join(orjson.dumps(purchase_payload(invoice)) for invoice in chunk)
+            response = await _post_batch(client, lines)
+            if response.status_code != 200:
+                report.refused += [f"{i.invoice}: {response.status_code} {response.text[:200]}" for i in chunk]
             else:
-                report.refused.append(f"{invoice.invoice}: {response.status_code} {response.text[:200]}")
-            bar.update()
+                answer = response.json()
+                refused = {r["line"]: r for r in answer["rejected"]}
+                report.accepted += answer["accepted"]
+                for number, invoice in enumerate(chunk, 1):
+                    if number in refused:
+                        report.refused.append(f"{invoice.invoice}: {refused[number]['errors']}")
+                    else:
+                        report.purchases[invoice.customer_id] += 1
+            bar.update(len(chunk))
 
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        await worker()
     finally:
         bar.close()
 
 
-async def _post_purchase(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
-    """A purchase is idempotent by its id, so anything transient is safe to retry: the network, a rate limit,
+async def _post_batch(client: httpx.AsyncClient, lines: bytes) -> httpx.Response:
+    """Purchases are idempotent by their id, so anything transient is safe to retry: the network, a rate limit,
     a server error (a busy database), an unavailable gateway."""
     for attempt in range(5):
         try:
-            response = await client.post("/v1/purchases", json=body)
+            response = await client.post(
+                "/v1/purchases:batch", content=lines, headers={"Content-Type": "application/x-ndjson"}, timeout=300
+            )
         except httpx.TransportError:
             if attempt == 4:
                 raise
@@ -397,8 +410,8 @@ async def run_demo(options: Options, say: Say = print) -> Report:
             say(f"   {lever:48} {state}")
 
         customers = len({i.customer_id for i in batch})
-        say(f"\n2. Replaying {len(batch)} invoices of {customers} customers ({options.data.name})")
-        await replay(client, batch, report, options.concurrency, options.progress)
+        say(f"\n2. Importing {len(batch)} invoices of {customers} customers ({options.data.name})")
+        await replay(client, batch, report, options.progress)
         say(f"   {report.accepted} accepted, {len(report.refused)} refused")
         for line in report.refused[:5]:
             say(f"   refused {line}")
@@ -441,7 +454,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--url", default=os.environ.get("RECIPROCITY_URL", DEFAULT_URL), help="the gateway")
     parser.add_argument("--key", help="the admin key (default: LOYALTY_ADMIN_KEY or .data/secrets.env)")
     parser.add_argument("--limit", type=int, help="replay only the first N invoices")
-    parser.add_argument("--concurrency", type=int, default=16, help="purchases in flight at once")
+    parser.add_argument("--concurrency", type=int, default=16, help="HTTP connections (overviews, polling)")
     parser.add_argument("--data", type=Path, default=SAMPLE, help="an Online Retail CSV (gzipped)")
     parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for deliveries and training")
     args = parser.parse_args(argv)

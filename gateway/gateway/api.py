@@ -197,13 +197,16 @@ async def create_refund(
 )
 async def get_customer_overview(customer_id: CustomerIdPath, request: Request, _: PrincipalDep) -> CustomerOverview:
     state = request.app.state
-    overview = await build_overview(
+    overview = await state.overview_cache.get(
         customer_id,
-        state.upstreams,
-        state.breakers,
-        internal_token=state.settings.internal_token,
-        request_id=request.state.request_id,
-        budget_seconds=state.settings.overview_budget_ms / 1000,
+        lambda: build_overview(
+            customer_id,
+            state.upstreams,
+            state.breakers,
+            internal_token=state.settings.internal_token,
+            request_id=request.state.request_id,
+            budget_seconds=state.settings.overview_budget_ms / 1000,
+        ),
     )
     return CustomerOverview.model_validate(overview)
 

@@ -10,7 +10,7 @@ from gateway import console, experiments, openapi
 from gateway.api import router
 from gateway.experiments_api import router as experiments_router
 from gateway.limits import Limits
-from gateway.overview import CircuitBreaker
+from gateway.overview import CircuitBreaker, OverviewCache
 from gateway.principals import Authenticator
 from gateway.proxy import FrontDoor, Upstreams
 from gateway.settings import GatewaySettings
@@ -46,6 +46,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             queue_seconds=settings.upstream_queue_seconds,
         )
         app.state.breakers = {name: CircuitBreaker() for name in settings.upstreams}
+        app.state.overview_cache = OverviewCache(settings.overview_cache_seconds)
         app.state.clients = {
             name: InternalClient(url, settings.internal_token, timeout=settings.upstream_timeout_seconds)
             for name, url in settings.upstreams.items()

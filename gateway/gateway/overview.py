@@ -2,14 +2,23 @@
 
 The answer is always 200 while the gateway is up: a part whose service did not answer in time (or failed) is
 null and its service is named in `unavailable`. A circuit breaker per service makes a dead or hung service cost
-nothing per request while it is open. Nothing is cached, so an incomplete answer is never served twice.
+nothing per request while it is open.
+
+It is the mobile app's home screen, asked far more often than anything changes, so a complete answer is kept for
+`OVERVIEW_CACHE_SECONDS` (default 5) per customer (:class:`OverviewCache`), and concurrent requests for one
+customer share one fan-out. What the customer does through this gateway (any write on a path naming them: a
+redemption, a preference) drops their entry before and after it, so they never see their own action undone.
+What happens behind their back (a purchase's points arriving from the outbox, expiry, a surprise coupon, a
+survey invitation falling due, or a write through another gateway replica) shows at most that long after it
+happened. An incomplete answer (a part unavailable) is never kept. docs/architecture.md says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +28,7 @@ import structlog
 from gateway.proxy import Upstreams
 from kit.auth import INTERNAL_TOKEN_HEADER
 
-__all__ = ["CircuitBreaker", "build_overview"]
+__all__ = ["CircuitBreaker", "OverviewCache", "build_overview"]
 
 log = structlog.get_logger("gateway.overview")
 
@@ -118,3 +127,57 @@ async def build_overview(
         if value is None:
             overview["unavailable"].append(part.service)
     return overview
+
+
+Overview = dict[str, Any]
+
+
+class OverviewCache:
+    """Complete overviews per customer for `ttl_seconds`, at most `max_entries` of them (least recently stored
+    go first); one fan-out at a time per customer, shared by the requests that arrive meanwhile."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 50_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Overview]] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[Overview]] = {}
+        # when each customer's entry was last dropped: a fan-out that began before must not be kept
+        self._forgotten: dict[str, float] = {}
+
+    async def get(self, customer_id: str, build: Callable[[], Awaitable[Overview]]) -> Overview:
+        if self.ttl <= 0:
+            return await build()
+        now = time.monotonic()
+        hit = self._entries.get(customer_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        flight = self._in_flight.get(customer_id)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fetch(customer_id, build, now))
+            self._in_flight[customer_id] = flight
+        return await asyncio.shield(flight)
+
+    async def _fetch(self, customer_id: str, build: Callable[[], Awaitable[Overview]], started: float) -> Overview:
+        try:
+            overview = await build()
+        finally:
+            if self._in_flight.get(customer_id) is asyncio.current_task():
+                del self._in_flight[customer_id]
+        if not overview["unavailable"] and self._forgotten.get(customer_id, -1.0) < started:
+            self._entries[customer_id] = (time.monotonic() + self.ttl, overview)
+            self._entries.move_to_end(customer_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return overview
+
+    def forget(self, customer_id: str) -> None:
+        """The customer changed something: their next overview is fetched afresh."""
+        if self.ttl <= 0:
+            return
+        now = time.monotonic()
+        self._entries.pop(customer_id, None)
+        self._in_flight.pop(customer_id, None)
+        self._forgotten[customer_id] = now
+        if len(self._forgotten) > self.max_entries:
+            # only drops within the last ttl can still matter (older fan-outs are over by then)
+            self._forgotten = {c: t for c, t in self._forgotten.items() if t > now - self.ttl - 60}

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hmac
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -24,6 +24,9 @@ from gateway.principals import Authenticator, Principal
 from gateway.routing import authorize, canonical_path, match
 from kit.auth import INTERNAL_TOKEN_HEADER
 from kit.errors import DomainError, NotFound, ServiceUnavailable, Unauthorized, problem_response
+
+if TYPE_CHECKING:
+    from gateway.overview import OverviewCache
 
 __all__ = ["FrontDoor", "Upstreams"]
 
@@ -189,7 +192,18 @@ class FrontDoor:
         if entry.target == "gateway":
             await self.app({**scope, "path": path, "raw_path": path.encode()}, receive, send)
             return
-        await self._forward(scope, receive, send, entry.target, path, principal)
+        customer_id = matched.parameters.get("customer_id") if method not in ("GET", "HEAD") else None
+        if customer_id is None:
+            await self._forward(scope, receive, send, entry.target, path, principal)
+            return
+        # the customer's own change shows in their next overview: dropped before (no fan-out joins the old one)
+        # and after (a fan-out that read while the change was under way is not kept)
+        cache: OverviewCache = self.state.overview_cache
+        cache.forget(customer_id)
+        try:
+            await self._forward(scope, receive, send, entry.target, path, principal)
+        finally:
+            cache.forget(customer_id)
 
     async def _authenticate(self, scope: Scope, client_address: str) -> Principal:
         """Failed attempts are counted per client address: past the limit, that address is refused before its

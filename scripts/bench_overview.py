@@ -1,0 +1,86 @@
+"""The customer overview against one of its parts, through the gateway, on 2,000 purchases of Online Retail.
+
+Goals (issue 18): at 64 clients, at least 50% of one part's throughput; at a fixed 100 requests a second (open
+loop), p99 at most twice the part's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+
+from scripts.bench_import import drained
+from scripts.benchlib import LOAD_HEADERS, Stack, fresh_database, platform, print_table, result_row, run_load
+from scripts.online_retail import FULL
+from scripts.replay import purchases
+
+PURCHASES = 2_000
+
+
+async def overview_tables(stack: Stack, customers: list[str]) -> None:
+    """The overview against one of its parts, through the gateway: closed loop at 64 clients and open loop at a
+    fixed 100 requests a second. "Repeat" visits cycle over 500 customers (the home screen opened again and
+    again: mostly served from the gateway's short cache); "first visits" name a different customer each time
+    (every one a fan-out to the four services)."""
+    gateway, headers = stack.url("gateway"), stack.admin_headers
+
+    def urls(path: str, who: list[str]) -> list[dict[str, Any]]:
+        return [{"method": "GET", "url": f"{gateway}/v1/customers/{c}{path}", "headers": headers} for c in who]
+
+    strangers = [f"first-visit-{n}" for n in range(40_000)]
+    part = urls("/points", customers)
+    repeat, first = urls("/overview", customers), urls("/overview", strangers)
+    baseline = run_load("one part: GET .../points through the gateway", part, duration=8)
+    rows = [
+        baseline,
+        run_load("overview, repeat visits (500 customers)", repeat, duration=8),
+        run_load("overview, first visits (a new customer each request)", first, duration=8, cycle=False),
+    ]
+    stack.processes["recommend"].pause()
+    try:
+        rows.append(run_load("overview, first visits, recommend hung (SIGSTOP)", first[20_000:], duration=8))
+    finally:
+        stack.processes["recommend"].resume()
+    print_table(
+        "Customer overview at 64 clients (4 services concurrently, 300 ms budget each), through the gateway",
+        LOAD_HEADERS,
+        [result_row(r, baseline) for r in rows],
+    )
+    open_baseline = run_load("one part: GET .../points, 100 req/s", part, duration=10, rate=100)
+    open_rows = [
+        open_baseline,
+        run_load("overview, repeat visits, 100 req/s", repeat, duration=10, rate=100),
+        run_load("overview, first visits, 100 req/s", first[10_000:], duration=10, rate=100),
+    ]
+    print_table(
+        "Customer overview at a fixed 100 requests a second (open loop): p99 against one part's",
+        ["what", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/op", "p99 vs. one part"],
+        [[*result_row(r)[:-1], f"{r.p99_ms / open_baseline.p99_ms:.2f}x"] for r in open_rows],
+    )
+
+
+async def bench() -> None:
+    bodies = list(purchases(FULL, PURCHASES))
+    env = {"OUTBOX_POLL_SECONDS": "0.2"}
+    async with fresh_database() as database_url, platform(database_url, extra_env=env) as stack:
+        gateway = stack.url("gateway")
+        async with httpx.AsyncClient(base_url=gateway, headers=stack.admin_headers, timeout=600) as client:
+            response = await client.post(
+                "/v1/purchases:batch",
+                content=b"\n".join(orjson.dumps(b) for b in bodies),
+                headers={"Content-Type": "application/x-ndjson"},
+            )
+            response.raise_for_status()
+            await drained(client)
+        await overview_tables(stack, sorted({b["customer_id"] for b in bodies})[:500])
+
+
+def main() -> None:
+    asyncio.run(bench())
+
+
+if __name__ == "__main__":
+    main()
