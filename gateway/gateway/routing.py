@@ -188,6 +188,7 @@ ROUTES: tuple[Route, ...] = (
     route("POST", "/v1/webhook-deliveries/{delivery_id}/retry", "gateway", ADMIN),
     # webhook events from the services' outboxes (kit.webhooks)
     route("POST", "/internal/events", "gateway", INTERNAL),
+    route("POST", "/internal/events:batch", "gateway", INTERNAL, _BULK),
     route("POST", "/v1/experiments", "gateway", ADMIN),
     route("GET", "/v1/experiments", "gateway", ADMIN),
     route("GET", "/v1/experiments/{experiment_id}", "gateway", ADMIN),
