@@ -10,26 +10,37 @@
   the mean taken as the baseline.
 
 Goal (issue 3): redemptions over 1,000 accounts at 40% of the pgbench ceiling or better.
+
+And the floor of our own stack (issue 18): the same endpoint in a bare FastAPI app on asyncpg, running the same
+statement (scripts/floor_app.py), alternated with the service twice; goal: the service at 75% of the floor's
+throughput or better, at most 1.33x its CPU per redemption. `BENCH_POINTS_FLOOR_ONLY=1` runs only that table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 
 from scripts.benchlib import (
     LOAD_HEADERS,
+    ROOT,
     CpuMeter,
     LoadResult,
+    Stack,
     fresh_database,
     percentile,
     platform,
@@ -37,6 +48,7 @@ from scripts.benchlib import (
     result_row,
     run_load,
 )
+from tests.support.servers import free_port
 
 ACCOUNTS = 1_000
 CLIENTS = 64
@@ -229,7 +241,75 @@ def _mean(label: str, results: list[LoadResult | None]) -> LoadResult | None:
     )
 
 
+def _start_floor(database_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "scripts.floor_app", str(port), database_url], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the floor app did not start")
+
+
+async def floor_comparison(stack: Stack, database_url: str, customers: list[str]) -> None:
+    """Redemptions straight to the points service against the floor (scripts/floor_app.py: bare FastAPI + asyncpg,
+    the same statement), alternated twice in the same run; CPU counts each server process and its backends."""
+    floor, floor_url = _start_floor(database_url)
+    points = stack.processes["points"].process
+    assert points is not None
+    database = urlsplit(database_url).path.lstrip("/")
+    loop = asyncio.get_running_loop()
+    results: dict[str, list[LoadResult]] = {"floor": [], "service": []}
+    try:
+        for round_ in range(2):
+            for kind, url, pid, headers in (
+                ("floor", floor_url, floor.pid, {}),
+                ("service", stack.url("points"), points.pid, stack.internal_headers),
+            ):
+                label = (
+                    "floor: bare FastAPI + asyncpg, same statement"
+                    if kind == "floor"
+                    else "points service, straight (the kit's whole request path)"
+                ) + f", run {round_ + 1}"
+                requests = _redemptions(url, headers, customers, f"{kind[0]}{round_}-")
+                meter = CpuMeter(roots=[pid], database=database)
+                run = functools.partial(
+                    run_load, label, requests, concurrency=CLIENTS, duration=LOAD_SECONDS, warmup=WARMUP_SECONDS,
+                    cycle=False, ok_statuses=(201,), cpu=meter,
+                )  # fmt: skip
+                results[kind].append(await loop.run_in_executor(None, run))
+    finally:
+        floor.terminate()
+        floor.wait()
+    floor_mean = _mean("floor, mean", results["floor"])
+    service_mean = _mean("points service, mean", results["service"])
+    assert floor_mean is not None and service_mean is not None
+    rows = [result_row(r, floor_mean) for r in (*results["floor"], floor_mean, *results["service"], service_mean)]
+    rows.append([
+        f"service vs. floor: {service_mean.rps / floor_mean.rps:.0%} of its throughput (goal 75%), "
+        f"{service_mean.cpu_ms_per_op / floor_mean.cpu_ms_per_op:.2f}x its CPU per redemption (goal 1.33x)",
+        "", "", "", "", "", "",
+    ])  # fmt: skip
+    print_table(
+        f"Points redemptions against their floor, {CLIENTS} clients, 1,000 accounts, {LOAD_SECONDS:.0f} s each "
+        "(vs. baseline = the floor's mean)",
+        LOAD_HEADERS,
+        rows,
+    )
+
+
 async def bench() -> None:
+    if os.environ.get("BENCH_POINTS_FLOOR_ONLY"):
+        async with fresh_database() as database_url, platform(database_url, services=["points"]) as stack:
+            customers = [f"floor-{n}" for n in range(ACCOUNTS)]
+            await _seed(database_url, customers)
+            await floor_comparison(stack, database_url, customers)
+        return
     async with fresh_database() as database_url:
         await _ceiling_tables(database_url)
         before = await _ceilings(database_url, "before")
@@ -239,6 +319,7 @@ async def bench() -> None:
             spread = [f"bench-{run}-{n}" for n in range(ACCOUNTS)]
             hot = [f"bench-{run}-hot"]
             await _seed(database_url, [*spread, *hot])
+            await floor_comparison(stack, database_url, spread)
             service, gateway = stack.url("points"), stack.url("gateway")
             internal, admin = stack.internal_headers, stack.admin_headers
             loop = asyncio.get_running_loop()
