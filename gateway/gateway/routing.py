@@ -96,6 +96,7 @@ PARAMETERS: dict[str, str] = {
     "job_id": r"[0-9a-fA-F-]{32,36}",
     "rule_id": r"[0-9a-fA-F-]{32,36}",
     "redemption_id": r"[0-9a-fA-F-]{32,36}",
+    "reward_id": r"[0-9a-fA-F-]{32,36}",
     "survey_id": r"[0-9a-fA-F-]{32,36}",
     "invitation_id": r"[0-9a-fA-F-]{32,36}",
     "delivery_id": r"[0-9]{1,18}",
@@ -228,6 +229,18 @@ ROUTES: tuple[Route, ...] = (
     route("POST", "/v1/points/balances:import", "points", ADMIN, _BULK),
     route("GET", "/v1/points/liability", "points", scope("points:read")),
     route("GET", "/v1/points/audit", "points", scope("points:read")),
+    # the rewards catalogue (points service); a customer cancels only its own pending items: the service checks
+    route("POST", "/v1/rewards", "points", ADMIN),
+    route("GET", "/v1/rewards", "points", scope("points:read", customer=True)),
+    route("GET", "/v1/rewards/{reward_id}", "points", scope("points:read", customer=True)),
+    route("PATCH", "/v1/rewards/{reward_id}", "points", ADMIN),
+    route("GET", _CUSTOMER + "/rewards", "points", scope("points:read", customer=True)),
+    route("POST", _CUSTOMER + "/reward-redemptions", "points", scope("points:write", customer=True)),
+    route("GET", _CUSTOMER + "/reward-redemptions", "points", scope("points:read", customer=True)),
+    route("POST", "/v1/reward-redemptions/{redemption_id}/fulfilment", "points", scope("points:write")),
+    route(
+        "POST", "/v1/reward-redemptions/{redemption_id}/cancellation", "points", scope("points:write", customer=True)
+    ),
     # recommend
     route("PUT", "/v1/products", "recommend", scope("recommend:write"), _BULK),
     route("GET", "/v1/products/{product_id}", "recommend", scope("recommend:read")),

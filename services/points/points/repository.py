@@ -205,15 +205,22 @@ async def balance_view(session: AsyncSession, customer_id: str, expiring: int) -
 async def list_transactions(
     session: AsyncSession, customer_id: str, limit: int, before_id: int | None
 ) -> Sequence[Row[Any]]:
+    # a reward's entries (reference `reward/<redemption id>`, written by the system only: API references
+    # cannot hold a `/`) carry their redemption, and so the reward's name and the redemption's status
     query = (
-        "SELECT id, type, points, balance_after, reference, description, created_at FROM transactions "
-        "WHERE customer_id = :c {after} ORDER BY id DESC LIMIT :n"
+        "SELECT t.id, t.type, t.points, t.balance_after, t.reference, t.description, t.created_at, "
+        "d.id AS reward_redemption_id, d.reward_id, w.name AS reward_name, d.status AS reward_status "
+        "FROM transactions t "
+        "LEFT JOIN reward_redemptions d ON d.customer_id = t.customer_id AND d.id = "
+        "CASE WHEN t.reference LIKE 'reward/%' THEN CAST(substr(t.reference, 8) AS uuid) END "
+        "LEFT JOIN rewards w ON w.id = d.reward_id "
+        "WHERE t.customer_id = :c {after} ORDER BY t.id DESC LIMIT :n"
     )
     params: dict[str, Any] = {"c": customer_id, "n": limit}
     if before_id is not None:
         params["before"] = before_id
     return (
-        await session.execute(text(query.format(after="AND id < :before" if before_id is not None else "")), params)
+        await session.execute(text(query.format(after="AND t.id < :before" if before_id is not None else "")), params)
     ).all()
 
 

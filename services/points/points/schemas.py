@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -32,7 +33,9 @@ PositiveFactor = Annotated[
     Field(gt=0, le=1000, max_digits=12, decimal_places=4),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
-TransactionType = Literal["earn", "redeem", "expire", "reverse", "adjust"]
+RewardKind = Literal["item", "coupon"]
+RedemptionStatus = Literal["issuing", "pending", "fulfilled", "cancelled"]
+TransactionType = Literal["earn", "redeem", "expire", "reverse", "adjust", "cancel"]
 
 
 class PointsChange(StrictModel):
@@ -103,6 +106,15 @@ class Balance(BaseModel):
     expiring: list[Expiring]
 
 
+class TransactionReward(BaseModel):
+    """The reward redemption a ledger entry belongs to (its redemption, or the cancellation that undid it)."""
+
+    redemption_id: uuid.UUID
+    reward_id: uuid.UUID
+    name: str
+    status: RedemptionStatus
+
+
 class Transaction(BaseModel):
     id: int
     type: TransactionType
@@ -111,6 +123,7 @@ class Transaction(BaseModel):
     reference: str
     description: str
     created_at: datetime
+    reward: TransactionReward | None = None
 
 
 class BonusCampaign(StrictModel):
@@ -165,6 +178,12 @@ class Liability(BaseModel):
     negative_balance_points: int = Field(description="Points owed by accounts below zero (not netted above).")
     accounts_with_points: int
     by_expiry_month: list[LiabilityMonth]
+    pending_reward_points: int = Field(
+        default=0,
+        description="Points spent on rewards not handed over yet (pending items, coupons being issued): owed as "
+        "goods, not as points, so not in total_points; a cancellation would bring them back.",
+    )
+    pending_reward_redemptions: int = 0
 
 
 class AuditMismatch(BaseModel):
@@ -222,3 +241,102 @@ class OpeningBalance(StrictModel):
     expires_at: datetime | None = None
     qualifying_points: Annotated[int, Field(ge=0, lt=MAX_POINTS)] | None = None
     description: Description | None = None
+
+
+# --- the rewards catalogue ---
+
+ImageUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,1990}$", max_length=2000)]
+RewardName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+RewardDescription = Annotated[str, StringConstraints(max_length=2000)]
+TierName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Stock = Annotated[int, Field(ge=0, lt=2**31, strict=True)]
+Limit = Annotated[int, Field(ge=1, lt=2**31, strict=True)]
+
+
+class RewardCreate(StrictModel):
+    name: RewardName
+    description: RewardDescription = ""
+    kind: RewardKind
+    cost_points: Points
+    campaign_id: uuid.UUID | None = Field(default=None, description="The coupon campaign (kind coupon only).")
+    stock: Stock | None = Field(default=None, description="Units available; null: unlimited.")
+    per_customer_limit: Limit | None = None
+    min_tier: TierName | None = None
+    active: bool = True
+    image_url: ImageUrl | None = None
+
+    @model_validator(mode="after")
+    def _campaign(self) -> RewardCreate:
+        if (self.kind == "coupon") != (self.campaign_id is not None):
+            raise ValueError("campaign_id is required for a coupon reward and not allowed for an item")
+        return self
+
+
+class RewardPatch(StrictModel):
+    name: RewardName | None = None
+    description: RewardDescription | None = None
+    cost_points: Points | None = None
+    campaign_id: uuid.UUID | None = None
+    stock: Stock | None = Field(default=None, description="The new total; null: unlimited.")
+    per_customer_limit: Limit | None = None
+    min_tier: TierName | None = None
+    active: bool | None = None
+    image_url: ImageUrl | None = None
+
+
+class Reward(BaseModel):
+    id: uuid.UUID
+    name: str
+    description: str
+    kind: RewardKind
+    cost_points: int
+    campaign_id: uuid.UUID | None
+    stock: int | None
+    stock_left: int | None = Field(description="Units left; null: unlimited.")
+    per_customer_limit: int | None
+    min_tier: str | None
+    active: bool
+    image_url: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+UnavailableReason = Literal["out_of_stock", "limit_reached", "tier_too_low"]
+
+
+class CustomerReward(Reward):
+    affordable: bool
+    points_needed: int = Field(description="Points still missing; 0 when affordable.")
+    available: bool
+    reason: UnavailableReason | None = None
+
+
+class RewardRedemptionRequest(StrictModel):
+    reward_id: uuid.UUID
+    reference: Identifier
+
+
+class RewardRedemptionResult(BaseModel):
+    redemption_id: uuid.UUID
+    reward_id: uuid.UUID
+    points: int
+    balance: int = Field(description="The balance right after the redemption.")
+    status: RedemptionStatus
+    coupon_code: str | None = None
+
+
+class RewardRedemption(BaseModel):
+    redemption_id: uuid.UUID
+    reward_id: uuid.UUID
+    reward_name: str
+    kind: RewardKind
+    customer_id: str
+    reference: str
+    source: Literal["customer", "gift"]
+    points: int
+    status: RedemptionStatus
+    coupon_code: str | None
+    cancel_reason: str | None
+    created_at: datetime
+    fulfilled_at: datetime | None
+    cancelled_at: datetime | None

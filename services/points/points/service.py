@@ -26,7 +26,7 @@ from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from kit.imports import ImportReport, ParsedLines, RejectedLine
 from kit.purchases import utc
 from kit.types import CURRENCY_DECIMALS, MAX_POINTS
-from points import repository
+from points import repository, reward_repository
 from points.repository import Movement
 from points.schemas import (
     AdjustmentRequest,
@@ -457,12 +457,24 @@ async def balance(session: AsyncSession, customer_id: str) -> Balance:
     )
 
 
+def _transaction(row: Any) -> Transaction:
+    entry = dict(row._mapping)
+    redemption_id = entry.pop("reward_redemption_id", None)
+    reward = {
+        "redemption_id": redemption_id,
+        "reward_id": entry.pop("reward_id", None),
+        "name": entry.pop("reward_name", None),
+        "status": entry.pop("reward_status", None),
+    }
+    return Transaction.model_validate({**entry, "reward": reward if redemption_id is not None else None})
+
+
 async def transactions(
     session: AsyncSession, customer_id: str, limit: int, after: tuple[int] | None
 ) -> tuple[list[Transaction], int | None]:
     before_id = after[0] if after is not None else None
     rows = await repository.list_transactions(session, customer_id, limit + 1, before_id)
-    items = [Transaction.model_validate(row._mapping) for row in rows[:limit]]
+    items = [_transaction(row) for row in rows[:limit]]
     return items, (items[-1].id if len(rows) > limit else None)
 
 
@@ -503,7 +515,10 @@ async def expire_due(database: Database) -> ExpiryRun:
 async def liability(session: AsyncSession) -> Liability:
     months, negative, holders = await repository.liability(session)
     by_month = [LiabilityMonth(month=m.month, points=int(m.points)) for m in months]
+    pending_points, pending_redemptions = await reward_repository.pending_totals(session)
     return Liability(
+        pending_reward_points=pending_points,
+        pending_reward_redemptions=pending_redemptions,
         total_points=sum(m.points for m in by_month),
         negative_balance_points=negative,
         accounts_with_points=holders,

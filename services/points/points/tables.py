@@ -8,11 +8,13 @@ remaining points add up to the balance when it is positive, to zero when it is n
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -22,7 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from kit.experiments import add_experiment_tables
 from kit.tables import add_kit_tables
@@ -31,7 +33,7 @@ metadata = MetaData()
 add_kit_tables(metadata)
 add_experiment_tables(metadata)
 
-TRANSACTION_TYPES = ("earn", "redeem", "expire", "reverse", "adjust")
+TRANSACTION_TYPES = ("earn", "redeem", "expire", "reverse", "adjust", "cancel")
 
 accounts = Table(
     "accounts",
@@ -53,7 +55,7 @@ transactions = Table(
     Column("reference", String(64), nullable=False),
     Column("description", String(500), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint("type IN ('earn', 'redeem', 'expire', 'reverse', 'adjust')", name="ck_transactions_type"),
+    CheckConstraint("type IN ('earn', 'redeem', 'expire', 'reverse', 'adjust', 'cancel')", name="ck_transactions_type"),
     CheckConstraint("points <> 0", name="ck_transactions_points_nonzero"),
     UniqueConstraint("customer_id", "type", "reference", name="uq_transactions_reference"),
     Index("ix_transactions_customer_id_id", "customer_id", "id"),
@@ -120,4 +122,82 @@ settings = Table(
     Column("key", String(32), primary_key=True),
     Column("value", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The rewards catalogue (migration points_rewards). `stock_left` is `stock` less the standing redemptions
+# (issuing, pending, fulfilled); both null means unlimited.
+rewards = Table(
+    "rewards",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", String(2000), nullable=False, server_default=""),
+    Column("kind", String(8), nullable=False),
+    Column("cost_points", BigInteger, nullable=False),
+    Column("campaign_id", UUID(as_uuid=True)),
+    Column("stock", BigInteger),
+    Column("stock_left", BigInteger),
+    Column("per_customer_limit", Integer),
+    Column("min_tier", String(64)),
+    Column("active", Boolean, nullable=False, server_default="true"),
+    Column("image_url", String(2000)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind IN ('item', 'coupon')", name="ck_rewards_kind"),
+    CheckConstraint("cost_points > 0", name="ck_rewards_cost"),
+    CheckConstraint("(kind = 'coupon') = (campaign_id IS NOT NULL)", name="ck_rewards_campaign"),
+    CheckConstraint(
+        "(stock IS NULL) = (stock_left IS NULL) AND stock_left >= 0 AND stock_left <= stock", name="ck_rewards_stock"
+    ),
+    CheckConstraint("per_customer_limit >= 1", name="ck_rewards_limit"),
+    Index("ix_rewards_cost", "cost_points", "id"),
+)
+
+# One row per redemption of a reward (a gift is one at no cost). `transaction_id` is its `redeem` ledger entry,
+# `cancel_transaction_id` the `cancel` entry that gave the points back; both reference `reward/<id>`.
+reward_redemptions = Table(
+    "reward_redemptions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("reference", String(64), nullable=False),
+    Column("reward_id", UUID(as_uuid=True), ForeignKey("rewards.id"), nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("campaign_id", UUID(as_uuid=True)),
+    Column("coupon_code", String(64)),
+    Column("transaction_id", BigInteger),
+    Column("cancel_transaction_id", BigInteger),
+    Column("cancel_reason", String(32)),
+    Column("issue_attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("issue_deadline", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("fulfilled_at", DateTime(timezone=True)),
+    Column("cancelled_at", DateTime(timezone=True)),
+    CheckConstraint("source IN ('customer', 'gift')", name="ck_reward_redemptions_source"),
+    CheckConstraint("status IN ('issuing', 'pending', 'fulfilled', 'cancelled')", name="ck_reward_redemptions_status"),
+    CheckConstraint("points >= 0", name="ck_reward_redemptions_points"),
+    UniqueConstraint("customer_id", "reference", name="uq_reward_redemptions_reference"),
+    Index(
+        "ix_reward_redemptions_standing",
+        "customer_id",
+        "reward_id",
+        postgresql_where=text("status <> 'cancelled'"),
+    ),
+    Index("ix_reward_redemptions_open", "reward_id", postgresql_where=text("status IN ('issuing', 'pending')")),
+    Index("ix_reward_redemptions_issuing", "next_attempt_at", postgresql_where=text("status = 'issuing'")),
+)
+
+# Which lots a redemption's points came from, so that a cancellation puts them back where they were (with
+# their own expiry: cancelling must not be a way to make points live longer).
+reward_redemption_lots = Table(
+    "reward_redemption_lots",
+    metadata,
+    Column("redemption_id", UUID(as_uuid=True), ForeignKey("reward_redemptions.id"), nullable=False),
+    Column("lot_id", BigInteger, ForeignKey("lots.id"), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    PrimaryKeyConstraint("redemption_id", "lot_id"),
 )

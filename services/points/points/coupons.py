@@ -1,0 +1,67 @@
+"""The points service's client of the coupon service, for coupon rewards.
+
+The coupon service keeps one row per issuance key (the redemption id): the first `issue` with a key assigns a
+code, and every later `issue` or `void` with it answers that code; a `void` that comes first records the key
+as voided, and every later call answers `voided`. Either answer is final, so the two services can never
+disagree about a redemption, whatever fails in between. `None` means no answer (down, timed out, 5xx).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+import structlog
+
+from kit.client import InternalClient
+
+log = structlog.get_logger("points.coupons")
+
+ISSUANCES = "/internal/reward-issuances"
+
+
+@dataclass(frozen=True)
+class IssueAnswer:
+    status: Literal["issued", "voided", "refused"]
+    code: str | None = None
+    reason: str | None = None
+
+
+class CouponClient:
+    def __init__(self, base_url: str, internal_token: str, timeout: float) -> None:
+        self._client = InternalClient(base_url, internal_token, timeout=timeout, connect_timeout=min(1.0, timeout))
+
+    async def _answer(self, method: str, path: str, body: dict[str, str] | None = None) -> IssueAnswer | None:
+        try:
+            response = await self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            log.warning("points.coupon.unreachable", error=type(exc).__name__)
+            return None
+        if response.status_code != 200:
+            log.warning("points.coupon.failed", status=response.status_code, body=response.text[:300])
+            return None
+        data = response.json()
+        return IssueAnswer(status=data["status"], code=data.get("code"), reason=data.get("reason"))
+
+    async def issue(self, key: uuid.UUID, campaign_id: uuid.UUID, customer_id: str) -> IssueAnswer | None:
+        return await self._answer(
+            "POST", ISSUANCES, {"key": str(key), "campaign_id": str(campaign_id), "customer_id": customer_id}
+        )
+
+    async def void(self, key: uuid.UUID) -> IssueAnswer | None:
+        return await self._answer("POST", f"{ISSUANCES}/{key}/void")
+
+    async def campaign_exists(self, campaign_id: uuid.UUID) -> bool | None:
+        """None when the coupon service did not answer."""
+        try:
+            response = await self._client.get(f"/v1/coupon-campaigns/{campaign_id}")
+        except httpx.HTTPError:
+            return None
+        if response.status_code in (200, 404):
+            return response.status_code == 200
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,318 @@
+"""SQL of the rewards catalogue.
+
+Redemption and cancellation are PL/pgSQL functions of migration points_rewards, each one statement. A
+redemption runs on a connection in autocommit (`own_connection`) unless the request already holds a
+transaction: a coupon reward's reservation must be committed before the coupon service is asked for a code
+(were it rolled back after the code was issued, the customer would keep both). A request never holds two
+connections at once (a pool of N would deadlock under N concurrent requests).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.db import Database
+
+REWARD_COLUMNS = """
+    w.id, w.name, w.description, w.kind, w.cost_points, w.campaign_id, w.stock, w.stock_left,
+    w.per_customer_limit, w.min_tier, w.active, w.image_url, w.created_at, w.updated_at
+"""
+
+REDEMPTION_COLUMNS = """
+    d.id AS redemption_id, d.reward_id, w.name AS reward_name, w.kind, d.customer_id, d.reference, d.source,
+    d.points, d.status, d.coupon_code, d.cancel_reason, d.created_at, d.fulfilled_at, d.cancelled_at
+"""
+
+
+@asynccontextmanager
+async def own_connection(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection in autocommit: each statement commits by itself."""
+    async with database.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        yield raw.driver_connection  # type: ignore[misc]
+
+
+async def session_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the request's session (inside its transaction when one began)."""
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection  # type: ignore[return-value]
+
+
+_REDEEM = "SELECT * FROM points_redeem_reward($1, $2, $3, $4, $5, $6::jsonb, $7, $8)"
+
+
+async def redeem(
+    connection: asyncpg.Connection,
+    customer_id: str,
+    reward_id: uuid.UUID,
+    reference: str,
+    redemption_id: uuid.UUID,
+    gift: bool,
+    default_tiers: str,
+    retry_after: timedelta,
+    issue_deadline: timedelta,
+) -> asyncpg.Record:
+    row = await connection.fetchrow(
+        _REDEEM, customer_id, reward_id, reference, redemption_id, gift, default_tiers, retry_after, issue_deadline
+    )
+    assert row is not None
+    return row
+
+
+async def redeem_in_session(session: AsyncSession, *args: Any) -> Row[Any]:
+    """The same function inside the caller's transaction (an event handler's: the gift and the inbox record
+    commit together)."""
+    return (
+        await session.execute(
+            text(
+                "SELECT * FROM points_redeem_reward(:c, :r, :ref, :id, :gift, CAST(:tiers AS jsonb), :retry, :deadline)"
+            ),
+            dict(zip(("c", "r", "ref", "id", "gift", "tiers", "retry", "deadline"), args, strict=True)),
+        )
+    ).one()
+
+
+_CANCEL = "SELECT * FROM points_cancel_reward_redemption($1, $2, $3::varchar[], $4)"
+
+
+async def cancel(
+    connection: asyncpg.Connection, redemption_id: uuid.UUID, customer_id: str | None, from_: list[str], reason: str
+) -> asyncpg.Record:
+    row = await connection.fetchrow(_CANCEL, redemption_id, customer_id, from_, reason)
+    assert row is not None
+    return row
+
+
+async def fulfil_coupon(connection: asyncpg.Connection, redemption_id: uuid.UUID, code: str) -> bool:
+    done = await connection.fetchval(
+        "UPDATE reward_redemptions SET status = 'fulfilled', coupon_code = $2, fulfilled_at = now() "
+        "WHERE id = $1 AND status = 'issuing' RETURNING id",
+        redemption_id,
+        code,
+    )
+    return done is not None
+
+
+async def find_redemption_state(connection: asyncpg.Connection, redemption_id: uuid.UUID) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        "SELECT d.status, d.coupon_code, d.cancel_reason, d.points, d.balance_after, d.issue_deadline, "
+        "d.campaign_id, d.customer_id, now() AS now FROM reward_redemptions d WHERE d.id = $1",
+        redemption_id,
+    )
+
+
+_CLAIM_ISSUING = """
+UPDATE reward_redemptions d
+   SET next_attempt_at = now() + make_interval(secs => least(60, 2 ^ least(d.issue_attempts, 6))),
+       issue_attempts = d.issue_attempts + 1
+ WHERE d.id IN (SELECT id FROM reward_redemptions
+                 WHERE status = 'issuing' AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+RETURNING d.id, d.customer_id, d.campaign_id, d.issue_deadline <= now() AS past_deadline
+"""
+
+
+async def claim_issuing(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Redemptions waiting for their coupon whose next attempt is due, leased to this process (replicas share
+    the work; a lease that lapses because this process died is taken by another)."""
+    return list(await connection.fetch(_CLAIM_ISSUING, limit))
+
+
+# --- the catalogue ---
+
+
+async def insert_reward(session: AsyncSession, values: dict[str, Any]) -> Row[Any]:
+    return (
+        await session.execute(
+            text(
+                f"""
+                INSERT INTO rewards AS w (id, name, description, kind, cost_points, campaign_id, stock, stock_left,
+                    per_customer_limit, min_tier, active, image_url)
+                VALUES (:id, :name, :description, :kind, :cost_points, :campaign_id, :stock, :stock,
+                    :per_customer_limit, :min_tier, :active, :image_url)
+                RETURNING {REWARD_COLUMNS}
+                """
+            ),
+            values,
+        )
+    ).one()
+
+
+async def get_reward(session: AsyncSession, reward_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    return (
+        await session.execute(
+            text(f"SELECT {REWARD_COLUMNS} FROM rewards w WHERE w.id = :id" + (" FOR UPDATE" if lock else "")),
+            {"id": reward_id},
+        )
+    ).first()
+
+
+async def standing_redemptions(session: AsyncSession, reward_id: uuid.UUID) -> int:
+    return int(
+        (
+            await session.execute(
+                text("SELECT count(*) FROM reward_redemptions WHERE reward_id = :id AND status <> 'cancelled'"),
+                {"id": reward_id},
+            )
+        ).scalar_one()
+    )
+
+
+async def update_reward(session: AsyncSession, reward_id: uuid.UUID, fields: dict[str, Any]) -> Row[Any]:
+    sets = ", ".join(f"{name} = :{name}" for name in fields)
+    return (
+        await session.execute(
+            text(f"UPDATE rewards w SET {sets}, updated_at = now() WHERE w.id = :id RETURNING {REWARD_COLUMNS}"),
+            {"id": reward_id, **fields},
+        )
+    ).one()
+
+
+async def list_rewards(
+    session: AsyncSession, active: bool | None, after: tuple[int, uuid.UUID] | None, limit: int
+) -> Sequence[Row[Any]]:
+    return (
+        await session.execute(
+            text(
+                f"""
+                SELECT {REWARD_COLUMNS} FROM rewards w
+                 WHERE (CAST(:active AS boolean) IS NULL OR w.active = :active)
+                   AND (CAST(:after_cost AS bigint) IS NULL OR (w.cost_points, w.id) > (:after_cost, :after_id))
+                 ORDER BY w.cost_points, w.id LIMIT :limit
+                """
+            ),
+            {
+                "active": active,
+                "after_cost": after[0] if after else None,
+                "after_id": after[1] if after else None,
+                "limit": limit,
+            },
+        )
+    ).all()
+
+
+_CUSTOMER_VIEW = f"""
+WITH me AS (
+    SELECT coalesce((SELECT a.balance FROM accounts a WHERE a.customer_id = :c), 0) AS balance,
+           (SELECT greatest(coalesce(sum(t.points), 0), 0) FROM transactions t
+             WHERE t.customer_id = :c AND t.type IN ('earn', 'reverse')
+               AND t.created_at > now() - interval '365 days') AS qualifying
+), seen AS (
+    SELECT {REWARD_COLUMNS}, me.balance,
+           CASE WHEN w.stock_left = 0 THEN 'out_of_stock'
+                WHEN w.min_tier IS NOT NULL AND (tier.threshold IS NULL OR me.qualifying < tier.threshold)
+                     THEN 'tier_too_low'
+                WHEN w.per_customer_limit IS NOT NULL AND w.per_customer_limit <= (
+                     SELECT count(*) FROM reward_redemptions d
+                      WHERE d.customer_id = :c AND d.reward_id = w.id AND d.status <> 'cancelled'
+                        AND d.source = 'customer') THEN 'limit_reached'
+           END AS reason
+      FROM rewards w CROSS JOIN me
+      LEFT JOIN unnest(CAST(:tier_names AS text[]), CAST(:tier_thresholds AS bigint[])) AS tier(name, threshold)
+        ON tier.name = w.min_tier
+     WHERE w.active
+       AND (CAST(:after_cost AS bigint) IS NULL OR (w.cost_points, w.id) > (:after_cost, :after_id))
+)
+SELECT * FROM seen
+ WHERE (CAST(:affordable AS boolean) IS NULL OR (seen.cost_points <= seen.balance) = :affordable)
+   AND (CAST(:available AS boolean) IS NULL OR (seen.reason IS NULL) = :available)
+ ORDER BY seen.cost_points, seen.id LIMIT :limit
+"""
+
+
+async def customer_view(
+    session: AsyncSession,
+    customer_id: str,
+    tiers: Sequence[tuple[str, int]],
+    affordable: bool | None,
+    available: bool | None,
+    after: tuple[int, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    return (
+        await session.execute(
+            text(_CUSTOMER_VIEW),
+            {
+                "c": customer_id,
+                "tier_names": [name for name, _ in tiers],
+                "tier_thresholds": [threshold for _, threshold in tiers],
+                "affordable": affordable,
+                "available": available,
+                "after_cost": after[0] if after else None,
+                "after_id": after[1] if after else None,
+                "limit": limit,
+            },
+        )
+    ).all()
+
+
+# --- redemptions ---
+
+
+async def get_redemption(session: AsyncSession, redemption_id: uuid.UUID) -> Row[Any] | None:
+    return (
+        await session.execute(
+            text(f"SELECT {REDEMPTION_COLUMNS} FROM reward_redemptions d JOIN rewards w ON w.id = d.reward_id "
+                 "WHERE d.id = :id"),
+            {"id": redemption_id},
+        )
+    ).first()  # fmt: skip
+
+
+async def list_redemptions(
+    session: AsyncSession, customer_id: str, after: tuple[str, uuid.UUID] | None, limit: int
+) -> Sequence[Row[Any]]:
+    """Newest first."""
+    return (
+        await session.execute(
+            text(
+                f"""
+                SELECT {REDEMPTION_COLUMNS} FROM reward_redemptions d JOIN rewards w ON w.id = d.reward_id
+                 WHERE d.customer_id = :c
+                   AND (CAST(:after_at AS timestamptz) IS NULL OR (d.created_at, d.id) < (:after_at, :after_id))
+                 ORDER BY d.created_at DESC, d.id DESC LIMIT :limit
+                """
+            ),
+            {
+                "c": customer_id,
+                "after_at": after[0] if after else None,
+                "after_id": after[1] if after else None,
+                "limit": limit,
+            },
+        )
+    ).all()
+
+
+async def fulfil(session: AsyncSession, redemption_id: uuid.UUID) -> bool:
+    """Mark a pending item handed over; False when it was not pending."""
+    done = (
+        await session.execute(
+            text(
+                "UPDATE reward_redemptions SET status = 'fulfilled', fulfilled_at = now() "
+                "WHERE id = :id AND status = 'pending' RETURNING id"
+            ),
+            {"id": redemption_id},
+        )
+    ).first()
+    return done is not None
+
+
+async def pending_totals(session: AsyncSession) -> tuple[int, int]:
+    row = (
+        await session.execute(
+            text(
+                "SELECT coalesce(sum(points), 0) AS points, count(*) AS n FROM reward_redemptions "
+                "WHERE status IN ('issuing', 'pending')"
+            )
+        )
+    ).one()
+    return int(row.points), int(row.n)

@@ -1,0 +1,390 @@
+"""The rewards catalogue: rewards priced in points, their redemption, fulfilment and cancellation, coupon rewards
+issued by the coupon service, gifts granted by surprise rules, and the catalogue as one customer sees it.
+
+Consistency (docs/rewards.md): the points, the stock and the redemption commit together in one statement
+(migration points_rewards). A coupon reward first reserves (points debited, stock taken, redemption `issuing`,
+committed), then asks the coupon service for a code keyed by the redemption id; a definitive answer settles it
+(`fulfilled` with the code, or cancelled with the points and the stock back); no answer leaves it `issuing` for
+the retry job, which asks again with the same key until the deadline and then voids the key instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.auth import Caller
+from kit.db import Database
+from kit.errors import Conflict, FieldError, NotFound, ServiceUnavailable, Unprocessable, ValidationFailed
+from kit.json import dumps
+from kit.pagination import Page, PageParams, encode_cursor
+from points import reward_repository as repo
+from points import service
+from points.coupons import CouponClient, IssueAnswer
+from points.schemas import (
+    CustomerReward,
+    Reward,
+    RewardCreate,
+    RewardPatch,
+    RewardRedemption,
+    RewardRedemptionRequest,
+    RewardRedemptionResult,
+)
+from points.settings import PointsSettings
+
+log = structlog.get_logger("points.rewards")
+
+ISSUING_BATCH = 50
+DEFAULT_TIERS_JSON = dumps([t.model_dump(mode="json") for t in service.DEFAULT_TIERS]).decode()
+
+
+@dataclass
+class RewardsRuntime:
+    """What the rewards need besides a session: the database (for statements that commit on their own), the
+    coupon service, and the settings."""
+
+    database: Database
+    coupons: CouponClient
+    settings: PointsSettings
+
+    @property
+    def retry_after(self) -> timedelta:
+        return timedelta(seconds=self.settings.coupon_timeout_seconds + 1)
+
+    @property
+    def issue_deadline(self) -> timedelta:
+        return timedelta(seconds=self.settings.reward_issue_deadline_seconds)
+
+
+def _reward(row: Row[Any]) -> Reward:
+    return Reward.model_validate(row._mapping)
+
+
+def _cursor(after: list[Any] | None) -> tuple[Any, uuid.UUID] | None:
+    if after is None:
+        return None
+    try:
+        return after[0], uuid.UUID(str(after[1]))
+    except (ValueError, IndexError, TypeError):
+        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from None
+
+
+def _cost_cursor(after: list[Any] | None) -> tuple[int, uuid.UUID] | None:
+    found = _cursor(after)
+    if found is not None and not isinstance(found[0], int):
+        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")])
+    return found
+
+
+async def _check_tier(session: AsyncSession, name: str | None) -> None:
+    if name is not None and name not in {t.name for t in await service.get_tiers(session)}:
+        raise ValidationFailed([FieldError("min_tier", f"No tier named {name!r} (GET /v1/points/tiers).")])
+
+
+async def _check_campaign(runtime: RewardsRuntime, campaign_id: uuid.UUID | None) -> None:
+    if campaign_id is None:
+        return
+    exists = await runtime.coupons.campaign_exists(campaign_id)
+    if exists is None:
+        raise ServiceUnavailable(
+            "The coupon service did not answer; the campaign could not be checked. Retry shortly.",
+            code="coupon_service_unavailable",
+            headers={"Retry-After": "5"},
+        )
+    if not exists:
+        raise ValidationFailed([FieldError("campaign_id", "No coupon campaign with this id.")])
+
+
+# --- the catalogue ---
+
+
+async def create_reward(session: AsyncSession, runtime: RewardsRuntime, body: RewardCreate) -> Reward:
+    await _check_tier(session, body.min_tier)
+    await _check_campaign(runtime, body.campaign_id)
+    row = await repo.insert_reward(session, {"id": uuid.uuid4(), **body.model_dump()})
+    log.info("points.reward.created", reward_id=str(row.id), kind=row.kind)
+    return _reward(row)
+
+
+async def get_reward(session: AsyncSession, reward_id: uuid.UUID, caller: Caller | None = None) -> Reward:
+    row = await repo.get_reward(session, reward_id)
+    if row is None or (caller is not None and caller.kind == "customer" and not row.active):
+        raise NotFound("No reward with this id.", code="reward_not_found")
+    return _reward(row)
+
+
+async def list_rewards(session: AsyncSession, caller: Caller, active: bool | None, page: PageParams) -> Page[Reward]:
+    if caller.kind == "customer":
+        active = True  # a customer sees the catalogue as it is offered
+    rows = await repo.list_rewards(session, active, _cost_cursor(page.after), page.limit + 1)
+    items = [_reward(r) for r in rows[: page.limit]]
+    cursor = encode_cursor([items[-1].cost_points, str(items[-1].id)]) if len(rows) > page.limit else None
+    return Page[Reward](items=items, next_cursor=cursor)
+
+
+async def update_reward(
+    session: AsyncSession, runtime: RewardsRuntime, reward_id: uuid.UUID, body: RewardPatch
+) -> Reward:
+    fields = body.model_dump(exclude_unset=True)
+    for name in ("name", "description", "cost_points", "active"):
+        if name in fields and fields[name] is None:
+            raise ValidationFailed([FieldError(name, "Cannot be null.")])
+    # FOR UPDATE waits for every redemption in flight (they hold the row FOR KEY SHARE or have updated it)
+    row = await repo.get_reward(session, reward_id, lock=True)
+    if row is None:
+        raise NotFound("No reward with this id.", code="reward_not_found")
+    if "campaign_id" in fields:
+        if row.kind != "coupon" or fields["campaign_id"] is None:
+            raise ValidationFailed([FieldError("campaign_id", "Only a coupon reward has a campaign; not null.")])
+        await _check_campaign(runtime, fields["campaign_id"])
+    if "min_tier" in fields:
+        await _check_tier(session, fields["min_tier"])
+    if "stock" in fields:
+        stock = fields["stock"]
+        if stock is None:
+            fields["stock_left"] = None
+        else:
+            if row.stock is None:
+                standing = await repo.standing_redemptions(session, reward_id)
+            else:
+                standing = row.stock - row.stock_left
+            if stock < standing:
+                raise ValidationFailed(
+                    [FieldError("stock", f"{standing} units are redeemed already (pending, issuing or fulfilled).")]
+                )
+            fields["stock_left"] = stock - standing
+    if not fields:
+        return _reward(row)
+    return _reward(await repo.update_reward(session, reward_id, fields))
+
+
+async def customer_rewards(
+    session: AsyncSession, customer_id: str, affordable: bool | None, available: bool | None, page: PageParams
+) -> Page[CustomerReward]:
+    tiers = [(t.name, t.threshold) for t in await service.get_tiers(session)]
+    rows = await repo.customer_view(
+        session, customer_id, tiers, affordable, available, _cost_cursor(page.after), page.limit + 1
+    )
+    items = [
+        CustomerReward.model_validate(
+            {
+                **row._mapping,
+                "affordable": row.cost_points <= row.balance,
+                "points_needed": max(0, row.cost_points - row.balance),
+                "available": row.reason is None,
+            }
+        )
+        for row in rows[: page.limit]
+    ]
+    cursor = encode_cursor([items[-1].cost_points, str(items[-1].id)]) if len(rows) > page.limit else None
+    return Page[CustomerReward](items=items, next_cursor=cursor)
+
+
+# --- redemption ---
+
+_REFUSALS: dict[str, tuple[type[Conflict] | type[Unprocessable], str, str]] = {
+    "insufficient": (Conflict, "insufficient_points", "Not enough points for this reward."),
+    "out_of_stock": (Conflict, "out_of_stock", "This reward is out of stock."),
+    "limit_reached": (Conflict, "reward_limit_reached", "This customer has redeemed this reward as often as allowed."),
+    "inactive": (Unprocessable, "reward_not_available", "This reward is not offered at the moment."),
+    "tier_too_low": (Unprocessable, "reward_not_available", "This reward needs a higher tier."),
+}
+
+
+def _not_issued(redemption_id: uuid.UUID) -> Unprocessable:
+    return Unprocessable(
+        "The coupon for this reward could not be issued; the points and the stock were given back.",
+        code="reward_not_available",
+        reason="coupon_not_issued",
+        redemption_id=str(redemption_id),
+    )
+
+
+async def redeem(
+    runtime: RewardsRuntime,
+    customer_id: str,
+    body: RewardRedemptionRequest,
+    in_transaction: AsyncSession | None = None,
+) -> tuple[RewardRedemptionResult, int, uuid.UUID | None]:
+    """The redemption, the HTTP status to answer it with (201, or 202 while a coupon is being issued), and the
+    redemption to settle once the answer is sent (None: nothing to do).
+
+    `in_transaction`: the request's session when it holds a transaction (an Idempotency-Key was claimed): the
+    redemption then commits with the stored answer, so a coupon reward cannot be asked for its code before the
+    answer is sent; the caller settles it right after."""
+    args = (
+        customer_id,
+        body.reward_id,
+        body.reference,
+        uuid.uuid4(),
+        False,
+        DEFAULT_TIERS_JSON,
+        runtime.retry_after,
+        runtime.issue_deadline,
+    )
+    if in_transaction is not None:
+        row = await repo.redeem(await repo.session_connection(in_transaction), *args)
+    else:
+        async with repo.own_connection(runtime.database) as connection:
+            row = await repo.redeem(connection, *args)
+    outcome = row["r_outcome"]
+    if outcome == "reward_not_found":
+        raise NotFound("No reward with this id.", code="reward_not_found")
+    if outcome in _REFUSALS:
+        kind, code, detail = _REFUSALS[outcome]
+        extra: dict[str, Any] = {}
+        if outcome == "insufficient":
+            extra = {"balance": row["r_balance"], "requested": row["r_points"]}
+        elif kind is Unprocessable:
+            extra = {"reason": outcome}
+        log.info("points.reward.refused", customer_id=customer_id, reason=outcome)
+        raise kind(detail, code=code, **extra)
+    if outcome == "replayed" and row["r_reward_id"] != body.reward_id:
+        raise Conflict("This reference was used for another reward by this customer.", code="reference_already_used")
+    result = RewardRedemptionResult(
+        redemption_id=row["r_id"],
+        reward_id=row["r_reward_id"],
+        points=row["r_points"],
+        balance=row["r_balance"],
+        status=row["r_status"],
+        coupon_code=row["r_coupon_code"],
+    )
+    if result.status == "cancelled" and row["r_cancel_reason"] == "coupon_not_issued":
+        raise _not_issued(result.redemption_id)
+    if result.status == "issuing":
+        if in_transaction is not None:
+            return result, 202, result.redemption_id
+        settled = await settle(runtime, result.redemption_id, row["r_campaign_id"], customer_id)
+        if settled == "issuing":
+            return result, 202, None
+        if settled == "cancelled":
+            raise _not_issued(result.redemption_id)
+        async with repo.own_connection(runtime.database) as connection:
+            state = await repo.find_redemption_state(connection, result.redemption_id)
+        assert state is not None
+        result = result.model_copy(update={"status": state["status"], "coupon_code": state["coupon_code"]})
+    if outcome == "created":
+        log.info("points.reward.redeemed", customer_id=customer_id, reward_id=str(body.reward_id), status=result.status)
+    return result, 201, None
+
+
+async def settle(
+    runtime: RewardsRuntime, redemption_id: uuid.UUID, campaign_id: uuid.UUID, customer_id: str, *, void: bool = False
+) -> str:
+    """Ask the coupon service once about a redemption waiting for its code (`void`: past its deadline, void the
+    key instead of issuing) and apply a definitive answer. Returns the redemption's status afterwards."""
+    answer: IssueAnswer | None
+    if void:
+        answer = await runtime.coupons.void(redemption_id)
+    else:
+        answer = await runtime.coupons.issue(redemption_id, campaign_id, customer_id)
+    if answer is None:
+        return "issuing"
+    async with repo.own_connection(runtime.database) as connection:
+        if answer.status == "issued" and answer.code:
+            if await repo.fulfil_coupon(connection, redemption_id, answer.code):
+                log.info("points.reward.coupon_issued", redemption_id=str(redemption_id))
+            return "fulfilled"
+        row = await repo.cancel(connection, redemption_id, None, ["issuing"], "coupon_not_issued")
+        log.info(
+            "points.reward.coupon_not_issued",
+            redemption_id=str(redemption_id),
+            answer=answer.status,
+            reason=answer.reason,
+            outcome=row["r_outcome"],
+        )
+        return str(row["r_status"])
+
+
+async def settle_issuing(runtime: RewardsRuntime) -> int:
+    """The retry job: every redemption whose code is still unknown and whose next attempt is due."""
+    async with repo.own_connection(runtime.database) as connection:
+        due = await repo.claim_issuing(connection, ISSUING_BATCH)
+    for row in due:
+        status = await settle(runtime, row["id"], row["campaign_id"], row["customer_id"], void=row["past_deadline"])
+        if status == "issuing":
+            log.warning("points.reward.still_issuing", redemption_id=str(row["id"]), past_deadline=row["past_deadline"])
+    return len(due)
+
+
+async def list_redemptions(session: AsyncSession, customer_id: str, page: PageParams) -> Page[RewardRedemption]:
+    after = _cursor(page.after)
+    if after is not None:
+        try:
+            after = (datetime.fromisoformat(str(after[0])), after[1])  # type: ignore[assignment]
+        except ValueError:
+            raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from None
+    rows = await repo.list_redemptions(session, customer_id, after, page.limit + 1)  # type: ignore[arg-type]
+    items = [RewardRedemption.model_validate(r._mapping) for r in rows[: page.limit]]
+    cursor = (
+        encode_cursor([items[-1].created_at.isoformat(), str(items[-1].redemption_id)])
+        if len(rows) > page.limit
+        else None
+    )
+    return Page[RewardRedemption](items=items, next_cursor=cursor)
+
+
+async def _redemption(session: AsyncSession, redemption_id: uuid.UUID, caller: Caller) -> Row[Any]:
+    row = await repo.get_redemption(session, redemption_id)
+    if row is None or (caller.kind == "customer" and row.customer_id != caller.id):
+        raise NotFound("No reward redemption with this id.", code="redemption_not_found")
+    return row
+
+
+async def fulfil(session: AsyncSession, caller: Caller, redemption_id: uuid.UUID) -> RewardRedemption:
+    """An item handed over. A repeat answers the fulfilled redemption."""
+    row = await _redemption(session, redemption_id, caller)
+    if row.status == "pending" and await repo.fulfil(session, redemption_id):
+        log.info("points.reward.fulfilled", redemption_id=str(redemption_id))
+    elif row.status != "fulfilled" or row.kind != "item":
+        raise Conflict(
+            f"This redemption is {row.status}; only a pending item can be marked handed over.",
+            code="redemption_not_pending",
+            redemption_status=row.status,
+        )
+    found = await repo.get_redemption(session, redemption_id)
+    assert found is not None
+    return RewardRedemption.model_validate(found._mapping)
+
+
+async def cancel(session: AsyncSession, caller: Caller, redemption_id: uuid.UUID) -> RewardRedemption:
+    """Points and stock back, once. A customer cancels its own pending items; the shop (admin, `points:write`)
+    also a fulfilled item (returned goods). A coupon reward's code is out once issued: never cancelled here."""
+    row = await _redemption(session, redemption_id, caller)
+    by_customer = caller.kind == "customer"
+    allowed = ["pending"] if by_customer or row.kind != "item" else ["pending", "fulfilled"]
+    done = await repo.cancel(
+        await repo.session_connection(session),
+        redemption_id,
+        caller.id if by_customer else None,
+        allowed,
+        "customer" if by_customer else "shop",
+    )
+    if done["r_outcome"] == "not_found":
+        raise NotFound("No reward redemption with this id.", code="redemption_not_found")
+    if done["r_outcome"] == "not_cancellable":
+        raise Conflict(
+            f"This redemption is {done['r_status']} and cannot be cancelled"
+            + (" by the customer." if by_customer else "."),
+            code="redemption_not_cancellable",
+            redemption_status=done["r_status"],
+        )
+    if done["r_outcome"] == "cancelled":
+        log.info("points.reward.cancelled", redemption_id=str(redemption_id), by=caller.kind)
+    found = await repo.get_redemption(session, redemption_id)
+    assert found is not None
+    return RewardRedemption.model_validate(found._mapping)
+
+
+async def settle_one(runtime: RewardsRuntime, redemption_id: uuid.UUID) -> None:
+    """Settle one redemption now if it still waits for its code (the retry job would, a little later)."""
+    async with repo.own_connection(runtime.database) as connection:
+        state = await repo.find_redemption_state(connection, redemption_id)
+    if state is not None and state["status"] == "issuing":
+        await settle(runtime, redemption_id, state["campaign_id"], state["customer_id"])
