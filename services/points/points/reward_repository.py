@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.db import Database
+from points.repository import _QUALIFYING
 
 REWARD_COLUMNS = """
     w.id, w.name, w.description, w.kind, w.cost_points, w.campaign_id, w.stock, w.stock_left,
@@ -203,9 +204,7 @@ async def list_rewards(
 _CUSTOMER_VIEW = f"""
 WITH me AS (
     SELECT coalesce((SELECT a.balance FROM accounts a WHERE a.customer_id = :c), 0) AS balance,
-           (SELECT greatest(coalesce(sum(t.points), 0), 0) FROM transactions t
-             WHERE t.customer_id = :c AND t.type IN ('earn', 'reverse')
-               AND t.created_at > now() - interval '365 days') AS qualifying
+           greatest({_QUALIFYING}, 0) AS qualifying
 ), seen AS (
     SELECT {REWARD_COLUMNS}, me.balance,
            CASE WHEN w.stock_left = 0 THEN 'out_of_stock'
@@ -243,6 +242,7 @@ async def customer_view(
             text(_CUSTOMER_VIEW),
             {
                 "c": customer_id,
+                "at": None,
                 "tier_names": [name for name, _ in tiers],
                 "tier_thresholds": [threshold for _, threshold in tiers],
                 "affordable": affordable,
@@ -269,7 +269,7 @@ async def get_redemption(session: AsyncSession, redemption_id: uuid.UUID) -> Row
 
 
 async def list_redemptions(
-    session: AsyncSession, customer_id: str, after: tuple[str, uuid.UUID] | None, limit: int
+    session: AsyncSession, customer_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
 ) -> Sequence[Row[Any]]:
     """Newest first."""
     return (

@@ -66,22 +66,6 @@ def _reward(row: Row[Any]) -> Reward:
     return Reward.model_validate(row._mapping)
 
 
-def _cursor(after: list[Any] | None) -> tuple[Any, uuid.UUID] | None:
-    if after is None:
-        return None
-    try:
-        return after[0], uuid.UUID(str(after[1]))
-    except (ValueError, IndexError, TypeError):
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from None
-
-
-def _cost_cursor(after: list[Any] | None) -> tuple[int, uuid.UUID] | None:
-    found = _cursor(after)
-    if found is not None and not isinstance(found[0], int):
-        raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")])
-    return found
-
-
 async def _check_tier(session: AsyncSession, name: str | None) -> None:
     if name is not None and name not in {t.name for t in await service.get_tiers(session)}:
         raise ValidationFailed([FieldError("min_tier", f"No tier named {name!r} (GET /v1/points/tiers).")])
@@ -122,7 +106,7 @@ async def get_reward(session: AsyncSession, reward_id: uuid.UUID, caller: Caller
 async def list_rewards(session: AsyncSession, caller: Caller, active: bool | None, page: PageParams) -> Page[Reward]:
     if caller.kind == "customer":
         active = True  # a customer sees the catalogue as it is offered
-    rows = await repo.list_rewards(session, active, _cost_cursor(page.after), page.limit + 1)
+    rows = await repo.list_rewards(session, active, page.after(int, uuid.UUID), page.limit + 1)
     items = [_reward(r) for r in rows[: page.limit]]
     cursor = encode_cursor([items[-1].cost_points, str(items[-1].id)]) if len(rows) > page.limit else None
     return Page[Reward](items=items, next_cursor=cursor)
@@ -169,7 +153,7 @@ async def customer_rewards(
 ) -> Page[CustomerReward]:
     tiers = [(t.name, t.threshold) for t in await service.get_tiers(session)]
     rows = await repo.customer_view(
-        session, customer_id, tiers, affordable, available, _cost_cursor(page.after), page.limit + 1
+        session, customer_id, tiers, affordable, available, page.after(int, uuid.UUID), page.limit + 1
     )
     items = [
         CustomerReward.model_validate(
@@ -314,13 +298,7 @@ async def settle_issuing(runtime: RewardsRuntime) -> int:
 
 
 async def list_redemptions(session: AsyncSession, customer_id: str, page: PageParams) -> Page[RewardRedemption]:
-    after = _cursor(page.after)
-    if after is not None:
-        try:
-            after = (datetime.fromisoformat(str(after[0])), after[1])  # type: ignore[assignment]
-        except ValueError:
-            raise ValidationFailed([FieldError("cursor", "Not a cursor returned by this endpoint.")]) from None
-    rows = await repo.list_redemptions(session, customer_id, after, page.limit + 1)  # type: ignore[arg-type]
+    rows = await repo.list_redemptions(session, customer_id, page.after(datetime, uuid.UUID), page.limit + 1)
     items = [RewardRedemption.model_validate(r._mapping) for r in rows[: page.limit]]
     cursor = (
         encode_cursor([items[-1].created_at.isoformat(), str(items[-1].redemption_id)])

@@ -10,7 +10,7 @@ redemptions share, so that a PATCH giving it a stock (`SELECT ... FOR UPDATE` fi
 what they redeemed. Lock order everywhere: account, redemption, reward.
 
 Revision ID: points_rewards
-Revises: points_0002
+Revises: points_experiments
 Create Date: 2026-12-03
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "points_rewards"
-down_revision: str | None = "points_0002"
+down_revision: str | None = "points_experiments"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -85,10 +85,14 @@ BEGIN
               FROM jsonb_array_elements(coalesce((SELECT s.value FROM settings s WHERE s.key = 'tiers'),
                                                  p_default_tiers)) t
              WHERE t ->> 'name' = v_reward.min_tier;
-            -- qualifying points as the balance view counts them (earned less reversed, trailing 365 days)
-            SELECT greatest(coalesce(sum(t.points), 0), 0) INTO v_qualifying FROM transactions t
-             WHERE t.customer_id = p_customer AND t.type IN ('earn', 'reverse')
-               AND t.created_at > now() - interval '365 days';
+            -- qualifying points as the balance view counts them (points.repository._QUALIFYING, up to now)
+            SELECT greatest(coalesce(sum(coalesce(q.qualifying_points,
+                                CASE WHEN t.type IN ('earn', 'reverse') THEN t.points ELSE 0 END)), 0), 0)
+              INTO v_qualifying
+              FROM transactions t LEFT JOIN transaction_qualification q ON q.transaction_id = t.id
+             WHERE t.customer_id = p_customer
+               AND coalesce(q.qualifies_at, t.created_at) > now() - interval '365 days'
+               AND coalesce(q.qualifies_at, t.created_at) <= now();
             IF v_threshold IS NULL OR v_qualifying < v_threshold THEN
                 r_outcome := 'tier_too_low';
                 RETURN NEXT;
