@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("gateway", "points", "coupon", "recommend", "survey", "purchases", "overview", "import")
+BENCHMARKS = ("gateway", "points", "coupon", "recommend", "survey", "purchases", "overview", "import", "experiments")
 
 
 def main() -> None:

@@ -174,6 +174,8 @@ _COSTS = text(
 
 async def arm_aggregates(session: AsyncSession, experiment_id: uuid.UUID, window_days: int) -> dict[str, ArmAggregate]:
     parameters = {"experiment_id": experiment_id, "window_days": window_days}
+    # PostgreSQL's JIT compiles this query for longer than it runs (1.8 s of 3.8 s at 100,000 exposures)
+    await session.execute(text("SET LOCAL jit = off"))
     outcomes = {row.arm: row for row in (await session.execute(_OUTCOMES, parameters)).all()}
     costs = {row.arm: row for row in (await session.execute(_COSTS, {"experiment_id": experiment_id})).all()}
     result: dict[str, ArmAggregate] = {}
