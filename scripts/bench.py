@@ -6,7 +6,18 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("gateway", "points", "coupon", "recommend", "survey", "purchases", "overview", "import", "experiments")
+BENCHMARKS = (
+    "gateway",
+    "points",
+    "coupon",
+    "recommend",
+    "survey",
+    "purchases",
+    "overview",
+    "import",
+    "experiments",
+    "switching",
+)
 
 
 def main() -> None:

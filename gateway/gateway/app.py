@@ -41,6 +41,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.upstreams = Upstreams(
             settings.upstreams,
             timeout=settings.upstream_timeout_seconds,
+            bulk_timeout=settings.upstream_bulk_timeout_seconds,
             connect_timeout=settings.upstream_connect_timeout_seconds,
             max_concurrency=settings.upstream_max_concurrency,
             queue_seconds=settings.upstream_queue_seconds,

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.limits import Limits
 from gateway.principals import Authenticator, Principal
-from gateway.routing import authorize, canonical_path, match
+from gateway.routing import BodyClass, authorize, canonical_path, match
 from kit.auth import INTERNAL_TOKEN_HEADER
 from kit.errors import DomainError, NotFound, ServiceUnavailable, Unauthorized, problem_response
 
@@ -84,11 +84,15 @@ class Upstreams:
         *,
         timeout: float,
         connect_timeout: float,
+        bulk_timeout: float | None = None,
         max_concurrency: int = 256,
         queue_seconds: float = 5.0,
     ) -> None:
         self.urls = {name: url.rstrip("/") for name, url in urls.items()}
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=timeout)
+        self.bulk_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=bulk_timeout or timeout
+        )
         self.max_concurrency = max_concurrency
         self.queue_seconds = queue_seconds
         self._sessions: dict[str, aiohttp.ClientSession] = {}
@@ -192,16 +196,17 @@ class FrontDoor:
         if entry.target == "gateway":
             await self.app({**scope, "path": path, "raw_path": path.encode()}, receive, send)
             return
+        bulk = entry.body is BodyClass.BULK
         customer_id = matched.parameters.get("customer_id") if method not in ("GET", "HEAD") else None
         if customer_id is None:
-            await self._forward(scope, receive, send, entry.target, path, principal)
+            await self._forward(scope, receive, send, entry.target, path, principal, bulk=bulk)
             return
         # the customer's own change shows in their next overview: dropped before (no fan-out joins the old one)
         # and after (a fan-out that read while the change was under way is not kept)
         cache: OverviewCache = self.state.overview_cache
         cache.forget(customer_id)
         try:
-            await self._forward(scope, receive, send, entry.target, path, principal)
+            await self._forward(scope, receive, send, entry.target, path, principal, bulk=bulk)
         finally:
             cache.forget(customer_id)
 
@@ -218,9 +223,18 @@ class FrontDoor:
             raise
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, service: str, path: str, principal: Principal | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        path: str,
+        principal: Principal | None,
+        *,
+        bulk: bool = False,
     ) -> None:
         upstreams: Upstreams = self.state.upstreams
+        timeout = upstreams.bulk_timeout if bulk else upstreams.timeout
         url = upstreams.urls[service] + path
         query = scope.get("query_string", b"")
         if query:
@@ -258,7 +272,7 @@ class FrontDoor:
         async with upstreams.slot(service):
             for attempt in range(1, attempts + 1):
                 try:
-                    await self._exchange(upstreams, service, scope, send, url, headers, body)
+                    await self._exchange(upstreams, service, scope, send, url, headers, body, timeout)
                     return
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                     if attempt == attempts or scope["state"].get("response_started"):
@@ -283,9 +297,10 @@ class FrontDoor:
         url: str,
         headers: list[tuple[str, str]],
         body: bytes | AsyncIterator[bytes],
+        timeout: aiohttp.ClientTimeout,
     ) -> None:
         async with upstreams.session(service).request(
-            scope["method"], url, headers=headers, data=body, allow_redirects=False
+            scope["method"], url, headers=headers, data=body, allow_redirects=False, timeout=timeout
         ) as upstream:
             response_headers = [
                 (k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in STRIPPED_RESPONSE_HEADERS

@@ -12,6 +12,8 @@ class GatewaySettings(ServiceSettings):
     recommend_url: str = Field(default="http://127.0.0.1:8003", validation_alias="RECOMMEND_URL")
     survey_url: str = Field(default="http://127.0.0.1:8004", validation_alias="SURVEY_URL")
     upstream_timeout_seconds: float = Field(default=10.0, validation_alias="UPSTREAM_TIMEOUT_SECONDS")
+    # imports of up to 10,000 lines a call (BodyClass.BULK routes) take longer than one request
+    upstream_bulk_timeout_seconds: float = Field(default=300.0, gt=0, validation_alias="UPSTREAM_BULK_TIMEOUT_SECONDS")
     upstream_connect_timeout_seconds: float = Field(default=1.0, validation_alias="UPSTREAM_CONNECT_TIMEOUT_SECONDS")
     overview_budget_ms: int = Field(default=300, validation_alias="OVERVIEW_BUDGET_MS")
     # how long a customer's complete overview may be served again (0: never); see gateway/overview.py

@@ -69,6 +69,18 @@ class TestOpeningBalances:
         ledger = (await admin.get(f"/v1/customers/{alice}/points/transactions")).json()["items"]
         assert [(t["type"], t["points"], t["reference"]) for t in ledger] == [("adjust", 1200, "old-1")]
 
+    async def test_a_member_twice_in_one_file(self, admin: httpx.AsyncClient) -> None:
+        erin = uid()
+        lines = [
+            {"customer_id": erin, "points": 10, "reference": "a"},
+            {"customer_id": erin, "points": 20, "reference": "b"},
+            {"customer_id": erin, "points": 99, "reference": "a"},
+        ]
+        report = (await admin.post("/v1/points/balances:import", content=ndjson(lines), headers=NDJSON)).json()
+        assert (report["accepted"], report["duplicates"], report["rejected"]) == (2, 1, [])
+        ledger = (await admin.get(f"/v1/customers/{erin}/points/transactions")).json()["items"]
+        assert [(t["points"], t["balance_after"]) for t in reversed(ledger)] == [(10, 10), (20, 30)]
+
     async def test_csv_with_a_header(self, admin: httpx.AsyncClient) -> None:
         dave = uid()
         body = f"customer_id,points,reference,expires_at\n{dave},45,csv-1,\n{dave},x,csv-2,\n".encode()

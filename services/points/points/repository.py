@@ -77,6 +77,58 @@ async def credit(
     return Movement(row.r_outcome, row.r_transaction_id, row.r_points, row.r_balance, row.r_lot_id)
 
 
+_CREDIT_MANY = text(
+    """
+    SELECT l.ord, c.r_outcome, c.r_transaction_id, c.r_points, c.r_balance, c.r_lot_id
+      FROM (SELECT *
+              FROM unnest(CAST(:customers AS varchar[]), CAST(:points AS bigint[]), CAST(:references AS varchar[]),
+                          CAST(:descriptions AS varchar[]), CAST(:expires AS timestamptz[]))
+                   WITH ORDINALITY AS u(customer, points, reference, description, expires_at, ord)
+             ORDER BY customer, ord) AS l
+     CROSS JOIN LATERAL points_credit(l.customer, :type, l.points, l.reference, l.description, l.expires_at) AS c
+    """
+)
+
+
+@dataclass(frozen=True)
+class Credit:
+    customer_id: str
+    points: int
+    reference: str
+    description: str
+    expires_at: datetime | None
+
+
+async def credit_many(session: AsyncSession, type_: str, credits: Sequence[Credit]) -> list[Movement]:
+    """`credit` for many lines in one round trip, answered in the lines' order. Accounts are locked in
+    customer order (two imports touching the same members cannot deadlock), each account's lines in theirs."""
+    rows = await session.execute(
+        _CREDIT_MANY,
+        {
+            "type": type_,
+            "customers": [c.customer_id for c in credits],
+            "points": [c.points for c in credits],
+            "references": [c.reference for c in credits],
+            "descriptions": [c.description for c in credits],
+            "expires": [c.expires_at for c in credits],
+        },
+    )
+    movements = sorted(rows, key=lambda row: row.ord)
+    return [Movement(r.r_outcome, r.r_transaction_id, r.r_points, r.r_balance, r.r_lot_id) for r in movements]
+
+
+async def record_qualifications(session: AsyncSession, qualifications: Sequence[tuple[int, datetime, int]]) -> None:
+    """Many `record_qualification`s: (transaction id, when it counts, qualifying points)."""
+    if qualifications:
+        await session.execute(
+            text(
+                "INSERT INTO transaction_qualification (transaction_id, qualifies_at, qualifying_points) "
+                "VALUES (:t, :at, :points) ON CONFLICT (transaction_id) DO NOTHING"
+            ),
+            [{"t": t, "at": at, "points": points} for t, at, points in qualifications],
+        )
+
+
 async def debit(
     session: AsyncSession,
     customer_id: str,

@@ -318,31 +318,34 @@ async def adjust(session: AsyncSession, customer_id: str, body: AdjustmentReques
 async def import_balances(session: AsyncSession, lines: ParsedLines[OpeningBalance]) -> ImportReport:
     """Opening balances: each line an `adjust` transaction and a lot expiring at its `expires_at` (by the rules
     from now when absent), idempotent by `reference` per customer. `qualifying_points` carry a tier over: they
-    count as earned now. Each line commits or fails alone (a savepoint), so a bad one leaves no trace."""
+    count as earned now. One round trip credits every line; each line is one call of the ledger's credit
+    function, so it commits whole or not at all."""
     rules = await get_rules(session)
     now = await repository.now(session)
+    credits = [
+        repository.Credit(
+            line.customer_id,
+            line.points,
+            line.reference,
+            line.description or "Opening balance",
+            utc(line.expires_at) if line.expires_at else _expires_at(rules, now),
+        )
+        for _, line in lines.valid
+    ]
+    movements = await repository.credit_many(session, "adjust", credits) if credits else []
     accepted = duplicates = 0
     refused: list[RejectedLine] = []
-    for number, line in lines.valid:
-        async with session.begin_nested():
-            movement = await repository.credit(
-                session,
-                line.customer_id,
-                "adjust",
-                line.points,
-                line.reference,
-                line.description or "Opening balance",
-                utc(line.expires_at) if line.expires_at else _expires_at(rules, now),
-            )
-            if movement.outcome == "replayed":
-                duplicates += 1
-                continue
-            if movement.outcome != "created" or movement.transaction_id is None:
-                refused.append(RejectedLine(line=number, errors=[FieldError("points", movement.outcome)]))
-                continue
-            if line.qualifying_points:
-                await repository.record_qualification(session, movement.transaction_id, now, line.qualifying_points)
+    qualifications: list[tuple[int, datetime, int]] = []
+    for (number, line), movement in zip(lines.valid, movements, strict=True):
+        if movement.outcome == "replayed":
+            duplicates += 1
+        elif movement.outcome != "created" or movement.transaction_id is None:
+            refused.append(RejectedLine(line=number, errors=[FieldError("points", movement.outcome)]))
+        else:
             accepted += 1
+            if line.qualifying_points:
+                qualifications.append((movement.transaction_id, now, line.qualifying_points))
+    await repository.record_qualifications(session, qualifications)
     log.info("points.balances.imported", accepted=accepted, duplicates=duplicates, rejected=len(refused))
     return lines.report(accepted, duplicates, refused)
 
