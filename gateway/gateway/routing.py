@@ -203,6 +203,7 @@ ROUTES: tuple[Route, ...] = (
     route("PATCH", "/v1/coupon-campaigns/{campaign_id}", "coupon", scope("coupons:write")),
     route("POST", "/v1/coupon-campaigns/{campaign_id}/codes", "coupon", scope("coupons:write")),
     route("GET", "/v1/coupon-campaigns/{campaign_id}/codes", "coupon", scope("coupons:read")),
+    route("POST", "/v1/coupon-campaigns/{campaign_id}/codes:import", "coupon", ADMIN, _BULK),
     route("GET", "/v1/coupon-campaigns/{campaign_id}/code-jobs/{job_id}", "coupon", scope("coupons:read")),
     route("POST", "/v1/coupon-campaigns/{campaign_id}/issuances", "coupon", scope("coupons:write")),
     route("GET", _CUSTOMER + "/coupons", "coupon", scope("coupons:read", customer=True)),

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import BackgroundTasks, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from coupon import service
+from coupon import imports, service
 from coupon.schemas import (
     Campaign,
     CampaignCreate,
@@ -16,6 +16,7 @@ from coupon.schemas import (
     CodeJob,
     CodesRequest,
     CouponCode,
+    ImportedCodeLine,
     Issuance,
     IssuanceRequest,
     Redemption,
@@ -31,6 +32,7 @@ from coupon.service import CouponRuntime
 from kit.auth import CallerDep, requires
 from kit.db import Database, SessionDep, service_router
 from kit.errors import problem_responses
+from kit.imports import IMPORT_MEDIA_TYPES, ImportReport, parse_lines
 from kit.pagination import Page, PageParamsDep
 from kit.types import CustomerIdPath
 
@@ -124,6 +126,21 @@ async def generate_codes(
 )
 async def get_code_job(campaign_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep) -> CodeJob:
     return await service.get_code_job(session, campaign_id, job_id)
+
+
+@router.post(
+    "/v1/coupon-campaigns/{campaign_id}/codes:import",
+    dependencies=[requires()],
+    operation_id="import_coupon_codes",
+    responses=problem_responses(403, 404, 413, 415),
+    openapi_extra={"requestBody": {"required": True, "content": IMPORT_MEDIA_TYPES}},
+)
+async def import_codes(
+    campaign_id: uuid.UUID, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> ImportReport:
+    """Codes printed by another programme, NDJSON or CSV (`code,customer_id,redeemed`)."""
+    lines = await parse_lines(request.stream(), request.headers.get("content-type", ""), ImportedCodeLine)
+    return await imports.import_codes(session, runtime, campaign_id, lines)
 
 
 @router.get(

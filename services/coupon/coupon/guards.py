@@ -76,10 +76,15 @@ class FormatCache:
 
     def __init__(self) -> None:
         self._formats: frozenset[CodeFormat] = frozenset()
+        self._any_imported = False
         self._loaded_at: float | None = None
 
     def add(self, fmt: CodeFormat) -> None:
         self._formats = self._formats | {fmt}
+
+    def note_imported(self) -> None:
+        """This process imported codes: look them up at once (other replicas see them at their next reload)."""
+        self._any_imported = True
 
     def _matches(self, code: str) -> bool:
         return any(fmt.accepts(code) for fmt in self._formats)
@@ -87,15 +92,19 @@ class FormatCache:
     async def _reload(self, session: AsyncSession) -> None:
         rows = await session.execute(text("SELECT DISTINCT code_prefix, code_length, charset FROM campaigns"))
         self._formats = frozenset(CodeFormat(p, n, c) for p, n, c in rows)
+        imported = await session.execute(text("SELECT EXISTS (SELECT 1 FROM campaigns WHERE imported > 0)"))
+        self._any_imported = bool(imported.scalar())
         self._loaded_at = time.monotonic()
 
     async def accepts(self, session: AsyncSession, code: str) -> bool:
+        """Whether a code may exist: it fits a generated format, or imported codes (of any spelling) exist, and
+        then only the lookup can tell (a failed one is still a throttled guess)."""
         if self._matches(code):
             return True
         if self._loaded_at is None or time.monotonic() - self._loaded_at >= self.RELOAD_SECONDS:
             await self._reload(session)
-            return self._matches(code)
-        return False
+            return self._matches(code) or self._any_imported
+        return self._any_imported
 
     @property
     def formats(self) -> Iterable[CodeFormat]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -205,3 +206,80 @@ GIVE_BACK = (
     "UPDATE customer_uses SET uses = uses - 1 WHERE campaign_id = :campaign_id AND customer_id = :customer_id",
     "UPDATE campaigns SET uses = uses - 1 WHERE id = :campaign_id AND total_limit IS NOT NULL",
 )
+
+
+# --- imported codes -------------------------------------------------------------------------------------------
+
+
+async def lock_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> Row[Any] | None:
+    return (
+        await session.execute(
+            text("SELECT id, per_code_limit, total_limit FROM campaigns WHERE id = :id FOR UPDATE"), {"id": campaign_id}
+        )
+    ).first()
+
+
+async def code_owners(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
+    """The campaign of each of these (normalised) codes that exists already."""
+    rows = await session.execute(
+        text("SELECT code, campaign_id FROM codes WHERE code = ANY(CAST(:codes AS varchar[]))"), {"codes": list(codes)}
+    )
+    return {code: campaign for code, campaign in rows}
+
+
+@dataclass(frozen=True)
+class ImportedCode:
+    code: str  # normalised
+    spelling: str | None  # as printed, when it differs
+    customer_id: str | None
+    uses: int
+
+
+_INSERT_IMPORTED = text(
+    """
+    INSERT INTO codes (code, campaign_id, seq, customer_id, uses, issued_at, spelling)
+    SELECT u.code, :campaign, :start + u.ord, u.customer, u.uses,
+           CASE WHEN u.customer IS NULL THEN NULL ELSE now() END, u.spelling
+      FROM unnest(CAST(:codes AS varchar[]), CAST(:customers AS varchar[]), CAST(:uses AS integer[]),
+                  CAST(:spellings AS varchar[])) WITH ORDINALITY AS u(code, customer, uses, spelling, ord)
+    ON CONFLICT (code) DO NOTHING
+    RETURNING code, customer_id, uses
+    """
+)
+
+
+async def insert_imported_codes(session: AsyncSession, campaign: Row[Any], codes: Sequence[ImportedCode]) -> set[str]:
+    """Store the codes in the campaign (locked by the caller) and count them in its figures; answers the codes
+    stored (a code another import stored meanwhile is not)."""
+    reserved = await session.execute(
+        text("UPDATE campaigns SET reserved = reserved + :n WHERE id = :id RETURNING reserved - :n AS start"),
+        {"id": campaign.id, "n": len(codes)},
+    )
+    start = int(reserved.scalar_one())
+    rows = (
+        await session.execute(
+            _INSERT_IMPORTED,
+            {
+                "campaign": campaign.id,
+                "start": start,
+                "codes": [c.code for c in codes],
+                "customers": [c.customer_id for c in codes],
+                "uses": [c.uses for c in codes],
+                "spellings": [c.spelling for c in codes],
+            },
+        )
+    ).all()
+    await session.execute(
+        text(
+            "UPDATE campaigns SET generated = generated + :stored, imported = imported + :stored, "
+            "issued = issued + :assigned, uses = uses + CASE WHEN total_limit IS NULL THEN 0 ELSE :uses END "
+            "WHERE id = :id"
+        ),
+        {
+            "id": campaign.id,
+            "stored": len(rows),
+            "assigned": sum(1 for r in rows if r.customer_id is not None),
+            "uses": sum(int(r.uses) for r in rows),
+        },
+    )
+    return {r.code for r in rows}

@@ -265,3 +265,11 @@ class Rule(BaseModel):
     trigger: Trigger
     active: bool
     created_at: datetime
+
+
+class ImportedCodeLine(StrictModel):
+    """One line of `POST /v1/coupon-campaigns/{id}/codes:import`: a code printed by another programme."""
+
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{4,64}$")]
+    customer_id: Identifier | None = None
+    redeemed: Annotated[int, Field(ge=0, le=1_000_000)] = 0

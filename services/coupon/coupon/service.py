@@ -472,7 +472,8 @@ async def wallet(session: AsyncSession, customer_id: str, status: str | None, pa
         session,
         f"""
         SELECT * FROM (
-            SELECT c.code, c.campaign_id, k.name AS campaign_name, c.uses, c.issued_at, k.per_code_limit,
+            SELECT c.code, coalesce(c.spelling, c.code) AS spelling, c.campaign_id, k.name AS campaign_name,
+                   c.uses, c.issued_at, k.per_code_limit,
                    k.valid_from, k.valid_until, k.discount_type, k.discount_value, k.currency, k.max_discount,
                    {_WALLET_STATUS} AS status
               FROM codes c JOIN campaigns k ON k.id = c.campaign_id
@@ -492,7 +493,7 @@ async def wallet(session: AsyncSession, customer_id: str, status: str | None, pa
     return Page[WalletCoupon](
         items=[
             WalletCoupon(
-                code=r.code,
+                code=r.spelling,
                 campaign_id=r.campaign_id,
                 campaign_name=r.campaign_name,
                 discount=_discount(r),

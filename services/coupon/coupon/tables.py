@@ -60,6 +60,8 @@ campaigns = Table(
     Column("issued", BigInteger, nullable=False, server_default="0"),
     # codes promised (jobs reserve their sequence range up front); the guessability rule counts these
     Column("reserved", BigInteger, nullable=False, server_default="0"),
+    # codes imported from another programme (outside every generated format): see FormatCache
+    Column("imported", BigInteger, nullable=False, server_default="0"),
     Column("issue_cursor", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -77,6 +79,8 @@ codes = Table(
     Column("customer_id", String(64)),
     Column("uses", Integer, nullable=False, server_default="0"),
     Column("issued_at", DateTime(timezone=True)),
+    # an imported code's spelling when it differs from the normalised `code` that lookups match
+    Column("spelling", String(64)),
     # BRIN, not a B-tree: a second B-tree costs a COPY about as much as the unique index itself, while a BRIN
     # summary of (campaign, seq) per 32 pages is nearly free to keep. Codes are written in seq order per
     # campaign, so a window `campaign_id = X AND seq BETWEEN a AND b` finds its few pages; every read by
