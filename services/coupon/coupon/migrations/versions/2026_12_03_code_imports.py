@@ -3,7 +3,7 @@ that lookups match, `spelling` the one printed on receipts when it differs); `ca
 so the format check before a lookup knows that codes outside every generated format exist.
 
 Revision ID: coupon_code_imports
-Revises: coupon_0002
+Revises: coupon_experiments
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "coupon_code_imports"
-down_revision: str | None = "coupon_0002"
+down_revision: str | None = "coupon_experiments"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
