@@ -48,6 +48,7 @@ async def isolated_platform(platform_env: dict[str, str]) -> AsyncIterator[Platf
         "DATABASE_URL": database_url,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['gateway']}",
         "GATEWAY_PORT": str(ports["gateway"]),
+        "GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
         # A second platform on the session's PostgreSQL server: small pools keep both under its connection limit.
         "DB_POOL_SIZE": "3",
     }

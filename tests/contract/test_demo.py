@@ -53,6 +53,13 @@ async def test_the_demo_replays_invoices_and_shows_three_customers_and_can_run_a
         (artifacts / "demo.txt").write_text(output)
         for customer in first.shown:
             assert f"Customer {customer}: {expected[customer]} purchase" in output
+        if "points" in served:
+            # it ends with the experiment's report, which says plainly that there is no lift
+            assert first.experiment is not None
+            exposed = sum(a["customers_exposed"] for a in first.experiment["arms"].values())
+            assert exposed > 0 and not (first.experiment["lift"]["repeat_rate"] or {}).get("significant")
+            assert output.rstrip().splitlines()[-1].startswith("Run it again")
+            assert "There is no significant lift" in output
 
         async with platform.client() as client:
             for customer in first.shown:
