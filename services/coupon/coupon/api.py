@@ -21,6 +21,8 @@ from coupon.schemas import (
     IssuanceRequest,
     Redemption,
     RedemptionRequest,
+    RewardIssuance,
+    RewardIssuanceRequest,
     Rule,
     RuleCreate,
     RulePatch,
@@ -282,3 +284,14 @@ async def get_rule(rule_id: uuid.UUID, session: SessionDep) -> Rule:
 )
 async def update_rule(rule_id: uuid.UUID, body: RulePatch, session: SessionDep) -> Rule:
     return await service.update_rule(session, rule_id, body)
+
+
+# Service to service (the points service's coupon rewards): not in the gateway's route table, not published.
+@router.post("/internal/reward-issuances", dependencies=[requires()], include_in_schema=False)
+async def issue_for_reward(body: RewardIssuanceRequest, session: SessionDep, runtime: RuntimeDep) -> RewardIssuance:
+    return await service.issue_for_reward(session, runtime, body)
+
+
+@router.post("/internal/reward-issuances/{key}/void", dependencies=[requires()], include_in_schema=False)
+async def void_reward_issuance(key: uuid.UUID, session: SessionDep) -> RewardIssuance:
+    return await service.void_reward_issuance(session, key)

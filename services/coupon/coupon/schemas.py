@@ -273,3 +273,17 @@ class ImportedCodeLine(StrictModel):
     code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{4,64}$")]
     customer_id: Identifier | None = None
     redeemed: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+
+class RewardIssuanceRequest(StrictModel):
+    """From the points service: a code for a reward redemption, keyed by the redemption id."""
+
+    key: uuid.UUID
+    campaign_id: uuid.UUID
+    customer_id: Identifier
+
+
+class RewardIssuance(BaseModel):
+    status: Literal["issued", "voided", "refused"]
+    code: str | None
+    reason: str | None

@@ -42,6 +42,8 @@ from coupon.schemas import (
     LimitsOut,
     Redemption,
     RedemptionRequest,
+    RewardIssuance,
+    RewardIssuanceRequest,
     Rule,
     RuleCreate,
     RulePatch,
@@ -52,7 +54,7 @@ from coupon.schemas import (
 from coupon.settings import CouponSettings
 from kit import experiments
 from kit.auth import Caller
-from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
+from kit.errors import Conflict, DomainError, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.pagination import Page, PageParams, encode_cursor, paginate
 from kit.types import CURRENCY_DECIMALS
 
@@ -766,3 +768,68 @@ async def update_rule(session: AsyncSession, rule_id: uuid.UUID, body: RulePatch
     if row is None:
         raise NotFound("No coupon rule with this id.", code="rule_not_found")
     return _rule(row)
+
+
+# ---------------------------------------------------------------- coupon rewards (keyed issuance)
+
+
+def _issuance_answer(row: Row[Any]) -> RewardIssuance:
+    return RewardIssuance(status=row.status, code=row.code, reason=row.reason)
+
+
+async def issue_for_reward(
+    session: AsyncSession, runtime: CouponRuntime, body: RewardIssuanceRequest
+) -> RewardIssuance:
+    """Issue a code for a points redemption, once per key: a repeat (or a key voided first) answers what the
+    key's row says. The row is inserted before the code is assigned: a concurrent call with the same key waits
+    on it and then reads the outcome."""
+    first = await repo.fetch_one(
+        session,
+        "INSERT INTO reward_issuances (key, status, campaign_id, customer_id) VALUES (:key, 'issued', :c, :customer) "
+        "ON CONFLICT (key) DO NOTHING RETURNING key",
+        key=body.key,
+        c=body.campaign_id,
+        customer=body.customer_id,
+    )
+    if first is None:
+        row = await repo.fetch_one(
+            session, "SELECT status, code, reason FROM reward_issuances WHERE key = :key", key=body.key
+        )
+        assert row is not None
+        return _issuance_answer(row)
+    try:
+        async with session.begin_nested():
+            issued = await issue_coupon(
+                session, runtime, body.campaign_id, IssuanceRequest(customer_id=body.customer_id)
+            )
+    except DomainError as exc:
+        # the campaign cannot issue (unknown, inactive, expired): final, the points service gives the points back
+        reason = str(exc.extra.get("reason") or exc.instance_code)[:64]
+        await repo.execute(
+            session,
+            "UPDATE reward_issuances SET status = 'refused', reason = :reason WHERE key = :key",
+            key=body.key,
+            reason=reason,
+        )
+        log.info("coupon.reward_issuance.refused", key=str(body.key), reason=reason)
+        return RewardIssuance(status="refused", code=None, reason=reason)
+    await repo.execute(
+        session, "UPDATE reward_issuances SET code = :code WHERE key = :key", key=body.key, code=issued.code
+    )
+    log.info("coupon.reward_issuance.issued", key=str(body.key), campaign_id=str(body.campaign_id))
+    return RewardIssuance(status="issued", code=issued.code, reason=None)
+
+
+async def void_reward_issuance(session: AsyncSession, key: uuid.UUID) -> RewardIssuance:
+    """No code will ever be issued for this key, unless one was already: then that code is the answer."""
+    first = await repo.fetch_one(
+        session,
+        "INSERT INTO reward_issuances (key, status) VALUES (:key, 'voided') ON CONFLICT (key) DO NOTHING RETURNING key",
+        key=key,
+    )
+    if first is not None:
+        log.info("coupon.reward_issuance.voided", key=str(key))
+        return RewardIssuance(status="voided", code=None, reason=None)
+    row = await repo.fetch_one(session, "SELECT status, code, reason FROM reward_issuances WHERE key = :key", key=key)
+    assert row is not None
+    return _issuance_answer(row)

@@ -9,6 +9,7 @@ more than the COPY itself).
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -184,4 +185,19 @@ customer_purchase_counts = Table(
     metadata,
     Column("customer_id", String(64), primary_key=True),
     Column("purchases", Integer, nullable=False),
+)
+
+# Coupon rewards (migration coupon_reward_issuance): one row per issuance key, the points service's redemption
+# id. `issued` with its code, `voided` (asked to void before any issue), `refused` (the campaign could not issue).
+reward_issuances = Table(
+    "reward_issuances",
+    metadata,
+    Column("key", UUID(as_uuid=True), primary_key=True),
+    Column("status", String(8), nullable=False),
+    Column("campaign_id", UUID(as_uuid=True)),
+    Column("customer_id", String(64)),
+    Column("code", String(64)),
+    Column("reason", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("status IN ('issued', 'voided', 'refused')", name="ck_reward_issuances_status"),
 )

@@ -112,7 +112,7 @@ async def find_redemption_state(connection: asyncpg.Connection, redemption_id: u
 
 _CLAIM_ISSUING = """
 UPDATE reward_redemptions d
-   SET next_attempt_at = now() + make_interval(secs => least(60, 2 ^ least(d.issue_attempts, 6))),
+   SET next_attempt_at = now() + make_interval(secs => least($2, $3 * 2 ^ least(d.issue_attempts, 20))),
        issue_attempts = d.issue_attempts + 1
  WHERE d.id IN (SELECT id FROM reward_redemptions
                  WHERE status = 'issuing' AND next_attempt_at <= now()
@@ -122,10 +122,12 @@ RETURNING d.id, d.customer_id, d.campaign_id, d.issue_deadline <= now() AS past_
 """
 
 
-async def claim_issuing(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+async def claim_issuing(
+    connection: asyncpg.Connection, limit: int, base_delay: float, max_delay: float
+) -> list[asyncpg.Record]:
     """Redemptions waiting for their coupon whose next attempt is due, leased to this process (replicas share
     the work; a lease that lapses because this process died is taken by another)."""
-    return list(await connection.fetch(_CLAIM_ISSUING, limit))
+    return list(await connection.fetch(_CLAIM_ISSUING, limit, max_delay, base_delay))
 
 
 # --- the catalogue ---

@@ -289,7 +289,12 @@ async def settle(
 async def settle_issuing(runtime: RewardsRuntime) -> int:
     """The retry job: every redemption whose code is still unknown and whose next attempt is due."""
     async with repo.own_connection(runtime.database) as connection:
-        due = await repo.claim_issuing(connection, ISSUING_BATCH)
+        due = await repo.claim_issuing(
+            connection,
+            ISSUING_BATCH,
+            runtime.settings.reward_retry_interval_seconds,
+            runtime.settings.reward_retry_max_delay_seconds,
+        )
     for row in due:
         status = await settle(runtime, row["id"], row["campaign_id"], row["customer_id"], void=row["past_deadline"])
         if status == "issuing":

@@ -18,3 +18,6 @@ class PointsSettings(ServiceSettings):
     reward_retry_interval_seconds: float = Field(
         default=2.0, gt=0, validation_alias="POINTS_REWARD_RETRY_INTERVAL_SECONDS"
     )
+    reward_retry_max_delay_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="POINTS_REWARD_RETRY_MAX_DELAY_SECONDS"
+    )
