@@ -5,7 +5,7 @@ Every later call with the key answers what the row says, so the points service a
 disagree about a redemption (docs/rewards.md).
 
 Revision ID: coupon_reward_issuance
-Revises: coupon_experiments
+Revises: coupon_code_imports
 Create Date: 2026-12-03
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "coupon_reward_issuance"
-down_revision: str | None = "coupon_experiments"
+down_revision: str | None = "coupon_code_imports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
