@@ -1,19 +1,30 @@
-"""Offline evaluation of the recommender on UCI Online Retail (`make eval-recommend`).
+"""Offline evaluation of the recommender (`make eval-recommend`): every protocol the data allows, against tuned
+and untuned baselines, and a held-out data set of another kind.
 
-Temporal split: train on clean purchases before 2011-10-01, test on 2011-10-01 .. 2011-12-09 (cancellations, rows
-without a customer and non-product codes dropped by scripts/online_retail.py). Test customers are those with
-purchases in both periods. Two protocols:
+UCI Online Retail (cancellations, rows without a customer and non-product codes dropped by
+scripts/online_retail.py):
 
-- repeat counted: every product a customer bought in the test period is relevant; already bought products may
-  be recommended;
-- new products only: relevant are test products the customer had not bought before; already bought products are
-  never recommended; customers without any new product are left out.
+- temporal, repeats counted: train on purchases before 2011-10-01, test 2011-10-01 .. 2011-12-09; customers who
+  bought in both periods; every product they bought in the test period is relevant, bought ones included;
+- temporal, new products only: the same, relevant are the test products the customer had not bought before, and
+  no bought product may be recommended;
+- temporal, customers with few purchases: the repeats-counted protocol on customers with at most 3 purchase
+  occasions before the split;
+- random pairs: every (customer, product) pair counted once (as a catalogue without repeats would be), at its first
+  purchase; a random fifth of the pairs is the test set (seed 0), customers with pairs on both sides.
 
-NDCG@10 (binary relevance), precision@10 and recall@10 for our model (the service's own code, imported from the
-recommend package), popularity, each customer's own most-bought products, and implicit's ALS fitted in the same run.
+Held out (never used while developing the model or the tuner): MovieLens 100K, ratings as interactions, a random
+fifth of the pairs as the test set.
 
-Data: Chen, Sain and Guo (2012), "Data mining for the online retail industry", UCI Machine Learning Repository
-dataset 352, CC BY 4.0.
+Our model is the service's own code: :func:`recommend.tuning.tune` chooses its settings on a slice of the training
+data only (as the service does at each training), then it is trained on all
+of it. The tuner runs its whole search here (no time limit, so the table does not depend on the machine's load);
+the service runs the same search within its time budget. ALS (implicit) is tuned on the very same slice over 18
+settings (factors, regularisation, weighting), picked per protocol.
+NDCG@10 with binary relevance, precision@10 and recall@10.
+
+Data: Chen, Sain and Guo (2012), UCI Machine Learning Repository dataset 352, CC BY 4.0; MovieLens 100K: Harper
+and Konstan (2015), see scripts/eval_recommend_movielens.py.
 """
 
 from __future__ import annotations
@@ -22,68 +33,37 @@ import argparse
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows) with threaded BLAS
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
-from scipy import sparse
 
-from recommend.model import History, Mode, Model, Params, TrainingSet, recommend, train
+from recommend.model import History, Params, train
+from recommend.tuning import K, Purchases, aggregate, holdout, ranked, settings_dict, tune
+from scripts import eval_recommend_baselines as base
 from scripts.online_retail import FULL, category_for, rows
 
 SPLIT = datetime(2011, 10, 1, tzinfo=UTC)
 END = datetime(2011, 12, 10, tzinfo=UTC)
-VALIDATION = (datetime(2011, 7, 1, tzinfo=UTC), datetime(2011, 10, 1, tzinfo=UTC))
-K = 10
+FEW = 3
 
 
 @dataclass
-class Split:
-    training: TrainingSet
-    histories: dict[str, list[History]]  # customer -> training history
-    test: dict[str, set[str]]  # customer -> products bought in the test period (customers in both periods)
-    products: list[str]
+class Protocol:
+    name: str
+    truth: dict[str, set[str]]
+    new_only: bool
 
 
-def load(path: str | None = None) -> Split:
-    occasions: dict[tuple[str, str], set[str]] = defaultdict(set)
-    first: dict[tuple[str, str], float] = {}
-    last: dict[tuple[str, str], float] = {}
-    test: dict[str, set[str]] = defaultdict(set)
-    categories: dict[str, str] = {}
-    interactions = 0
-    for row in rows(FULL if path is None else __import__("pathlib").Path(path)):
-        if row.product_id not in categories:
-            categories[row.product_id] = category_for(row.description)
-        if row.occurred_at >= END:
-            continue
-        if row.occurred_at >= SPLIT:
-            test[row.customer_id].add(row.product_id)
-            continue
-        key = (row.customer_id, row.product_id)
-        when = row.occurred_at.timestamp()
-        occasions[key].add(row.invoice)
-        first[key] = min(first.get(key, when), when)
-        last[key] = max(last.get(key, when), when)
-        interactions += 1
-    keys = list(occasions)
-    training = TrainingSet(
-        customers=[c for c, _ in keys],
-        products=[p for _, p in keys],
-        purchases=np.fromiter((len(occasions[k]) for k in keys), np.int64, count=len(keys)),
-        last_at=np.fromiter((last[k] for k in keys), np.float64, count=len(keys)),
-        first_at=np.fromiter((first[k] for k in keys), np.float64, count=len(keys)),
-        interactions=interactions,
-        categories=categories,
-    )
-    histories: dict[str, list[History]] = defaultdict(list)
-    for k in keys:
-        histories[k[0]].append(History(k[1], len(occasions[k]), last[k], first[k]))
-    both = {c: items for c, items in test.items() if c in histories}
-    return Split(training, dict(histories), both, sorted(categories))
+@dataclass
+class Case:
+    data_set: str
+    training: Purchases
+    now: float
+    protocols: list[Protocol]
 
 
 @dataclass
@@ -91,232 +71,223 @@ class Scores:
     ndcg: float
     precision: float
     recall: float
-    users: int
+    customers: int
 
 
-def evaluate(recs: dict[str, list[str]], truth: dict[str, set[str]]) -> Scores:
+def evaluate(ranking: Mapping[str, Sequence[str]], truth: Mapping[str, set[str]]) -> Scores:
     discounts = 1.0 / np.log2(np.arange(2, K + 2))
     ndcg = precision = recall = 0.0
     for customer, relevant in truth.items():
-        ranked = recs.get(customer, [])[:K]
-        hits = np.array([p in relevant for p in ranked] + [False] * (K - len(ranked)), dtype=np.float64)
-        ideal = discounts[: min(len(relevant), K)].sum()
-        ndcg += float(hits @ discounts) / ideal
+        top = ranking.get(customer, [])[:K]
+        hits = np.array([p in relevant for p in top] + [False] * (K - len(top)), dtype=np.float64)
+        ndcg += float(hits @ discounts) / discounts[: min(len(relevant), K)].sum()
         precision += hits.sum() / K
         recall += hits.sum() / len(relevant)
     n = max(len(truth), 1)
     return Scores(ndcg / n, precision / n, recall / n, len(truth))
 
 
-Recommender = Callable[[str, bool], list[str]]  # (customer, new_only) -> ranked products
+def _purchases(lines: Sequence[tuple[str, str, float]], categories: Mapping[str, str]) -> Purchases:
+    return Purchases.from_rows(
+        [c for c, _, _ in lines],
+        [p for _, p, _ in lines],
+        np.fromiter((t for _, _, t in lines), np.float64, count=len(lines)),
+        categories=categories,
+    )
 
 
-def run_protocols(name: str, recommender: Recommender, split: Split) -> list[tuple[str, str, Scores]]:
-    repeat_truth = split.test
-    new_truth: dict[str, set[str]] = {}
-    for customer, items in split.test.items():
-        bought = {h.product_id for h in split.histories[customer]}
-        fresh = items - bought
-        if fresh:
-            new_truth[customer] = fresh
-    out = []
-    for protocol, truth, new_only in (("repeat counted", repeat_truth, False), ("new products only", new_truth, True)):
-        recs = {customer: recommender(customer, new_only) for customer in truth}
-        out.append((protocol, name, evaluate(recs, truth)))
+def _random_pairs(
+    name: str, lines: Sequence[tuple[str, str, float]], categories: Mapping[str, str], seed: int = 0
+) -> Case:
+    first: dict[tuple[str, str], float] = {}
+    for c, p, t in lines:
+        if (c, p) not in first or t < first[(c, p)]:
+            first[(c, p)] = t
+    pairs = sorted(first)
+    rng = np.random.default_rng(seed)
+    test = rng.random(len(pairs)) < 0.2
+    training = [(c, p, first[(c, p)]) for (c, p), held in zip(pairs, test, strict=True) if not held]
+    trained = {c for c, _, _ in training}
+    truth: dict[str, set[str]] = defaultdict(set)
+    for (c, p), held in zip(pairs, test, strict=True):
+        if held and c in trained:
+            truth[c].add(p)
+    now = max(t for _, _, t in training)
+    return Case(name, _purchases(training, categories), now, [Protocol("random pairs, each once", dict(truth), True)])
+
+
+def online_retail() -> list[Case]:
+    categories: dict[str, str] = {}
+    before: list[tuple[str, str, float]] = []
+    everything: list[tuple[str, str, float]] = []
+    test: dict[str, set[str]] = defaultdict(set)
+    for row in rows(FULL):
+        categories.setdefault(row.product_id, category_for(row.description))
+        if row.occurred_at >= END:
+            continue
+        line = (row.customer_id, row.product_id, row.occurred_at.timestamp())
+        everything.append(line)
+        if row.occurred_at >= SPLIT:
+            test[row.customer_id].add(row.product_id)
+        else:
+            before.append(line)
+    occasions: dict[str, set[float]] = defaultdict(set)
+    bought: dict[str, set[str]] = defaultdict(set)
+    for c, p, t in before:
+        occasions[c].add(t)
+        bought[c].add(p)
+    both = {c: items for c, items in test.items() if c in occasions}
+    new = {c: items - bought[c] for c, items in both.items() if items - bought[c]}
+    few = {c: items for c, items in both.items() if len(occasions[c]) <= FEW}
+    temporal = Case(
+        "Online Retail",
+        _purchases(before, categories),
+        SPLIT.timestamp(),
+        [
+            Protocol("temporal, repeats counted", both, False),
+            Protocol("temporal, new products only", new, True),
+            Protocol(f"temporal, customers with at most {FEW} purchases", few, False),
+        ],
+    )
+    return [temporal, _random_pairs("Online Retail", everything, categories)]
+
+
+def movielens() -> Case | None:
+    from scripts.eval_recommend_movielens import ratings
+
+    lines = ratings()
+    if lines is None:
+        return None
+    return _random_pairs("MovieLens 100K (held out)", lines, {}, seed=0)
+
+
+def _histories(training: Purchases) -> dict[str, list[History]]:
+    data = aggregate(training)
+    out: dict[str, list[History]] = defaultdict(list)
+    for i, c in enumerate(data.customers):
+        out[c].append(
+            History(data.products[i], int(data.purchases[i]), float(data.last_at[i]), float(data.first_at[i]))
+        )
+    return dict(out)
+
+
+Row = tuple[str, str, str, Scores]  # data set, protocol, model, scores
+
+
+def run_case(case: Case, budget: float, *, with_implicit: bool = True) -> list[Row]:
+    started = time.perf_counter()
+    data = aggregate(case.training)
+    histories = _histories(case.training)
+    report = tune(case.training, budget_seconds=budget)
+    model = train(data, version=1, params=report.params)
+    tuned_at = time.perf_counter()
+    defaults = settings_dict(Params())
+    changed = {k: v for k, v in settings_dict(report.params).items() if defaults[k] != v}
+    print(
+        f"\n{case.data_set}: {len(case.training):,} purchase occasions, {len(histories):,} customers;"
+        f" tuned on a {report.split} slice in {tuned_at - started:.1f} s ({report.tried} settings);"
+        f" changed from the defaults: {changed or 'nothing'}",
+        flush=True,
+    )
+    if report.score is not None:
+        print(f"  validation slice: ours {report.score.as_dict()}, baselines "
+              f"{ {k: v.as_dict() for k, v in report.baselines.items()} }", flush=True)  # fmt: skip
+
+    def ours(customer: str, new_only: bool) -> list[str]:
+        return ranked(model, histories.get(customer, ()), now=case.now, new_only=new_only)
+
+    pop = base.popularity(data, histories)
+    rankers: dict[str, base.Ranker] = {
+        "ours (self-tuned)": ours,
+        "EASE, fixed settings": base.ease_fixed(data, histories, case.now),
+        "popularity": pop,
+        "own most bought": base.most_bought(histories, pop),
+    }
+    if with_implicit:
+        rankers["implicit item-kNN (BM25, 100)"] = base.item_knn(data, pop)
+        validation = holdout(case.training)
+        if validation is not None:
+            for_repeats, for_new = base.tune_als(validation)
+            print(
+                f"  ALS tuned on the same slice: {for_repeats.label()} (repeats), {for_new.label()} (new)", flush=True
+            )
+            fitted = {s: base.als(data, s, pop) for s in {for_repeats, for_new}}
+            rankers["implicit ALS, tuned"] = lambda c, new_only: fitted[for_new if new_only else for_repeats](
+                c, new_only
+            )
+    out: list[Row] = []
+    for protocol in case.protocols:
+        for name, run in rankers.items():
+            if name == "own most bought" and protocol.new_only:
+                continue  # the same as popularity there
+            ranking = {c: run(c, protocol.new_only) for c in protocol.truth}
+            out.append((case.data_set, protocol.name, name, evaluate(ranking, protocol.truth)))
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
     return out
 
 
-def ours(model: Model, split: Split, params: Params) -> Recommender:
-    allowed = np.ones(model.products, dtype=np.bool_)
-    now = SPLIT.timestamp()
-
-    def run(customer: str, new_only: bool) -> list[str]:
-        picks = recommend(
-            model,
-            split.histories[customer],
-            allowed=allowed,
-            now=now,
-            mode=Mode.discover if new_only else Mode.mixed,
-            limit=K,
-            params=params,
-        )
-        ranked = [model.product_ids[p.index] for p in picks]
-        if len(ranked) < K:  # as the service does: fill up with popular products
-            seen = set(ranked) | ({h.product_id for h in split.histories[customer]} if new_only else set())
-            for i in np.argsort(-model.popularity):
-                product = model.product_ids[i]
-                if product not in seen:
-                    ranked.append(product)
-                    if len(ranked) == K:
-                        break
-        return ranked
-
-    return run
-
-
-def popularity(split: Split) -> Recommender:
-    counts: dict[str, int] = defaultdict(int)
-    for product in split.training.products:
-        counts[product] += 1
-    ranked = sorted(counts, key=lambda p: -counts[p])
-
-    def run(customer: str, new_only: bool) -> list[str]:
-        if not new_only:
-            return ranked[:K]
-        bought = {h.product_id for h in split.histories[customer]}
-        return [p for p in ranked[: K + len(bought)] if p not in bought][:K]
-
-    return run
-
-
-def most_bought(split: Split, fallback: Recommender) -> Recommender:
-    def run(customer: str, new_only: bool) -> list[str]:
-        if new_only:
-            return fallback(customer, True)
-        history = sorted(split.histories[customer], key=lambda h: (-h.purchases, -h.last_at))
-        ranked = [h.product_id for h in history[:K]]
-        return ranked + [p for p in fallback(customer, False) if p not in ranked][: K - len(ranked)]
-
-    return run
-
-
-def _matrix(split: Split) -> tuple[dict[str, int], list[str], sparse.csr_matrix]:
-    customers = {c: i for i, c in enumerate(dict.fromkeys(split.training.customers))}
-    products = {p: i for i, p in enumerate(dict.fromkeys(split.training.products))}
-    matrix = sparse.csr_matrix(
-        (
-            split.training.purchases.astype(np.float32),
-            (
-                np.fromiter((customers[c] for c in split.training.customers), np.int64),
-                np.fromiter((products[p] for p in split.training.products), np.int64),
-            ),
-        ),
-        shape=(len(customers), len(products)),
-    )
-    return customers, list(products), matrix
-
-
-def item_knn(split: Split, neighbours: int = 100) -> Recommender:
-    """implicit's item-item nearest neighbours with BM25 weighting."""
-    from implicit.nearest_neighbours import BM25Recommender
-
-    customers, names, matrix = _matrix(split)
-    model = BM25Recommender(K=neighbours)
-    model.fit(matrix, show_progress=False)
-
-    def run(customer: str, new_only: bool) -> list[str]:
-        u = customers[customer]
-        ids, _ = model.recommend(u, matrix[u], N=K, filter_already_liked_items=new_only)
-        return [names[i] for i in ids]
-
-    return run
-
-
-def als(split: Split, factors: int = 64, iterations: int = 20, regularization: float = 0.05) -> Recommender:
-    from implicit.als import AlternatingLeastSquares
-    from implicit.nearest_neighbours import bm25_weight
-
-    customers, names, matrix = _matrix(split)
-    weighted = bm25_weight(matrix, K1=100, B=0.8).tocsr().astype(np.float32)
-    model = AlternatingLeastSquares(
-        factors=factors, iterations=iterations, regularization=regularization, random_state=42
-    )
-    model.fit(weighted, show_progress=False)
-
-    def run(customer: str, new_only: bool) -> list[str]:
-        u = customers[customer]
-        ids, _ = model.recommend(u, weighted[u], N=K, filter_already_liked_items=new_only)
-        return [names[i] for i in ids]
-
-    return run
-
-
-def table(results: Sequence[tuple[str, str, Scores]]) -> str:
-    lines = ["| protocol | model | NDCG@10 | precision@10 | recall@10 | customers |", "|---|---|---|---|---|---|"]
-    for protocol, name, s in results:
-        lines.append(f"| {protocol} | {name} | {s.ndcg:.3f} | {s.precision:.3f} | {s.recall:.3f} | {s.users:,} |")
+def table(results: Sequence[Row]) -> str:
+    lines = [
+        "| data set | protocol | model | NDCG@10 | precision@10 | recall@10 | customers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in results:
+        groups[(row[0], row[1])].append(row)
+    for rows_ in groups.values():
+        best = max(r[3].ndcg for r in rows_)
+        for data_set, protocol, name, s in sorted(rows_, key=lambda r: -r[3].ndcg):
+            mark = "**" if s.ndcg == best else ""
+            lines.append(
+                f"| {data_set} | {protocol} | {mark}{name}{mark} | {mark}{s.ndcg:.3f}{mark} | {s.precision:.3f} |"
+                f" {s.recall:.3f} | {s.customers:,} |"
+            )
     return "\n".join(lines)
+
+
+def verdict(results: Sequence[Row]) -> list[str]:
+    groups: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for data_set, protocol, name, s in results:
+        groups[(data_set, protocol)][name] = s.ndcg
+    out = []
+    for (data_set, protocol), scores in groups.items():
+        ours = scores.pop("ours (self-tuned)")
+        best_name = max(scores, key=lambda n: scores[n])
+        word = "ahead" if ours > scores[best_name] else "BEHIND"
+        best = f"{best_name}, {scores[best_name]:.3f}"
+        out.append(f"{data_set}, {protocol}: ours {ours:.3f} {word} of the best baseline ({best})")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", action="store_true", help="also try a few parameter variants of our model")
-    parser.add_argument("--no-als", action="store_true", help="skip the ALS and item-kNN baselines")
     parser.add_argument(
-        "--validation",
-        action="store_true",
-        help="the split the parameters were chosen on: train before 2011-07-01, test 2011-07-01 .. 2011-09-30",
+        "--budget",
+        type=float,
+        default=float("inf"),
+        help="tuning budget in seconds (default: the whole search, whatever the machine's load; the service: 30)",
     )
+    parser.add_argument("--no-implicit", action="store_true", help="skip the item-kNN and ALS baselines")
+    parser.add_argument("--no-heldout", action="store_true", help="skip MovieLens 100K")
+    parser.add_argument("--only", choices=("temporal", "random", "heldout"), help="run one case")
     args = parser.parse_args(argv)
-    global SPLIT, END
-    if args.validation:
-        SPLIT, END = VALIDATION
-
     started = time.perf_counter()
-    split = load()
-    loaded = time.perf_counter()
-    print(
-        f"train: {len(split.training.customers):,} customer-product pairs, {split.training.interactions:,} rows;"
-        f" test customers: {len(split.test):,} (loaded in {loaded - started:.1f} s)",
-        flush=True,
-    )
-    params = Params()
-    model = train(split.training, version=1, params=params)
-    trained = time.perf_counter()
-    print(f"our model trained in {trained - loaded:.1f} s", flush=True)
-
-    results = run_protocols("ours: EASE (recent-weighted) + learned repeat", ours(model, split, params), split)
-    pop = popularity(split)
-    results += run_protocols("popularity", pop, split)
-    results += [r for r in run_protocols("own most-bought", most_bought(split, pop), split) if r[0] == "repeat counted"]
-    if not args.no_als:
-        results += run_protocols("implicit ALS (64 factors, BM25)", als(split), split)
-        results += run_protocols("implicit item-kNN (BM25, 100 neighbours)", item_knn(split), split)
-    if args.grid:
-        for variant in grid():
-            variant_model = train(split.training, version=1, params=variant) if _retrain(variant, params) else model
-            results += run_protocols(_label(variant, params), ours(variant_model, split, variant), split)
-    results.sort(key=lambda r: (r[0] != "repeat counted", -r[2].ndcg))
+    cases: list[Case] = []
+    if args.only in (None, "temporal", "random"):
+        temporal, random_pairs = online_retail()
+        cases += [c for c, k in ((temporal, "temporal"), (random_pairs, "random")) if args.only in (None, k)]
+    if not args.no_heldout and args.only in (None, "heldout"):
+        held = movielens()
+        if held is not None:
+            cases.append(held)
+    results: list[Row] = []
+    for case in cases:
+        results += run_case(case, args.budget, with_implicit=not args.no_implicit)
     print()
     print(table(results))
+    print()
+    print("\n".join(verdict(results)))
     print(f"\n({time.perf_counter() - started:.0f} s)")
-
-
-TRAINING_FIELDS = (
-    "ease_lambda",
-    "ease_max_items",
-    "neighbours",
-    "gram_half_life_days",
-    "popularity_half_life_days",
-    "repeat_prior_strength",
-)
-
-
-def _retrain(variant: Params, base: Params) -> bool:
-    return any(getattr(variant, f) != getattr(base, f) for f in TRAINING_FIELDS)
-
-
-def _label(variant: Params, base: Params) -> str:
-    changed = [
-        f"{k}={getattr(variant, k)}" for k in variant.__dataclass_fields__ if getattr(variant, k) != getattr(base, k)
-    ]
-    return "ours " + ", ".join(changed)
-
-
-def grid() -> list[Params]:
-    """Variants around the defaults (the defaults were chosen with `--grid --validation`)."""
-    base = Params()
-    return [
-        replace(base, gram_half_life_days=0.0, ease_lambda=300.0),
-        replace(base, gram_half_life_days=30.0),
-        replace(base, ease_lambda=300.0),
-        replace(base, rate_power=0.0),
-        replace(base, rate_power=1.0),
-        replace(base, buy_again_weight=2.0),
-        replace(base, buy_again_weight=8.0),
-        replace(base, repeat_half_life_days=120.0),
-        replace(base, popularity_blend=0.1, popularity_half_life_days=7.0),
-    ]
 
 
 if __name__ == "__main__":

@@ -93,6 +93,9 @@ def platform_env(database_url: str, mailbox: Mailbox) -> dict[str, str]:
         # several platforms run at once in some tests; keep each process's share of the server modest
         "DB_POOL_SIZE": "5",
         "GATEWAY_PORT": str(ports["gateway"]),
+        # training scores the default settings against the baselines but searches nothing: tests stay fast
+        # (tests/recommend/test_tuning.py searches on its own)
+        "RECOMMEND_TUNING_BUDGET_SECONDS": "0",
     }
     for name in SERVICES:
         env[f"{name.upper()}_PORT"] = str(ports[name])

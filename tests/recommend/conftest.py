@@ -25,12 +25,12 @@ class Retail:
 
 
 async def wait_for_model(client: httpx.AsyncClient, version: int) -> dict[str, Any]:
-    for _ in range(600):
+    for _ in range(2400):
         model = (await client.get("/v1/recommend/model")).json()
         if model["version"] >= version and not model["training"]:
             return model  # type: ignore[no-any-return]
         await asyncio.sleep(0.05)
-    raise AssertionError(f"model {version} was not trained in 30 s")
+    raise AssertionError(f"model {version} was not trained in 120 s")
 
 
 @pytest.fixture(scope="session")

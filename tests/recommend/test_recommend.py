@@ -285,7 +285,7 @@ class TestModel:
                     if model["version"] >= version and not model["training"]:
                         return
 
-            await asyncio.wait_for(hammer(), timeout=60)
+            await asyncio.wait_for(hammer(), timeout=180)
             after = await wait_for_model(client, version)
             served = await client.get(f"/v1/customers/{customers[0]}/recommendations")
             assert served.json()["model_version"] == after["version"]

@@ -43,7 +43,12 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         )
         # Training reads in one long snapshot with the schema as its search_path: straight to the database.
         training = Connection(raw_dsn(settings.migration_url), SCHEMA, database.role)
-        engine = Engine(pool, training, subprocess=settings.train_in_subprocess)
+        engine = Engine(
+            pool,
+            training,
+            subprocess=settings.train_in_subprocess,
+            tuning_budget_seconds=settings.tuning_budget_seconds,
+        )
         app.state.engine = engine
         # load/train from the database at start; requests are served (popular, then personal) meanwhile
         engine.request_training(await repository.new_model_version(pool))

@@ -38,6 +38,7 @@ from recommend.model import (
     similar,
 )
 from recommend.training import Connection, train_from_database
+from recommend.tuning import settings_dict
 
 __all__ = ["Engine", "Item", "Result", "View"]
 
@@ -117,11 +118,18 @@ class View:
 
 class Engine:
     def __init__(
-        self, pool: asyncpg.Pool, connection: Connection, *, subprocess: bool = True, params: Params = Params()
+        self,
+        pool: asyncpg.Pool,
+        connection: Connection,
+        *,
+        subprocess: bool = True,
+        params: Params = Params(),
+        tuning_budget_seconds: float = 30.0,
     ) -> None:
         self.pool = pool
         self.connection = connection
-        self.params = params
+        self.params = params  # where the tuner starts from
+        self.tuning_budget_seconds = tuning_budget_seconds
         self.view = View.build(empty_model(), {}, 0)
         self._catalog_lock = asyncio.Lock()
         self._training: asyncio.Task[None] | None = None
@@ -189,7 +197,12 @@ class Engine:
             loop = asyncio.get_running_loop()
             try:
                 model = await loop.run_in_executor(
-                    self._executor, train_from_database, self.connection, version, self.params
+                    self._executor,
+                    train_from_database,
+                    self.connection,
+                    version,
+                    self.params,
+                    self.tuning_budget_seconds,
                 )
             except asyncio.CancelledError:
                 raise
@@ -241,9 +254,8 @@ class Engine:
         allowed = view.mask(category, read.excluded)
         history = [History(p, n, last, first) for p, n, last, first in read.history]
         picks = recommend(
-            model, history, allowed=allowed, now=time.time() if now is None else now, mode=mode, limit=limit,
-            params=self.params,
-        )  # fmt: skip
+            model, history, allowed=allowed, now=time.time() if now is None else now, mode=mode, limit=limit
+        )
         if mode is Mode.buy_again:
             # a buy-again shelf lists bought products only (those bought since the last training after the rest);
             # it is filled up only when it would be empty
@@ -326,6 +338,8 @@ class Engine:
             "interactions": model.interactions,
             "training": self.training,
             "training_seconds": None if self.last_training_seconds is None else round(self.last_training_seconds, 3),
+            "settings": settings_dict(model.params),
+            "validation": model.report or None,
         }
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +90,7 @@ class TrainingSet:
     first_at: Floats
     interactions: int
     categories: Mapping[str, str] = field(default_factory=dict)  # product -> category, for the repeat prior
+    weights: Floats | None = None  # per row, from feedback (a detractor's order weighs less); 1 when None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class Model:
     popularity: Floats  # recency-weighted buyers, scaled to max 1
     repeat_rate: Floats  # probability that a buyer buys again
     reference_time: float  # the latest purchase seen in training
+    params: Params = Params()  # the settings it was trained with, and serves with
+    report: Mapping[str, Any] = field(default_factory=dict)  # how the settings were chosen (tuning.py)
 
     @property
     def products(self) -> int:
@@ -137,20 +141,52 @@ def _top_k_rows(dense: Floats, k: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((values.ravel()[keep], (rows[keep], top.ravel()[keep])), shape=(n, n))
 
 
-def train(data: TrainingSet, *, version: int, params: Params = Params(), catalog: Sequence[str] = ()) -> Model:
-    """Build a new model; the caller swaps it in. `catalog` adds products nobody has bought yet."""
-    product_ids = tuple(dict.fromkeys([*data.products, *catalog]))
-    index = {product: i for i, product in enumerate(product_ids)}
+@dataclass
+class EaseCache:
+    """The tuner's memory between trainings on one data set: the coded rows and the last EASE solution, so trying
+    another number of neighbours or another serving setting costs neither the coding nor a matrix inversion."""
+
+    data: TrainingSet | None = None
+    coded: tuple[tuple[str, ...], dict[str, int], Ints, Ints, int, Ints] | None = None
+    key: tuple[float, float, int] | None = None
+    solution: tuple[Ints, Floats] | None = None
+
+
+def train(
+    data: TrainingSet,
+    *,
+    version: int,
+    params: Params = Params(),
+    catalog: Sequence[str] = (),
+    ease_cache: EaseCache | None = None,
+) -> Model:
+    """Build a new model; the caller swaps it in. `catalog` adds products nobody has bought yet.
+
+    `ease_cache` (the tuner's) keeps the last EASE solution, so trying another number of neighbours or another
+    serving setting does not invert the matrix again."""
+    if ease_cache is not None and ease_cache.data is data and ease_cache.coded is not None:
+        product_ids, index, rows, cols, m, codes = ease_cache.coded
+    else:
+        product_ids = tuple(dict.fromkeys([*data.products, *catalog]))
+        index = {product: i for i, product in enumerate(product_ids)}
+        customer_index: dict[str, int] = {}
+        rows = np.fromiter((customer_index.setdefault(c, len(customer_index)) for c in data.customers), np.int64)
+        cols = np.fromiter((index[p] for p in data.products), np.int64, count=len(data.products))
+        m = len(customer_index)
+        category_codes: dict[str, int] = {}
+        category_of = (data.categories.get(p, "") for p in product_ids)
+        codes = np.fromiter((category_codes.setdefault(c, len(category_codes)) for c in category_of), np.int64)
+        if ease_cache is not None:
+            ease_cache.data, ease_cache.coded = data, (product_ids, index, rows, cols, m, codes)
+            ease_cache.key = ease_cache.solution = None
     n = len(product_ids)
-    customer_index: dict[str, int] = {}
-    rows = np.fromiter((customer_index.setdefault(c, len(customer_index)) for c in data.customers), np.int64)
-    cols = np.fromiter((index[p] for p in data.products), np.int64, count=len(data.products))
-    m = len(customer_index)
     reference = float(data.last_at.max()) if len(data.last_at) else 0.0
 
     # popularity: buyers, each weighted by how recently they last bought
     age_days = (reference - data.last_at) / DAY
     recent = np.power(0.5, age_days / params.popularity_half_life_days)
+    if data.weights is not None:
+        recent = recent * data.weights
     popularity = np.bincount(cols, weights=recent, minlength=n).astype(np.float64)
     if popularity.max(initial=0) > 0:
         popularity /= popularity.max()
@@ -158,11 +194,9 @@ def train(data: TrainingSet, *, version: int, params: Params = Params(), catalog
     # repeat rate: share of buyers who bought on more than one occasion, shrunk towards the category's share
     buyers = np.bincount(cols, minlength=n).astype(np.float64)
     repeaters = np.bincount(cols, weights=(data.purchases > 1).astype(np.float64), minlength=n)
-    category_of = [data.categories.get(p, "") for p in product_ids]
-    category_codes: dict[str, int] = {}
-    codes = np.fromiter((category_codes.setdefault(c, len(category_codes)) for c in category_of), np.int64, count=n)
-    category_buyers = np.bincount(codes, weights=buyers, minlength=len(category_codes))
-    category_repeaters = np.bincount(codes, weights=repeaters, minlength=len(category_codes))
+    categories = int(codes.max(initial=-1)) + 1
+    category_buyers = np.bincount(codes, weights=buyers, minlength=categories)
+    category_repeaters = np.bincount(codes, weights=repeaters, minlength=categories)
     overall = repeaters.sum() / max(buyers.sum(), 1.0)
     prior_strength = params.repeat_prior_strength
     category_rate = (category_repeaters + prior_strength * overall) / (category_buyers + prior_strength)
@@ -172,7 +206,9 @@ def train(data: TrainingSet, *, version: int, params: Params = Params(), catalog
         values = np.sqrt(np.power(0.5, age_days / params.gram_half_life_days))
     else:
         values = np.ones(len(cols))
-    neighbours = _ease_neighbours(rows, cols, values, m, n, buyers, params)
+    if data.weights is not None:
+        values = values * data.weights
+    neighbours = _ease_neighbours(rows, cols, values, m, n, buyers, params, ease_cache)
     return Model(
         version=version,
         trained_at=datetime.now(UTC),
@@ -184,27 +220,41 @@ def train(data: TrainingSet, *, version: int, params: Params = Params(), catalog
         popularity=popularity,
         repeat_rate=repeat_rate,
         reference_time=reference,
+        params=params,
     )
 
 
 def _ease_neighbours(
-    rows: Ints, cols: Ints, values: Floats, m: int, n: int, buyers: Floats, params: Params
+    rows: Ints,
+    cols: Ints,
+    values: Floats,
+    m: int,
+    n: int,
+    buyers: Floats,
+    params: Params,
+    cache: EaseCache | None = None,
 ) -> sparse.csr_matrix:
     if m == 0 or n == 0:
         return sparse.csr_matrix((n, n))
-    bought = np.flatnonzero(buyers >= 2)
-    chosen = bought[np.argsort(-buyers[bought], kind="stable")[: params.ease_max_items]]
-    if len(chosen) < 2:
-        return sparse.csr_matrix((n, n))
-    local = np.full(n, -1, dtype=np.int64)
-    local[chosen] = np.arange(len(chosen))
-    keep = local[cols] >= 0
-    x = sparse.csr_matrix((values[keep], (rows[keep], local[cols[keep]])), shape=(m, len(chosen)))
-    gram = (x.T @ x).toarray()
-    gram[np.diag_indices_from(gram)] += params.ease_lambda
-    inverse = np.linalg.inv(gram)
-    weights = -inverse / np.diag(inverse)
-    np.fill_diagonal(weights, 0.0)
+    key = (params.ease_lambda, params.gram_half_life_days, params.ease_max_items)
+    if cache is not None and cache.key == key and cache.solution is not None:
+        chosen, weights = cache.solution
+    else:
+        bought = np.flatnonzero(buyers >= 2)
+        chosen = bought[np.argsort(-buyers[bought], kind="stable")[: params.ease_max_items]]
+        if len(chosen) < 2:
+            return sparse.csr_matrix((n, n))
+        local = np.full(n, -1, dtype=np.int64)
+        local[chosen] = np.arange(len(chosen))
+        keep = local[cols] >= 0
+        x = sparse.csr_matrix((values[keep], (rows[keep], local[cols[keep]])), shape=(m, len(chosen)))
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices_from(gram)] += params.ease_lambda
+        inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)
+        np.fill_diagonal(weights, 0.0)
+        if cache is not None:
+            cache.key, cache.solution = key, (chosen, weights)  # one at a time: a 5,000-product one is 200 MB
     top = _top_k_rows(weights, params.neighbours).tocoo()
     return sparse.csr_matrix((top.data, (chosen[top.row], chosen[top.col])), shape=(n, n))
 
@@ -252,10 +302,13 @@ def recommend(
     now: float,
     mode: Mode = Mode.mixed,
     limit: int = 10,
-    params: Params = Params(),
+    params: Params | None = None,
+    explain: bool = True,
 ) -> list[Pick]:
     """Personal picks among `allowed` products (a mask over the model's products); may be fewer than `limit`
-    (the caller fills up with popular products)."""
+    (the caller fills up with popular products). `params` defaults to the model's own settings; `explain=False`
+    (offline scoring) skips finding the history product behind each pick."""
+    params = model.params if params is None else params
     known = [h for h in history if h.product_id in model.index]
     if not known or model.products == 0:
         return []
@@ -276,7 +329,7 @@ def recommend(
         candidates = allowed.copy()
         candidates[idx] = False
         candidates &= discover > 0
-        picks.extend(_discover_picks(scores, candidates, idx, owners, columns, values, limit))
+        picks.extend(_discover_picks(scores, candidates, idx, owners, columns, values, limit, explain))
 
     if mode is not Mode.discover:
         again = _buy_again_scores(model, idx, purchases, age_days, params)
@@ -313,13 +366,22 @@ def _buy_again_scores(model: Model, idx: Ints, purchases: Floats, age_days: Floa
 
 
 def _discover_picks(
-    scores: Floats, candidates: Bools, idx: Ints, owners: Ints, columns: Ints, values: Floats, limit: int
+    scores: Floats,
+    candidates: Bools,
+    idx: Ints,
+    owners: Ints,
+    columns: Ints,
+    values: Floats,
+    limit: int,
+    explain: bool = True,
 ) -> list[Pick]:
     pool = np.flatnonzero(candidates)
     if len(pool) == 0:
         return []
     if len(pool) > limit:
         pool = pool[np.argpartition(-scores[pool], limit - 1)[:limit]]
+    if not explain:
+        return [Pick(int(i), float(scores[i]), ReasonKind.bought_together) for i in pool]
     # the history product that contributed most to each pick explains it ("bought together with Kettle")
     relevant = np.isin(columns, pool)
     owners, columns, values = owners[relevant], columns[relevant], values[relevant]

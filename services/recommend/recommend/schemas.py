@@ -95,6 +95,28 @@ class SimilarProducts(BaseModel):
     items: list[RecommendedItem]
 
 
+class Scores(BaseModel):
+    ndcg_at_10: float = Field(description="`mode=mixed` against every held-out purchase.")
+    ndcg_at_10_new_products: float = Field(
+        description="`mode=discover` against the held-out products the customer had not bought before."
+    )
+
+
+class Validation(BaseModel):
+    split: Literal["temporal", "random", "none"] = Field(
+        description="`temporal`: the latest 15% of purchases held out; `random`: a fifth of the (customer, product)"
+        " pairs (when timestamps do not spread); `none`: too little history to hold anything out."
+    )
+    customers: int = Field(description="Customers scored on the held-out slice.")
+    held_out_purchases: int
+    score: Scores | None = Field(description="The chosen settings on the held-out slice.")
+    baselines: dict[str, Scores] = Field(
+        description="`popularity`, `own_most_bought` and `ease_fixed` (the default settings) on the same slice."
+    )
+    settings_tried: int
+    search_seconds: float
+
+
 class ModelInfo(BaseModel):
     version: int
     trained_at: datetime | None
@@ -103,6 +125,8 @@ class ModelInfo(BaseModel):
     interactions: int
     training: bool = Field(description="Whether a new model is being trained now.")
     training_seconds: float | None = Field(description="How long the last training took, from reading to swapping in.")
+    settings: dict[str, float] = Field(description="The settings the model was trained with and serves with.")
+    validation: Validation | None = Field(description="How the settings were chosen; null before the first training.")
 
 
 class RetrainAccepted(BaseModel):

@@ -9,3 +9,6 @@ class RecommendSettings(ServiceSettings):
     # Training in a child process keeps numpy/scipy's GIL-holding parts away from request latency.
     train_in_subprocess: bool = Field(default=True, validation_alias="RECOMMEND_TRAIN_IN_SUBPROCESS")
     serving_pool_size: int = Field(default=8, validation_alias="RECOMMEND_SERVING_POOL_SIZE")
+    # Each training searches settings on the latest slice of the history for at most this long (0: keep the
+    # defaults, still scored against the baselines).
+    tuning_budget_seconds: float = Field(default=30.0, ge=0, validation_alias="RECOMMEND_TUNING_BUDGET_SECONDS")

@@ -1,17 +1,22 @@
-"""Reading the training set from the database and training, in a form a child process can run
-(:func:`train_from_database` is a plain function of picklable arguments returning a picklable model)."""
+"""Reading the purchase history from the database, choosing the settings on it and training, in a form a child
+process can run (:func:`train_from_database` is a plain function of picklable arguments returning a picklable
+model)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, replace
 
 import asyncpg
 import numpy as np
 
-from recommend.model import Model, Params, TrainingSet, train
+from recommend.model import Model, Params, train
+from recommend.tuning import Purchases, aggregate, tune
 
-__all__ = ["Connection", "load_training_set", "train_from_database"]
+__all__ = ["Connection", "load_purchases", "train_from_database"]
+
+FETCH_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -27,31 +32,35 @@ class Connection:
         return await asyncpg.connect(self.dsn, server_settings=settings)
 
 
-async def load_training_set(connection: Connection) -> tuple[TrainingSet, list[str]]:
+_PURCHASES = "SELECT customer_id, product_id, extract(epoch FROM occurred_at)::float8 FROM interactions"
+
+
+async def load_purchases(connection: Connection) -> tuple[Purchases, list[str]]:
+    """Every purchase line and the catalog, in one snapshot; read in batches (a million lines stay well under a
+    gigabyte on the way)."""
+    customers: list[str] = []
+    products: list[str] = []
+    times = array("d")
     conn = await connection.connect()
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            pairs = await conn.fetch(
-                "SELECT customer_id, product_id, purchases, extract(epoch FROM last_at)::float8,"
-                " extract(epoch FROM first_at)::float8 FROM customer_products"
-            )
+            cursor = await conn.cursor(_PURCHASES)
+            while batch := await cursor.fetch(FETCH_ROWS):
+                for customer, product, at in batch:
+                    customers.append(customer)
+                    products.append(product)
+                    times.append(at)
             catalog = await conn.fetch("SELECT product_id, category FROM products")
-            interactions = await conn.fetchval("SELECT count(*) FROM interactions")
     finally:
         await conn.close()
-    n = len(pairs)
-    data = TrainingSet(
-        customers=[r[0] for r in pairs],
-        products=[r[1] for r in pairs],
-        purchases=np.fromiter((r[2] for r in pairs), np.int64, count=n),
-        last_at=np.fromiter((r[3] for r in pairs), np.float64, count=n),
-        first_at=np.fromiter((r[4] for r in pairs), np.float64, count=n),
-        interactions=int(interactions),
-        categories={r[0]: r[1] for r in catalog},
+    purchases = Purchases.from_rows(
+        customers, products, np.frombuffer(times, dtype=np.float64), categories={r[0]: r[1] for r in catalog}
     )
-    return data, [r[0] for r in catalog]
+    return purchases, [r[0] for r in catalog]
 
 
-def train_from_database(connection: Connection, version: int, params: Params) -> Model:
-    data, catalog = asyncio.run(load_training_set(connection))
-    return train(data, version=version, params=params, catalog=catalog)
+def train_from_database(connection: Connection, version: int, params: Params, budget_seconds: float) -> Model:
+    purchases, catalog = asyncio.run(load_purchases(connection))
+    report = tune(purchases, budget_seconds=budget_seconds, base=params)
+    model = train(aggregate(purchases), version=version, params=report.params, catalog=catalog)
+    return replace(model, report=report.as_dict())
