@@ -107,7 +107,8 @@ def bars(
     fmt: Callable[[float], str] = _number,
 ) -> Chart:
     """Grouped vertical bars, one group per label."""
-    top = _nice_ceiling(max((v for _, values in series for v in values), default=0))
+    # at least 4, so the five gridlines of a chart of small counts fall on whole numbers
+    top = max(4.0, _nice_ceiling(max((v for _, values in series for v in values), default=0)))
     parts, y = _frame(chart_id, title, summary, labels, 0.0, top, [name for name, _ in series])
     plot_width = WIDTH - LEFT - RIGHT
     group = plot_width / max(1, len(labels))

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
-from importlib.resources import files
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -42,7 +42,7 @@ from kit.errors import DomainError, NotFound, Unauthorized
 __all__ = ["router"]
 
 router = console_router()
-STATIC = files("gateway") / "console" / "static"
+STATIC = Path(__file__).parent / "static"
 _ASSET_TYPES = {"css": "text/css; charset=utf-8", "svg": "image/svg+xml", "png": "image/png", "js": "text/javascript"}
 NOTES = {
     "created": "Created.",
@@ -214,7 +214,7 @@ async def home(console: ConsoleDep, session: SessionDep) -> HTMLResponse:
                 "The share of each month's new customers who bought again: "
                 + ", ".join(f"{_month(c.month)} {c.repeat_rate:.0%}" for c in cohorts[-3:])
                 + ".",
-                [c.month.strftime("%b %y") for c in cohorts],
+                [c.month.strftime("%b %Y") for c in cohorts],
                 [("repeat rate %", [round(100 * c.repeat_rate, 1) for c in cohorts])],
                 label_heading="first purchase",
                 fmt=lambda v: f"{v:.1f}%",
@@ -233,7 +233,7 @@ async def home(console: ConsoleDep, session: SessionDep) -> HTMLResponse:
                 f"{liability.body['total_points']:,} points outstanding across "
                 f"{liability.body['accounts_with_points']:,} accounts"
                 + (f"; {never:,} never expire." if never else "."),
-                [datetime.strptime(m["month"], "%Y-%m").strftime("%b %y") for m in months],
+                [datetime.strptime(m["month"], "%Y-%m").strftime("%b %Y") for m in months],
                 [("points", [m["points"] for m in months])],
                 label_heading="expiry month",
             )
