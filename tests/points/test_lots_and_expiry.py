@@ -157,3 +157,95 @@ class TestScheduledExpiry:
         run = await service.expire_due(database)
         assert run.points_expired >= 25
         assert [(e["type"], e["points"]) for e in await ledger(points, customer)] == [("earn", 25), ("expire", -25)]
+
+
+class TestExpiredLotsAreNeverSpent:
+    """Whether or not the expiry job has run, a redemption cannot spend a lot past its `expires_at`."""
+
+    @pytest.mark.parametrize("idempotency_key", [False, True], ids=["plain", "idempotency-key"])
+    async def test_a_redemption_expires_due_lots_first(
+        self, points: httpx.AsyncClient, db: asyncpg.Connection, idempotency_key: bool
+    ) -> None:
+        customer = new_id()
+        await earn(points, customer, 100, reference="old")
+        await earn(points, customer, 30, reference="fresh")
+        await age_lot(db, customer, "old")
+        headers = {"Idempotency-Key": new_id("k")} if idempotency_key else {}
+        url = f"/v1/customers/{customer}/points/redemptions"
+        too_much = await points.post(url, json={"points": 31, "reference": "too-much"}, headers=headers)
+        assert too_much.status_code == 409, too_much.text
+        assert too_much.json()["code"] == "insufficient_points"
+        assert too_much.json()["balance"] == 30
+        headers = {"Idempotency-Key": new_id("k")} if idempotency_key else {}
+        spent = await points.post(url, json={"points": 30, "reference": "all"}, headers=headers)
+        assert spent.status_code == 201, spent.text
+        assert spent.json()["balance"] == 0
+        entries = [(e["type"], e["points"], e["balance_after"]) for e in await ledger(points, customer)]
+        assert entries == [("earn", 100, 100), ("earn", 30, 130), ("expire", -100, 30), ("redeem", -30, 0)]
+        remaining = {lot["reference"]: lot["remaining"] for lot in await lots_of(db, customer)}
+        assert remaining == {"old": 0, "fresh": 0}
+        # the job finds nothing left to do for this account
+        assert (await points.post("/v1/points/expiry-runs")).status_code == 201
+        assert [e["type"] for e in await ledger(points, customer)] == ["earn", "earn", "expire", "redeem"]
+        await audit_clean(points)
+
+    async def test_a_replayed_redemption_is_answered_as_before(
+        self, points: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        customer = new_id()
+        await earn(points, customer, 50, reference="old")
+        url = f"/v1/customers/{customer}/points/redemptions"
+        first = await points.post(url, json={"points": 20, "reference": "r"})
+        assert first.status_code == 201
+        await age_lot(db, customer, "old")
+        again = await points.post(url, json={"points": 20, "reference": "r"})
+        assert again.status_code == 201
+        assert again.json() == first.json()
+
+
+MAX_BALANCE = 2**53 - 1
+
+
+class TestBalanceBounds:
+    async def test_an_earn_past_the_bound_is_409_and_changes_nothing(self, points: httpx.AsyncClient) -> None:
+        customer = new_id()
+        await earn(points, customer, MAX_BALANCE, reference="big")
+        before = await ledger(points, customer)
+        over = await points.post(f"/v1/customers/{customer}/points/earn", json={"points": 1, "reference": "one"})
+        assert over.status_code == 409, over.text
+        assert over.headers["content-type"].startswith("application/problem+json")
+        assert over.json()["code"] == "balance_out_of_range"
+        adjusted = await points.post(
+            f"/v1/customers/{customer}/points/adjustments", json={"points": 5, "reference": "adj"}
+        )
+        assert adjusted.status_code == 409 and adjusted.json()["code"] == "balance_out_of_range"
+        assert (await balance(points, customer))["balance"] == MAX_BALANCE
+        assert await ledger(points, customer) == before
+        # the reference was not used up: once there is room, it earns
+        spent = await points.post(
+            f"/v1/customers/{customer}/points/redemptions", json={"points": 10, "reference": "spend"}
+        )
+        assert spent.status_code == 201
+        assert (
+            await points.post(f"/v1/customers/{customer}/points/earn", json={"points": 1, "reference": "one"})
+        ).status_code == 201
+        # and a replay of the first earn is still a replay, not a refusal
+        replay = await points.post(
+            f"/v1/customers/{customer}/points/earn", json={"points": MAX_BALANCE, "reference": "big"}
+        )
+        assert replay.status_code == 201 and replay.json()["balance"] == MAX_BALANCE
+        await audit_clean(points)
+
+    async def test_a_debit_past_the_lower_bound_is_409(self, points: httpx.AsyncClient) -> None:
+        customer = new_id()
+        url = f"/v1/customers/{customer}/points/adjustments"
+        assert (await points.post(url, json={"points": -MAX_BALANCE, "reference": "a"})).status_code == 201
+        under = await points.post(url, json={"points": -1, "reference": "b"})
+        assert under.status_code == 409 and under.json()["code"] == "balance_out_of_range"
+        assert (await balance(points, customer))["balance"] == -MAX_BALANCE
+        assert len(await ledger(points, customer)) == 1
+
+    async def test_the_database_refuses_an_out_of_range_balance_on_its_own(self, db: asyncpg.Connection) -> None:
+        customer = new_id()
+        with pytest.raises(asyncpg.CheckViolationError):
+            await db.execute("INSERT INTO accounts (customer_id, balance) VALUES ($1, $2)", customer, MAX_BALANCE + 1)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 
@@ -393,6 +394,128 @@ class TestMoney:
         assert response.status_code == 422, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["errors"][0]["field"].endswith("cursor")
+
+
+async def ledger_of(admin: httpx.AsyncClient, customer_id: str) -> list[dict[str, object]]:
+    response = await admin.get(f"/v1/customers/{customer_id}/points/transactions", params={"limit": 200})
+    assert response.status_code == 200, response.text
+    return response.json()["items"]  # type: ignore[no-any-return]
+
+
+MAX_BALANCE = 2**53 - 1
+
+
+class TestFreePoints:
+    """Someone holding a customer's token (or a partner key) who wants points they do not have."""
+
+    async def test_an_earn_that_would_overflow_is_409_and_changes_nothing(self, admin: httpx.AsyncClient) -> None:
+        customer = uid("whale")
+        url = f"/v1/customers/{customer}/points/earn"
+        assert (await admin.post(url, json={"points": MAX_BALANCE, "reference": "max"})).status_code == 201
+        before = await ledger_of(admin, customer)
+        for points in (1, MAX_BALANCE):
+            over = await admin.post(url, json={"points": points, "reference": uid("wrap")})
+            assert over.status_code == 409, over.text
+            assert over.json()["code"] == "balance_out_of_range"
+        for points in (2**53, 2**63, 2**64 + 5, -(2**63)):
+            refused = await admin.post(url, json={"points": points, "reference": uid("huge")})
+            assert refused.status_code == 422, (points, refused.text)
+        assert await balance(admin, customer) == MAX_BALANCE
+        assert await ledger_of(admin, customer) == before
+
+    async def test_expired_points_cannot_be_spent_before_the_expiry_job_runs(
+        self, platform: Platform, admin: httpx.AsyncClient, database_url: str
+    ) -> None:
+        customer = uid("late")
+        url = f"/v1/customers/{customer}/points/earn"
+        assert (await admin.post(url, json={"points": 500, "reference": "old"})).status_code == 201
+        connection = await asyncpg.connect(database_url, server_settings={"search_path": "points"})
+        try:
+            await connection.execute(
+                "UPDATE lots SET expires_at = now() - interval '1 minute' WHERE customer_id = $1", customer
+            )
+        finally:
+            await connection.close()
+        token = (await token_for(admin, customer))["token"]
+        async with platform.client(token=token) as client:
+            for headers in ({}, {"Idempotency-Key": uid("k")}):
+                spend = await client.post(
+                    "/v1/me/points/redemptions", json={"points": 500, "reference": uid("spend")}, headers=headers
+                )
+                assert spend.status_code == 409, spend.text
+                assert spend.json()["code"] == "insufficient_points"
+        assert await balance(admin, customer) == 0
+        assert [entry["type"] for entry in await ledger_of(admin, customer)] == ["expire", "earn"]
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"points": -100, "reference": "neg"}',
+            b'{"points": 0, "reference": "zero"}',
+            b'{"points": 1.5, "reference": "half"}',
+            b'{"points": 1e2, "reference": "exp"}',
+            b'{"points": "100", "reference": "text"}',
+            b'{"points": true, "reference": "bool"}',
+            b'{"points": null, "reference": "null"}',
+            '{"points": \u0661\u0660\u0660, "reference": "arabic"}'.encode(),
+            '{"points": 100, "reference": "\u0000"}'.encode(),  # a raw NUL: not JSON
+            b'{"points": 100, "reference": "a\\u0000b"}',  # an escaped one: JSON, but no identifier
+            '{"points": 100, "reference": "caf\u00e9\u200b"}'.encode(),
+            b'{"points": 100, "reference": "' + b"r" * 65 + b'"}',
+            b'{"points": 100, "reference": "dup", "points": -100}',
+            b'{"points": 100, "reference": "x", "customer_id": "victim"}',
+            b"\xff\xfe{}",
+            b'[{"points": 100, "reference": "list"}]',
+            b'{"points": 100, "reference": "deep", "description": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        ],
+    )
+    async def test_odd_redemption_bodies_are_4xx_and_spend_nothing(
+        self, platform: Platform, admin: httpx.AsyncClient, body: bytes
+    ) -> None:
+        customer = uid("odd")
+        url = f"/v1/customers/{customer}/points/earn"
+        assert (await admin.post(url, json={"points": 100, "reference": "seed"})).status_code == 201
+        token = (await token_for(admin, customer))["token"]
+        response = await raw_request(
+            platform.gateway_url,
+            "POST",
+            f"/v1/customers/{customer}/points/redemptions",
+            headers={"Authorization": f"Bearer {token}"},
+            body=body,
+        )
+        assert 400 <= response.status_code < 500, (body[:60], response.status_code, response.body[:300])
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert await balance(admin, customer) == 100
+
+    async def test_a_replayed_redemption_spends_once_whatever_the_body_says(
+        self, platform: Platform, admin: httpx.AsyncClient
+    ) -> None:
+        customer = uid("replayer")
+        url = f"/v1/customers/{customer}/points/earn"
+        assert (await admin.post(url, json={"points": 100, "reference": "seed"})).status_code == 201
+        token = (await token_for(admin, customer))["token"]
+        async with platform.client(token=token) as client:
+            me = "/v1/me/points/redemptions"
+            first = await client.post(me, json={"points": 10, "reference": "order-1"})
+            assert first.status_code == 201
+            # the same reference with another amount: the ledger answers the first redemption again
+            again = await client.post(me, json={"points": 1, "reference": "order-1"})
+            assert again.status_code in (201, 409, 422), again.text
+            key = uid("key")
+            once = await client.post(
+                "/v1/me/points/redemptions",
+                json={"points": 5, "reference": "order-2"},
+                headers={"Idempotency-Key": key},
+            )
+            assert once.status_code == 201
+            twice = await client.post(
+                "/v1/me/points/redemptions",
+                json={"points": 50, "reference": "order-3"},
+                headers={"Idempotency-Key": key},
+            )
+            assert twice.status_code == 422, twice.text
+            assert twice.json()["code"] == "idempotency_key_reused"
+        assert await balance(admin, customer) == 85
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from kit.json import dumps
 class Movement:
     """What a value-moving function answered."""
 
-    outcome: str  # created | replayed | insufficient
+    outcome: str  # created | replayed | insufficient | out_of_range (nothing changed)
     transaction_id: int | None
     points: int
     balance: int

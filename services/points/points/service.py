@@ -51,6 +51,7 @@ from points.schemas import (
     Tier,
     Transaction,
 )
+from points.tables import MAX_BALANCE
 
 log = structlog.get_logger("points")
 
@@ -64,7 +65,20 @@ AUDIT_MISMATCH_LIMIT = 100
 EXPIRING_SHOWN = 10
 
 
+def _in_range(movement: Movement) -> Movement:
+    """A credit or debit the ledger refused because the balance would leave ±(2^53-1): nothing changed."""
+    if movement.outcome == "out_of_range":
+        raise Conflict(
+            f"The balance would leave the range of ±{MAX_BALANCE}; nothing was changed.",
+            code="balance_out_of_range",
+            balance=movement.balance,
+            requested=movement.points,
+        )
+    return movement
+
+
 def _result(movement: Movement) -> PointsResult:
+    _in_range(movement)
     assert movement.transaction_id is not None
     return PointsResult(transaction_id=movement.transaction_id, points=movement.points, balance=movement.balance)
 
@@ -258,14 +272,16 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
     lot_id: int | None = None
     points = earning.points
     if points > 0:
-        movement = await repository.credit(
-            session,
-            purchase.customer_id,
-            "earn",
-            points,
-            purchase.purchase_id,
-            f"Purchase {purchase.purchase_id}",
-            _expires_at(rules, occurred_at),
+        movement = _in_range(
+            await repository.credit(
+                session,
+                purchase.customer_id,
+                "earn",
+                points,
+                purchase.purchase_id,
+                f"Purchase {purchase.purchase_id}",
+                _expires_at(rules, occurred_at),
+            )
         )
         lot_id, points = movement.lot_id, movement.points
         if movement.outcome == "created" and movement.transaction_id is not None:
@@ -296,8 +312,10 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
 
 async def earn_survey_reward(session: AsyncSession, customer_id: str, invitation_id: str, points: int) -> None:
     rules = await get_rules(session)
-    await repository.credit(
-        session, customer_id, "earn", points, f"survey:{invitation_id}", "Survey reward", _expires_at(rules)
+    _in_range(
+        await repository.credit(
+            session, customer_id, "earn", points, f"survey:{invitation_id}", "Survey reward", _expires_at(rules)
+        )
     )
 
 
@@ -407,14 +425,16 @@ async def reverse_purchase(
     points = max(0, target - purchase.reversed_points)
     transaction_id: int | None = None
     if points > 0:
-        movement = await repository.debit(
-            session,
-            customer_id,
-            "reverse",
-            points,
-            refund_id,
-            f"Refund {refund_id} of purchase {purchase_id}",
-            purchase.lot_id,
+        movement = _in_range(
+            await repository.debit(
+                session,
+                customer_id,
+                "reverse",
+                points,
+                refund_id,
+                f"Refund {refund_id} of purchase {purchase_id}",
+                purchase.lot_id,
+            )
         )
         transaction_id, balance = movement.transaction_id, movement.balance
         if movement.outcome == "created" and transaction_id is not None and purchase.occurred_at is not None:

@@ -33,6 +33,9 @@ metadata = MetaData()
 add_kit_tables(metadata)
 add_experiment_tables(metadata)
 
+# every balance and amount stays exact in a JSON client's double (migration points_bounds_and_expiry)
+MAX_BALANCE = 2**53 - 1
+
 TRANSACTION_TYPES = ("earn", "redeem", "expire", "reverse", "adjust", "cancel")
 
 accounts = Table(
@@ -42,6 +45,7 @@ accounts = Table(
     Column("balance", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"balance BETWEEN -{MAX_BALANCE} AND {MAX_BALANCE}", name="ck_accounts_balance_range"),
 )
 
 transactions = Table(
@@ -57,6 +61,10 @@ transactions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("type IN ('earn', 'redeem', 'expire', 'reverse', 'adjust', 'cancel')", name="ck_transactions_type"),
     CheckConstraint("points <> 0", name="ck_transactions_points_nonzero"),
+    CheckConstraint(f"points BETWEEN -{MAX_BALANCE} AND {MAX_BALANCE}", name="ck_transactions_points_range"),
+    CheckConstraint(
+        f"balance_after BETWEEN -{MAX_BALANCE} AND {MAX_BALANCE}", name="ck_transactions_balance_after_range"
+    ),
     UniqueConstraint("customer_id", "type", "reference", name="uq_transactions_reference"),
     Index("ix_transactions_customer_id_id", "customer_id", "id"),
 )
@@ -72,6 +80,7 @@ lots = Table(
     Column("expires_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("remaining >= 0 AND remaining <= points", name="ck_lots_remaining"),
+    CheckConstraint(f"points BETWEEN 0 AND {MAX_BALANCE}", name="ck_lots_points_range"),
     Index("ix_lots_open", "customer_id", "expires_at", "id", postgresql_where=text("remaining > 0")),
     Index("ix_lots_due", "expires_at", postgresql_where=text("remaining > 0")),
 )
