@@ -185,26 +185,29 @@ def upgrade() -> None:
     # one statement per execute: the driver prepares statements, and a prepared statement holds one command
     for statement in FUNCTIONS.strip().split("\n\n"):
         op.execute(statement)
+    (reward,) = _functions("2026_12_03_rewards.py", "points_redeem_reward")
+    assert REPLAY_CHECKED in reward, "points_redeem_reward changed: place EXPIRE_DUE_LOTS anew"
+    op.execute(reward.replace(REPLAY_CHECKED, REPLAY_CHECKED + EXPIRE_DUE_LOTS, 1))
 
 
-def _ledger_functions() -> list[str]:
-    """The functions as migration points_0002 created them."""
-    spec = importlib.util.spec_from_file_location(
-        "points_ledger", Path(__file__).with_name("2026_11_24_0002_ledger.py")
-    )
+def _functions(migration: str, *names: str) -> list[str]:
+    """`CREATE OR REPLACE` statements of these functions as an earlier migration created them."""
+    spec = importlib.util.spec_from_file_location(migration, Path(__file__).with_name(migration))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    wanted = ("FUNCTION points_redeem(", "FUNCTION points_credit(", "FUNCTION points_debit(")
     return [
         statement.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
         for statement in module.FUNCTIONS.strip().split("\n\n")
-        if any(name in statement for name in wanted)
+        if any(f"CREATE FUNCTION {name}(" in statement for name in names)
     ]
 
 
 def downgrade() -> None:
-    for statement in _ledger_functions():
+    for statement in [
+        *_functions("2026_11_24_0002_ledger.py", "points_redeem", "points_credit", "points_debit"),
+        *_functions("2026_12_03_rewards.py", "points_redeem_reward"),
+    ]:
         op.execute(statement)
     for table, name, _ in reversed(CONSTRAINTS):
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
