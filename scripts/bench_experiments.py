@@ -58,8 +58,8 @@ _BUILD = (
       FROM generate_series(1, $1) AS g CROSS JOIN generate_series(1, 3) AS k
      WHERE k <> 2 OR g % 3 = 0
     """,
-    "ANALYZE purchases",
-    "ANALYZE experiment_exposures",
+    "VACUUM ANALYZE purchases",
+    "VACUUM ANALYZE experiment_exposures",
 )
 
 _COUNT = text("SELECT count(*) FROM experiment_exposures WHERE experiment_id = :id")
