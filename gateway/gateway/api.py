@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Path, Query, Request, Response
+from fastapi import BackgroundTasks, Depends, Path, Query, Request, Response
 
 from gateway import api_keys, customer_tokens, purchases
 from gateway.overview import build_overview
@@ -86,9 +86,13 @@ async def list_api_keys(session: SessionDep, page: PageParamsDep, _: PrincipalDe
     responses=problem_responses(404),
 )
 async def revoke_api_key(
-    key_id: UUID, session: SessionDep, authenticator: AuthenticatorDep, _: PrincipalDep
+    key_id: UUID, session: SessionDep, authenticator: AuthenticatorDep, _: PrincipalDep, after: BackgroundTasks
 ) -> Response:
-    authenticator.forget_api_key(await api_keys.revoke(session, key_id))
+    key_hash = await api_keys.revoke(session, key_id)
+    authenticator.forget_api_key(key_hash)
+    # told to every replica once committed (the response goes out after the commit, then background tasks run):
+    # told earlier, another replica could read the key as valid again and cache that
+    after.add_task(authenticator.announce_api_key_revoked, key_hash)
     return Response(status_code=204)
 
 
@@ -121,6 +125,7 @@ async def revoke_customer_tokens(
     session: SessionDep,
     authenticator: AuthenticatorDep,
     principal: PrincipalDep,
+    after: BackgroundTasks,
 ) -> CustomerTokenRevocation:
     """Revokes one customer token (by `token_id`) or all of a customer's tokens issued so far. A customer token
     may revoke its own customer's tokens (signing out); revoking is idempotent."""
@@ -131,6 +136,7 @@ async def revoke_customer_tokens(
         session, body.customer_id, body.token_id, datetime.now(UTC) + timedelta(seconds=MAX_TOKEN_TTL_SECONDS)
     )
     authenticator.forget_revocations(body.customer_id, body.token_id)
+    after.add_task(authenticator.announce_customer_tokens_revoked, body.customer_id, body.token_id)
     return CustomerTokenRevocation(
         customer_id=revocation.customer_id, token_id=revocation.token_id, revoked_at=revocation.revoked_at
     )

@@ -37,6 +37,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             cache_seconds=settings.api_key_cache_seconds,
             revocation_cache_seconds=settings.token_revocation_cache_seconds,
             max_entries=settings.auth_cache_max_entries,
+            shared=app.state.shared_state,
         )
         app.state.upstreams = Upstreams(
             settings.upstreams,
@@ -105,7 +106,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         jobs=jobs,
     )
     app = create_service_app(spec, settings)
-    app.state.limits = Limits(settings)
+    app.state.limits = Limits(settings, app.state.shared_state)
     _serve_merged_openapi(app)
     console.install(app)
     return app

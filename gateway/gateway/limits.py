@@ -2,7 +2,9 @@
 rate, client addresses that keep failing authentication or hammer the public pages.
 
 Each limit is a setting (see `gateway.settings` and docs/operations.md, "Security"). Every refusal is a
-problem+json answer: 413 and 431 for size, 429 with `Retry-After` for rates.
+problem+json answer: 413 and 431 for size, 429 with `Retry-After` for rates. With `REDIS_URL` the rates are
+counted in Redis, once for all the gateway's replicas; without it, or while Redis is unreachable, each
+replica counts on its own (`kit.shared_state`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from gateway.ratelimit import RateLimiter, retry_after
 from gateway.routing import BodyClass
 from gateway.settings import GatewaySettings
 from kit.errors import DomainError, PayloadTooLarge, TooManyRequests
+from kit.shared_state import SharedRateLimiter, SharedState
 
 __all__ = ["HeadersTooLarge", "Limits", "PayloadTooLarge"]
 
@@ -27,34 +30,39 @@ class HeadersTooLarge(DomainError):
 
 
 class Limits:
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, shared: SharedState | None = None) -> None:
         self.max_header_bytes = settings.max_header_bytes
         keys = settings.rate_limit_max_keys
-        self.partner = RateLimiter(settings.rate_limit_partner_per_minute, max_keys=keys)
-        self.customer = RateLimiter(settings.rate_limit_customer_per_minute, max_keys=keys)
-        self.public_pages = RateLimiter(settings.rate_limit_public_per_minute, max_keys=keys)
-        self.failed_authentication = RateLimiter(settings.failed_auth_per_minute, max_keys=keys)
+        shared = shared or SharedState(None)
+
+        def limiter(name: str, per_minute: int) -> SharedRateLimiter:
+            return SharedRateLimiter(name, per_minute, shared, RateLimiter(per_minute, max_keys=keys))
+
+        self.partner = limiter("partner", settings.rate_limit_partner_per_minute)
+        self.customer = limiter("customer", settings.rate_limit_customer_per_minute)
+        self.public_pages = limiter("public", settings.rate_limit_public_per_minute)
+        self.failed_authentication = limiter("failed_auth", settings.failed_auth_per_minute)
 
     def check_headers(self, scope: Scope) -> None:
         if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header_bytes:
             REFUSALS.labels("headers_too_large").inc()
             raise HeadersTooLarge(f"The request headers exceed {self.max_header_bytes} bytes.")
 
-    def check_caller(self, principal: Principal) -> None:
+    async def check_caller(self, principal: Principal) -> None:
         limiter = self.customer if principal.kind == "customer" else self.partner
-        wait = limiter.acquire(principal.rate_key)
+        wait = await limiter.acquire(principal.rate_key)
         if wait:
             REFUSALS.labels("rate_limited").inc()
             raise TooManyRequests("Rate limit exceeded; retry later.", retry_after=retry_after(wait))
 
-    def check_public(self, client_address: str) -> None:
-        wait = self.public_pages.acquire(client_address)
+    async def check_public(self, client_address: str) -> None:
+        wait = await self.public_pages.acquire(client_address)
         if wait:
             REFUSALS.labels("public_rate_limited").inc()
             raise TooManyRequests("Too many requests from this address; retry later.", retry_after=retry_after(wait))
 
-    def check_failed_authentication(self, client_address: str) -> None:
-        wait = self.failed_authentication.peek(client_address)
+    async def check_failed_authentication(self, client_address: str) -> None:
+        wait = await self.failed_authentication.peek(client_address)
         if wait:
             REFUSALS.labels("failed_authentication").inc()
             raise TooManyRequests(
@@ -63,8 +71,8 @@ class Limits:
                 retry_after=retry_after(wait),
             )
 
-    def record_failed_authentication(self, client_address: str) -> None:
-        self.failed_authentication.acquire(client_address)
+    async def record_failed_authentication(self, client_address: str) -> None:
+        await self.failed_authentication.acquire(client_address)
 
     async def bounded_body(self, scope: Scope, receive: Receive, body: BodyClass) -> Receive:
         """A declared length over the route's limit is refused at once; a chunked body is read up to the limit

@@ -19,8 +19,13 @@ from gateway import customer_tokens
 from gateway.tables import api_keys
 from kit.db import Database
 from kit.errors import Unauthorized
+from kit.shared_state import SharedState
 
 __all__ = ["SCOPES", "Authenticator", "Principal", "Scope", "hash_api_key", "new_api_key"]
+
+# Revocations are told to every gateway replica on this channel (through Redis), so that each drops its cached
+# answer at once instead of when the entry expires.
+REVOCATIONS_CHANNEL = "revocations"
 
 Scope = Literal[
     "purchases:write",
@@ -112,12 +117,35 @@ class Authenticator:
         cache_seconds: float,
         revocation_cache_seconds: float = 5.0,
         max_entries: int = 10_000,
+        shared: SharedState | None = None,
     ) -> None:
         self._admin_key = admin_key.encode()
         self._jwt_secret = jwt_secret
         self._database = database
         self._api_keys = _LruCache(cache_seconds, max_entries)
         self._revocations = _LruCache(revocation_cache_seconds, max_entries)
+        self._shared = shared or SharedState(None)
+        self._shared.subscribe(REVOCATIONS_CHANNEL, self._on_revocation)
+        # while the subscription was broken, revocations elsewhere went unheard: forget everything cached
+        self._shared.on_resubscribed(self.forget_all)
+
+    def _on_revocation(self, message: dict[str, Any]) -> None:
+        if message.get("kind") == "api_key":
+            self.forget_api_key(str(message.get("key_hash")))
+        elif message.get("kind") == "customer_tokens":
+            token_id = message.get("token_id")
+            self.forget_revocations(str(message.get("customer_id")), None if token_id is None else str(token_id))
+
+    async def announce_api_key_revoked(self, key_hash: str) -> None:
+        """After the revocation committed: this gateway and every other replica drop the cached key."""
+        self.forget_api_key(key_hash)
+        await self._shared.publish(REVOCATIONS_CHANNEL, {"kind": "api_key", "key_hash": key_hash})
+
+    async def announce_customer_tokens_revoked(self, customer_id: str, token_id: str | None) -> None:
+        self.forget_revocations(customer_id, token_id)
+        await self._shared.publish(
+            REVOCATIONS_CHANNEL, {"kind": "customer_tokens", "customer_id": customer_id, "token_id": token_id}
+        )
 
     def mint_customer_token(self, customer_id: str, ttl_seconds: int) -> tuple[str, str, datetime]:
         """A token, its id (`jti`) and its expiry. `iat` keeps its fraction of a second, so a token minted just

@@ -183,12 +183,12 @@ class FrontDoor:
                 raise NotFound("No such resource.")
         elif entry.access.public:
             if entry.target != "gateway":
-                limits.check_public(client_address)
+                await limits.check_public(client_address)
         else:
             if principal is None:
                 principal = await self._authenticate(scope, client_address)
             if principal.kind != "admin":
-                limits.check_caller(principal)
+                await limits.check_caller(principal)
             authorize(principal, matched)
             state["principal"] = principal
             state["caller_key"] = principal.rate_key
@@ -214,12 +214,12 @@ class FrontDoor:
         """Failed attempts are counted per client address: past the limit, that address is refused before its
         token is even looked at, so guessing tokens costs the guesser, not the database."""
         limits: Limits = self.state.limits
-        limits.check_failed_authentication(client_address)
+        await limits.check_failed_authentication(client_address)
         authenticator: Authenticator = self.state.authenticator
         try:
             return await authenticator.authenticate(_header(scope, b"authorization"))
         except Unauthorized:
-            limits.record_failed_authentication(client_address)
+            await limits.record_failed_authentication(client_address)
             raise
 
     async def _forward(

@@ -30,6 +30,7 @@ from kit.logging import configure_logging
 from kit.migrations import upgrade
 from kit.observability import ReadinessCheck, RequestContextMiddleware, health_router
 from kit.settings import ServiceSettings
+from kit.shared_state import SharedState
 
 __all__ = ["PROBLEM_SCHEMA", "ServiceSpec", "create_service_app"]
 
@@ -138,6 +139,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             jobs.append(PeriodicJob("outbox.relay", settings.outbox_poll_seconds, relay.run_until_idle))
         if spec.on_startup:
             await spec.on_startup(app)
+        await shared_state.start()
         if settings.runs_background:
             jobs.extend(spec.jobs(app))
         if settings.serves_api:
@@ -161,6 +163,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
                 await spec.on_shutdown(app)
             if relay:
                 await relay.aclose()
+            await shared_state.close()
             await database.dispose()
 
     app = FastAPI(
@@ -171,6 +174,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         default_response_class=ORJSONResponse,
     )
     app.state.settings = settings
+    # Redis when REDIS_URL is set: the process's limits fall back on its own while Redis is away (kit.shared_state)
+    shared_state = SharedState(settings.redis_url)
+    app.state.shared_state = shared_state
     install_error_handlers(app)
 
     async def database_ready() -> None:
@@ -179,6 +185,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     checks: dict[str, ReadinessCheck] = {"database": database_ready}
     if settings.serves_api:
         checks.update(spec.readiness(app))
+        if shared_state.configured:
+            checks["redis"] = shared_state.ready
     app.include_router(health_router(checks))
     # A worker serves health and metrics only: its routes would be a second door to the same data.
     if settings.serves_api:
