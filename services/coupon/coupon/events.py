@@ -5,6 +5,8 @@ the event ids), then every active `nth_purchase` rule whose n is that count and 
 rule the order meets issues a code to the customer. `survey.detractor`: every active `survey_detractor`
 rule does. Each rule fires at most once per event (`rule_firings` is keyed by rule and purchase or
 response id); a rule whose campaign cannot issue (inactive, expired, out of codes) is skipped, not retried.
+A gift rule (`reward_id`) publishes `reward.gift_granted` to the points service instead, in the same
+transaction as its firing, so the gift is granted once (docs/rewards.md says why the rules live here).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coupon import repository as repo
-from coupon.experiments import issue_or_withhold
+from coupon.experiments import grant_gift, issue_or_withhold
 from coupon.service import CouponRuntime
 from kit.errors import DomainError
 from kit.events import Event, EventHandler
@@ -39,6 +41,9 @@ async def _fire(
         customer=customer_id,
     )
     if first is None:
+        return
+    if rule.reward_id is not None:
+        await grant_gift(session, rule, event_key, customer_id, occurred_at)
         return
     try:
         issued = await issue_or_withhold(session, runtime, rule, event_key, customer_id, occurred_at)
@@ -113,7 +118,7 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
             return
         rules = await repo.fetch_all(
             session,
-            "SELECT id, campaign_id, trigger_type, n, amount, currency FROM coupon_rules "
+            "SELECT id, campaign_id, reward_id, trigger_type, n, amount, currency FROM coupon_rules "
             "WHERE active AND trigger_type IN ('nth_purchase', 'order_total_at_least') ORDER BY created_at, id",
         )
         for rule in rules:
@@ -133,7 +138,7 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
             return
         rules = await repo.fetch_all(
             session,
-            "SELECT id, campaign_id FROM coupon_rules WHERE active AND trigger_type = 'survey_detractor' "
+            "SELECT id, campaign_id, reward_id FROM coupon_rules WHERE active AND trigger_type = 'survey_detractor' "
             "ORDER BY created_at, id",
         )
         for rule in rules:

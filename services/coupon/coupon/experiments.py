@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coupon import repository as repo
 from coupon.schemas import Issuance, IssuanceRequest
 from coupon.service import CouponRuntime, issue_coupon
-from kit import experiments
+from kit import events, experiments
 
 log = structlog.get_logger("coupon.experiments")
 
@@ -64,3 +64,34 @@ async def issue_or_withhold(
         log.info("coupon.rule.withheld", rule_id=str(rule.id), event_key=event_key)
         return None
     return issued
+
+
+GIFT_NAMESPACE = uuid.UUID("8f0e7d1c-5b2a-4c3e-9a6f-1d2e3f4a5b6c")
+
+
+async def grant_gift(session: AsyncSession, rule: Any, event_key: str, customer_id: str, occurred_at: datetime) -> None:
+    """A gift rule fired: tell the points service to grant the catalogue item (`reward.gift_granted`, through the
+    outbox, committed with the firing). The event id is derived from the rule and the trigger, so the grant is
+    one grant whatever happens to the delivery. A customer in a running experiment's holdout gets nothing."""
+    experiment = await experiments.running_experiment(session, LEVER, str(rule.id), occurred_at)
+    holdout = experiment is not None and experiment.arm(customer_id) == "holdout"
+    grant_id = uuid.uuid5(GIFT_NAMESPACE, f"{rule.id}:{event_key}")
+    if not holdout:
+        await events.publish(
+            session,
+            "reward.gift_granted",
+            {
+                "grant_id": str(grant_id),
+                "rule_id": str(rule.id),
+                "reward_id": str(rule.reward_id),
+                "customer_id": customer_id,
+            },
+            ["points"],
+            event_id=grant_id,
+        )
+    if experiment is not None:
+        await experiments.record(
+            session, experiment, customer_id, key=event_key, occurred_at=occurred_at, withheld=holdout,
+            reference=None if holdout else f"gift:{grant_id}",
+        )  # fmt: skip
+    log.info("coupon.rule.gift", rule_id=str(rule.id), event_key=event_key, withheld=holdout)

@@ -251,8 +251,17 @@ Trigger = Annotated[NthPurchaseTrigger | OrderTotalTrigger | SurveyDetractorTrig
 
 
 class RuleCreate(StrictModel):
-    campaign_id: uuid.UUID
+    campaign_id: uuid.UUID | None = Field(default=None, description="The campaign whose coupon the rule issues.")
+    reward_id: uuid.UUID | None = Field(
+        default=None, description="Or a gift: the catalogue reward (points service) the rule grants at no cost."
+    )
     trigger: Trigger
+
+    @model_validator(mode="after")
+    def _grants_one(self) -> RuleCreate:
+        if (self.campaign_id is None) == (self.reward_id is None):
+            raise ValueError("give exactly one of campaign_id or reward_id")
+        return self
 
 
 class RulePatch(StrictModel):
@@ -261,7 +270,8 @@ class RulePatch(StrictModel):
 
 class Rule(BaseModel):
     id: uuid.UUID
-    campaign_id: uuid.UUID
+    campaign_id: uuid.UUID | None
+    reward_id: uuid.UUID | None = None
     trigger: Trigger
     active: bool
     created_at: datetime

@@ -692,7 +692,7 @@ async def roll_back(session: AsyncSession, redemption_id: uuid.UUID) -> Redempti
 
 # ---------------------------------------------------------------- surprise rules
 
-RULE_COLUMNS = "id, campaign_id, trigger_type, n, amount, currency, active, created_at"
+RULE_COLUMNS = "id, campaign_id, reward_id, trigger_type, n, amount, currency, active, created_at"
 
 
 def _rule(row: Row[Any]) -> Rule:
@@ -705,6 +705,7 @@ def _rule(row: Row[Any]) -> Rule:
         {
             "id": row.id,
             "campaign_id": row.campaign_id,
+            "reward_id": row.reward_id,
             "trigger": trigger,
             "active": row.active,
             "created_at": row.created_at,
@@ -713,16 +714,20 @@ def _rule(row: Row[Any]) -> Rule:
 
 
 async def create_rule(session: AsyncSession, body: RuleCreate) -> Rule:
-    await _campaign_row(session, body.campaign_id)
+    # A gift's reward lives in the points service (no service reads another's schema): an unknown or inactive
+    # reward is found out when the rule fires, and the points service then grants nothing (logged).
+    if body.campaign_id is not None:
+        await _campaign_row(session, body.campaign_id)
     trigger = body.trigger.model_dump()
     row = await repo.fetch_one(
         session,
         f"""
-        INSERT INTO coupon_rules (id, campaign_id, trigger_type, n, amount, currency)
-        VALUES (:id, :campaign_id, :type, :n, :amount, :currency) RETURNING {RULE_COLUMNS}
+        INSERT INTO coupon_rules (id, campaign_id, reward_id, trigger_type, n, amount, currency)
+        VALUES (:id, :campaign_id, :reward_id, :type, :n, :amount, :currency) RETURNING {RULE_COLUMNS}
         """,
         id=uuid.uuid4(),
         campaign_id=body.campaign_id,
+        reward_id=body.reward_id,
         type=trigger["type"],
         n=trigger.get("n"),
         amount=trigger.get("amount"),

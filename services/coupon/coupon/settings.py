@@ -14,3 +14,5 @@ class CouponSettings(ServiceSettings):
     # Counts up to this are generated inside the request (201); larger ones run as a background job (202).
     sync_codes_max: int = Field(default=10_000, validation_alias="COUPON_SYNC_CODES_MAX")
     code_batch_size: int = Field(default=100_000, validation_alias="COUPON_CODE_BATCH_SIZE")
+    # where gift rules' `reward.gift_granted` events go (the points service grants the catalogue item)
+    points_url: str = Field(default="http://127.0.0.1:8002", validation_alias="POINTS_URL")

@@ -150,7 +150,9 @@ coupon_rules = Table(
     "coupon_rules",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("campaign_id", UUID(as_uuid=True), ForeignKey("campaigns.id"), nullable=False),
+    # a rule grants a coupon of a campaign, or (a gift) a catalogue item of the points service: exactly one
+    Column("campaign_id", UUID(as_uuid=True), ForeignKey("campaigns.id")),
+    Column("reward_id", UUID(as_uuid=True)),
     Column("trigger_type", String(32), nullable=False),
     Column("n", Integer),
     Column("amount", Numeric),
@@ -158,6 +160,7 @@ coupon_rules = Table(
     Column("active", Boolean, nullable=False, server_default="true"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_coupon_rules_trigger", "trigger_type", postgresql_where=text("active")),
+    CheckConstraint("(campaign_id IS NULL) <> (reward_id IS NULL)", name="ck_coupon_rules_grants_one"),
 )
 
 rule_firings = Table(

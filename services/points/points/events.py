@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit.errors import Conflict, NotFound
 from kit.events import Event
 from kit.types import MAX_POINTS
-from points import service
-from points.schemas import PurchaseCreated, PurchaseRefunded, SurveyResponded
+from points import rewards, service
+from points.schemas import GiftGranted, PurchaseCreated, PurchaseRefunded, SurveyResponded
 
 log = structlog.get_logger("points.events")
 
@@ -54,8 +54,18 @@ async def on_survey_responded(session: AsyncSession, event: Event) -> None:
     await service.earn_survey_reward(session, response.customer_id, response.invitation_id, response.reward_points)
 
 
+async def on_gift_granted(session: AsyncSession, event: Event) -> None:
+    try:
+        gift = GiftGranted.model_validate(event.payload)
+    except ValidationError as exc:
+        log.warning("points.event.ignored", event_id=str(event.id), type=event.type, reason=str(exc)[:300])
+        return
+    await rewards.grant_gift(session, gift)
+
+
 HANDLERS = {
     "purchase.created": on_purchase_created,
     "purchase.refunded": on_purchase_refunded,
     "survey.responded": on_survey_responded,
+    "reward.gift_granted": on_gift_granted,
 }

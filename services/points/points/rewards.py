@@ -29,6 +29,7 @@ from points import service
 from points.coupons import CouponClient, IssueAnswer
 from points.schemas import (
     CustomerReward,
+    GiftGranted,
     Reward,
     RewardCreate,
     RewardPatch,
@@ -371,3 +372,26 @@ async def settle_one(runtime: RewardsRuntime, redemption_id: uuid.UUID) -> None:
         state = await repo.find_redemption_state(connection, redemption_id)
     if state is not None and state["status"] == "issuing":
         await settle(runtime, redemption_id, state["campaign_id"], state["customer_id"])
+
+
+async def grant_gift(session: AsyncSession, gift: GiftGranted) -> None:
+    """A surprise rule's gift: the catalogue item at no cost (stock is taken; tier and limit do not apply), in
+    the event's transaction, once per grant. A reward that is unknown, inactive or out of stock grants nothing."""
+    row = await repo.redeem_in_session(
+        session,
+        gift.customer_id,
+        gift.reward_id,
+        f"gift:{gift.grant_id}",
+        uuid.uuid4(),
+        True,
+        DEFAULT_TIERS_JSON,
+        timedelta(0),  # a coupon gift's code is asked for by the retry job
+        timedelta(days=1),
+    )
+    log.info(
+        "points.reward.gift",
+        customer_id=gift.customer_id,
+        reward_id=str(gift.reward_id),
+        rule_id=str(gift.rule_id),
+        outcome=row.r_outcome,
+    )

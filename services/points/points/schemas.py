@@ -340,3 +340,12 @@ class RewardRedemption(BaseModel):
     created_at: datetime
     fulfilled_at: datetime | None
     cancelled_at: datetime | None
+
+
+class GiftGranted(BaseModel):
+    """`reward.gift_granted` (coupon service): a surprise rule grants a catalogue item at no cost."""
+
+    grant_id: uuid.UUID
+    rule_id: uuid.UUID
+    reward_id: uuid.UUID
+    customer_id: Identifier
