@@ -13,7 +13,16 @@ import httpx
 import orjson
 
 from scripts.bench_import import drained
-from scripts.benchlib import LOAD_HEADERS, Stack, fresh_database, platform, print_table, result_row, run_load
+from scripts.benchlib import (
+    LOAD_HEADERS,
+    LoadResult,
+    Stack,
+    fresh_database,
+    platform,
+    print_table,
+    result_row,
+    run_load,
+)
 from scripts.online_retail import FULL
 from scripts.replay import purchases
 
@@ -44,8 +53,14 @@ async def overview_tables(stack: Stack, customers: list[str]) -> None:
         rows.append(run_load("overview, first visits, recommend hung (SIGSTOP)", first[20_000:], duration=8))
     finally:
         stack.processes["recommend"].resume()
+    again = run_load("one part again, after the overview runs", part, duration=8)
+    rows.append(again)
+    # the machine is shared: the part is measured before and after, and the mean is the baseline
+    baseline = LoadResult("one part, mean", 0, 0, 0, (baseline.rps + again.rps) / 2, 0, 0, {},
+                          (baseline.cpu_ms_per_op + again.cpu_ms_per_op) / 2)  # fmt: skip
     print_table(
-        "Customer overview at 64 clients (4 services concurrently, 300 ms budget each), through the gateway",
+        "Customer overview at 64 clients (4 services concurrently, 300 ms budget each), through the gateway "
+        "(vs. baseline = one part, mean of before and after)",
         LOAD_HEADERS,
         [result_row(r, baseline) for r in rows],
     )
@@ -75,6 +90,13 @@ async def bench() -> None:
             )
             response.raise_for_status()
             await drained(client)
+            # a model trained on what was imported, so no training runs while the overview is measured
+            retrain = (await client.post("/v1/recommend/model/retrain")).json()
+            while True:
+                model = (await client.get("/v1/recommend/model")).json()
+                if model["version"] >= retrain["version"] and not model["training"]:
+                    break
+                await asyncio.sleep(0.5)
         await overview_tables(stack, sorted({b["customer_id"] for b in bodies})[:500])
 
 
