@@ -135,11 +135,14 @@ def route(method: str, template: str, target: Target, access: Access, body: Body
 
 
 def _console_routes() -> tuple[Route, ...]:
-    pages = ("/console", "/console/", "/console/login", "/console/static/{asset}")
-    forms = ("/console/login", "/console/logout")
-    both = (
+    pages = (
+        "/console",
+        "/console/",
+        "/console/login",
+        "/console/static/{asset}",
         "/console/campaigns",
         "/console/campaigns/{campaign_id}",
+        "/console/campaigns/{campaign_id}/codes.csv",
         "/console/rules",
         "/console/points",
         "/console/surveys",
@@ -148,11 +151,30 @@ def _console_routes() -> tuple[Route, ...]:
         "/console/customers/{customer_id}",
         "/console/deliveries",
         "/console/api-keys",
+        "/console/experiments",
+        "/console/experiments/{experiment_id}",
+        "/console/webhooks",
+        "/console/webhooks/{endpoint_id}",
     )
-    more_pages = ("/console/campaigns/{campaign_id}/codes.csv",)
+    forms = (
+        "/console/login",
+        "/console/logout",
+        "/console/campaigns",
+        "/console/campaigns/{campaign_id}",
+        "/console/rules",
+        "/console/points",
+        "/console/surveys",
+        "/console/customers/{customer_id}",
+        "/console/deliveries",
+        "/console/api-keys",
+        "/console/experiments",
+        "/console/experiments/{experiment_id}",
+        "/console/webhooks",
+        "/console/webhooks/{endpoint_id}",
+    )
     return (
-        *(route("GET", path, "gateway", PUBLIC) for path in (*pages, *both, *more_pages)),
-        *(route("POST", path, "gateway", PUBLIC, BodyClass.FORM) for path in (*forms, *both)),
+        *(route("GET", path, "gateway", PUBLIC) for path in pages),
+        *(route("POST", path, "gateway", PUBLIC, BodyClass.FORM) for path in forms),
     )
 
 

@@ -2,13 +2,15 @@
 
 Each call is matched against `gateway.routing.ROUTES` and authorised for the session's principal exactly as the
 front door would; a service operation then goes to its service with the internal token and the caller's identity
-(the same headers the front door sets), so the service's own `requires(...)` checks apply as well. The gateway's
-own operations (API keys, deliveries, purchases) are asked with :meth:`Caller.allowed` before the console calls
-their domain code.
+(the same headers the front door sets), so the service's own `requires(...)` checks apply as well. A gateway
+operation (experiments, webhooks) runs in this process through the gateway's own route, with the principal
+attached as the front door attaches it. A few gateway reads the console draws itself (purchases by week, API keys,
+outbox deliveries) are asked with :meth:`Caller.allowed` before the console calls their domain code.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +50,10 @@ class ApiResult:
 
 
 class Caller:
-    def __init__(self, principal: Principal, upstreams: Upstreams, internal_token: str, request_id: str) -> None:
+    def __init__(
+        self, principal: Principal, upstreams: Upstreams, internal_token: str, request_id: str, app: Any = None
+    ) -> None:
+        self.app = app
         self.principal = principal
         self.upstreams = upstreams
         self.internal_token = internal_token
@@ -74,8 +79,6 @@ class Caller:
         """The owning service, or the refusal the front door would give (as a DomainError)."""
         matched = match(method, path)
         authorize(self.principal, matched)
-        if matched.route.target == "gateway":
-            raise ValueError(f"{path} is the gateway's own; the console calls its domain code")
         return matched.route.target
 
     async def call(
@@ -91,14 +94,13 @@ class Caller:
             service = self._target(method, path)
         except DomainError as exc:
             return ApiResult(exc.status, problem={"detail": exc.detail, "code": exc.instance_code})
-        url = self.upstreams.urls[service] + path
-        query = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
-        if query:
-            url += "?" + urlencode(query)
+        query = urlencode({k: v for k, v in (params or {}).items() if v is not None and v != ""})
+        data = orjson.dumps(json) if json is not None else None
+        if service == "gateway":
+            return await self._own(method, path, query, data)
+        url = self.upstreams.urls[service] + path + (f"?{query}" if query else "")
         headers = self._headers()
-        data: bytes | None = None
-        if json is not None:
-            data = orjson.dumps(json)
+        if data is not None:
             headers["Content-Type"] = "application/json"
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
@@ -116,6 +118,58 @@ class Caller:
         if 200 <= response.status < 300:
             return ApiResult(response.status, body)
         return ApiResult(response.status, problem=body if isinstance(body, dict) else {})
+
+    async def _own(self, method: str, path: str, query: str, data: bytes | None) -> ApiResult:
+        """A gateway operation through its own route, in this process: the app's error handlers turn refusals
+        into the same problem documents a caller of the API gets."""
+        headers = [(b"host", b"console.internal"), (b"x-request-id", self.request_id.encode())]
+        if data is not None:
+            headers.append((b"content-type", b"application/json"))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query.encode(),
+            "headers": headers,
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 0),
+            "app": self.app,
+            "state": {"principal": self.principal, "request_id": self.request_id},
+            "starlette.exception_handlers": (self.app.exception_handlers, {}),
+        }
+        body_sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_sent
+            if body_sent:
+                return {"type": "http.disconnect"}
+            body_sent = True
+            return {"type": "http.request", "body": data or b"", "more_body": False}
+
+        status = 500
+        chunks: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        # what FastAPI's own middleware would have provided for the route's dependencies
+        async with contextlib.AsyncExitStack() as stack:
+            scope["fastapi_middleware_astack"] = stack
+            await self.app.router(scope, receive, send)
+        payload = b"".join(chunks)
+        body = orjson.loads(payload) if payload[:1] in (b"{", b"[") else None
+        if 200 <= status < 300:
+            return ApiResult(status, body)
+        return ApiResult(status, problem=body if isinstance(body, dict) else {})
 
     async def stream(self, path: str, params: dict[str, str]) -> tuple[int, AsyncIterator[bytes]]:
         """A large GET passed through as it arrives (a campaign's codes as CSV)."""

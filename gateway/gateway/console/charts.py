@@ -180,3 +180,47 @@ def lines(
         [label_heading, *(n for n, _ in series)],
         _table(labels, series, fmt),
     )
+
+
+def intervals(
+    chart_id: str,
+    title: str,
+    summary: str,
+    rows: Sequence[tuple[str, float, float, float]],
+    *,
+    fmt: Callable[[float], str] = _number,
+) -> Chart:
+    """Each row's estimate as a dot on its 95% interval, against a line at zero (no effect): an interval that
+    crosses the line is an effect the data cannot tell from none."""
+    extent = max((abs(v) for _, estimate, low, high in rows for v in (estimate, low, high)), default=0.0) or 1.0
+    extent *= 1.15
+    row_height, top_pad = 44, 24
+    height = top_pad + row_height * max(1, len(rows)) + 24
+    left, right = 150, WIDTH - 16
+
+    def x(value: float) -> float:
+        return left + (right - left) * (value + extent) / (2 * extent)
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-labelledby="{chart_id}-t {chart_id}-d"'
+        ' xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="{chart_id}-t">{escape(title)}</title><desc id="{chart_id}-d">{escape(summary)}</desc>',
+        f'<line class="axis" x1="{x(0):.1f}" x2="{x(0):.1f}" y1="{top_pad - 8}" y2="{height - 20}"/>',
+        f'<text class="tick" x="{x(0):.1f}" y="{height - 6}" text-anchor="middle">0 (no effect)</text>',
+        f'<text class="tick" x="{left}" y="{height - 6}">{escape(fmt(-extent))}</text>',
+        f'<text class="tick" x="{right}" y="{height - 6}" text-anchor="end">{escape(fmt(extent))}</text>',
+    ]
+    for i, (label, estimate, low, high) in enumerate(rows):
+        y = top_pad + row_height * i + row_height / 2
+        parts.append(
+            f'<text class="legend" x="8" y="{y + 4:.1f}">{escape(label)}</text>'
+            f'<line class="line s0" x1="{x(low):.1f}" x2="{x(high):.1f}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<line class="line s0" x1="{x(low):.1f}" x2="{x(low):.1f}" y1="{y - 6:.1f}" y2="{y + 6:.1f}"/>'
+            f'<line class="line s0" x1="{x(high):.1f}" x2="{x(high):.1f}" y1="{y - 6:.1f}" y2="{y + 6:.1f}"/>'
+            f'<circle class="dot s1" cx="{x(estimate):.1f}" cy="{y:.1f}" r="5">'
+            f"<title>{escape(label)}: {escape(fmt(estimate))} ({escape(fmt(low))} to {escape(fmt(high))})</title>"
+            "</circle>"
+        )
+    parts.append("</svg>")
+    table = [[label, fmt(estimate), fmt(low), fmt(high)] for label, estimate, low, high in rows]
+    return Chart(chart_id, title, summary, Markup("".join(parts)), ["measure", "lift", "95% low", "95% high"], table)

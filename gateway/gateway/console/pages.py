@@ -38,6 +38,7 @@ from gateway.routing import PARAMETERS
 from kit import events
 from kit.db import SessionDep
 from kit.errors import DomainError, NotFound, Unauthorized
+from kit.webhooks import EVENT_TYPES
 
 __all__ = ["router"]
 
@@ -55,6 +56,7 @@ NOTES = {
     "revoked": "The key is revoked.",
     "retried": "The delivery is queued again.",
     "adjusted": "The points are adjusted.",
+    "stopped": "The experiment is stopped.",
 }
 
 
@@ -716,3 +718,173 @@ async def change_keys(console: ConsoleDep, session: SessionDep) -> Response:
 
 def query(**values: Any) -> str:
     return urlencode({k: v for k, v in values.items() if v})
+
+
+# --- experiments ---------------------------------------------------------------------------------------------
+
+
+@router.get("/console/experiments")
+async def experiments(console: ConsoleDep) -> HTMLResponse:
+    listed = await console.caller.call("GET", "/v1/experiments", params={"limit": 50})
+    return _render(console, "experiments.html", listed=listed, error=None, form={})
+
+
+@router.post("/console/experiments")
+async def create_experiment(console: ConsoleDep) -> Response:
+    form = await form_of(console.request)
+    body: dict[str, Any] = {
+        "name": form.get("name", "").strip(),
+        "lever": {"type": form.get("lever_type", ""), "id": form.get("lever_id", "").strip()},
+        "holdout_percent": _int(form.get("holdout_percent", "")),
+    }
+    if ends_at := _end_of_day(form.get("ends_at", "")):
+        body["ends_at"] = ends_at
+    created = await console.caller.call("POST", "/v1/experiments", json=body)
+    if created.ok:
+        return _back(f"/console/experiments/{created.body['id']}", "created")
+    listed = await console.caller.call("GET", "/v1/experiments", params={"limit": 50})
+    return _render(console, "experiments.html", created.status, listed=listed, error=created.message, form=form)
+
+
+def _verdict(lift: dict[str, Any]) -> str:
+    return " (significant)." if lift["significant"] else " (not significant)."
+
+
+def _percent_points(value: float) -> str:
+    return f"{100 * value:+.1f} pp"
+
+
+async def _experiment_page(
+    console: Console, experiment_id: str, status: int = 200, error: str | None = None
+) -> HTMLResponse:
+    window = _int(console.request.query_params.get("window_days", "30"))
+    window = window if isinstance(window, int) and 1 <= window <= 365 else 30
+    found, results = await asyncio.gather(
+        console.caller.call("GET", f"/v1/experiments/{experiment_id}"),
+        console.caller.call("GET", f"/v1/experiments/{experiment_id}/results", params={"window_days": window}),
+    )
+    if not found.ok:
+        return _render(console, "refused.html", found.status, title="Experiment", text=found.message)
+    drawn: list[charts.Chart] = []
+    if results.ok:
+        lift = results.body["lift"]
+        if lift.get("repeat_rate"):
+            r = lift["repeat_rate"]
+            drawn.append(
+                charts.intervals(
+                    "lift-repeat",
+                    "Lift in repeat-purchase rate (treatment − holdout)",
+                    f"{_percent_points(r['absolute'])}, 95% interval {_percent_points(r['ci95'][0])} to "
+                    f"{_percent_points(r['ci95'][1])}" + _verdict(r),
+                    [("repeat rate", r["absolute"], r["ci95"][0], r["ci95"][1])],
+                    fmt=_percent_points,
+                )
+            )
+        if lift.get("revenue_per_customer"):
+            r = lift["revenue_per_customer"]
+            drawn.append(
+                charts.intervals(
+                    "lift-revenue",
+                    "Lift in revenue per customer",
+                    f"{r['absolute']:+.2f}, 95% interval {r['ci95'][0]:+.2f} to {r['ci95'][1]:+.2f}" + _verdict(r),
+                    [("revenue / customer", r["absolute"], r["ci95"][0], r["ci95"][1])],
+                    fmt=lambda v: f"{v:+.2f}",
+                )
+            )
+    return _render(
+        console,
+        "experiment.html",
+        status,
+        experiment=found.body,
+        results=results,
+        charts=drawn,
+        window=window,
+        error=error,
+    )
+
+
+@router.get("/console/experiments/{experiment_id}")
+async def experiment(experiment_id: uuid.UUID, console: ConsoleDep) -> HTMLResponse:
+    return await _experiment_page(console, str(experiment_id))
+
+
+@router.post("/console/experiments/{experiment_id}")
+async def stop_experiment(experiment_id: uuid.UUID, console: ConsoleDep) -> Response:
+    stopped = await console.caller.call("POST", f"/v1/experiments/{experiment_id}/stop")
+    if stopped.ok:
+        return _back(f"/console/experiments/{experiment_id}", "stopped")
+    return await _experiment_page(console, str(experiment_id), stopped.status, stopped.message)
+
+
+# --- webhooks ------------------------------------------------------------------------------------------------
+
+
+@router.get("/console/webhooks")
+async def webhooks(console: ConsoleDep) -> HTMLResponse:
+    listed = await console.caller.call("GET", "/v1/webhook-endpoints", params={"limit": 100})
+    return _render(console, "webhooks.html", listed=listed, events=EVENT_TYPES, created=None, error=None)
+
+
+@router.post("/console/webhooks")
+async def create_webhook(console: ConsoleDep) -> Response:
+    form = await console.request.form()
+    body = {
+        "url": str(form.get("url", "")).strip(),
+        "events": [str(e) for e in form.getlist("events")],
+        "description": str(form.get("description", "")).strip(),
+    }
+    created = await console.caller.call("POST", "/v1/webhook-endpoints", json=body)
+    listed = await console.caller.call("GET", "/v1/webhook-endpoints", params={"limit": 100})
+    # the secret is shown once, on this answer
+    return _render(
+        console,
+        "webhooks.html",
+        created.status,
+        listed=listed,
+        events=EVENT_TYPES,
+        created=created.body if created.ok else None,
+        error=None if created.ok else created.message,
+    )
+
+
+async def _webhook_page(console: Console, endpoint_id: str, status: int = 200, **extra: Any) -> HTMLResponse:
+    found, deliveries = await asyncio.gather(
+        console.caller.call("GET", f"/v1/webhook-endpoints/{endpoint_id}"),
+        console.caller.call("GET", f"/v1/webhook-endpoints/{endpoint_id}/deliveries", params={"limit": 50}),
+    )
+    if not found.ok:
+        return _render(console, "refused.html", found.status, title="Webhook endpoint", text=found.message)
+    extra.setdefault("error", None)
+    extra.setdefault("secret", None)
+    return _render(console, "webhook.html", status, endpoint=found.body, deliveries=deliveries, **extra)
+
+
+@router.get("/console/webhooks/{endpoint_id}")
+async def webhook(endpoint_id: uuid.UUID, console: ConsoleDep) -> HTMLResponse:
+    return await _webhook_page(console, str(endpoint_id))
+
+
+@router.post("/console/webhooks/{endpoint_id}")
+async def change_webhook(endpoint_id: uuid.UUID, console: ConsoleDep) -> Response:
+    form = await form_of(console.request)
+    path = f"/v1/webhook-endpoints/{endpoint_id}"
+    action = form.get("action")
+    if action == "retry":
+        delivery_id = form.get("delivery_id", "")
+        if not delivery_id.isdigit():
+            raise NotFound("No such delivery.")
+        result = await console.caller.call("POST", f"/v1/webhook-deliveries/{delivery_id}/retry")
+        done = "retried"
+    elif action in ("disable", "enable"):
+        result = await console.caller.call("PATCH", path, json={"active": action == "enable"})
+        done = "deactivated" if action == "disable" else "activated"
+    elif action == "rotate":
+        result = await console.caller.call("POST", path + "/secret-rotations")
+        if result.ok:
+            return await _webhook_page(console, str(endpoint_id), secret=result.body["secret"])
+        done = ""
+    else:
+        raise NotFound("No such action.")
+    if result.ok:
+        return _back(f"/console/webhooks/{endpoint_id}", done)
+    return await _webhook_page(console, str(endpoint_id), result.status, error=result.message)

@@ -144,7 +144,9 @@ async def _console(request: Request, session: SessionDep) -> Console:
         raise SignInNeeded("Please sign in.")
     if found.principal.kind != "admin":
         request.app.state.limits.check_caller(found.principal)
-    caller = Caller(found.principal, request.app.state.upstreams, settings.internal_token, request.state.request_id)
+    caller = Caller(
+        found.principal, request.app.state.upstreams, settings.internal_token, request.state.request_id, request.app
+    )
     console = Console(request, found.principal, caller, found.csrf_token, found.token_hash)
     if request.method == "POST":
         verify_csrf(request, found.csrf_token, await form_of(request))
