@@ -103,13 +103,15 @@ async def revoke_api_key(
     operation_id="create_customer_token",
 )
 async def create_customer_token(
-    body: CustomerTokenCreate, request: Request, authenticator: AuthenticatorDep, _: PrincipalDep
+    body: CustomerTokenCreate, request: Request, authenticator: AuthenticatorDep, principal: PrincipalDep
 ) -> CustomerToken:
     longest = request.app.state.settings.customer_token_max_ttl_seconds
     if body.ttl_seconds > longest:
         message = f"At most {longest} seconds (CUSTOMER_TOKEN_MAX_TTL_SECONDS)."
         raise ValidationFailed([FieldError("ttl_seconds", message)])
-    token, token_id, expires_at = authenticator.mint_customer_token(body.customer_id, body.ttl_seconds)
+    token, token_id, expires_at = authenticator.mint_customer_token(
+        body.customer_id, body.ttl_seconds, issuer=principal.rate_key
+    )
     return CustomerToken(token=token, token_id=token_id, expires_at=expires_at)
 
 

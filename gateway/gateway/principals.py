@@ -49,6 +49,9 @@ class Principal:
     kind: Literal["admin", "partner", "customer"]
     id: str
     scopes: frozenset[str]
+    # a customer token: who minted it (`admin:admin`, `partner:<key id>`), so what its holder does can be
+    # counted against the minter (coupon guesses); None for tokens minted before the claim existed
+    issuer: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         return self.kind == "admin" or "admin" in self.scopes or scope in self.scopes
@@ -147,14 +150,17 @@ class Authenticator:
             REVOCATIONS_CHANNEL, {"kind": "customer_tokens", "customer_id": customer_id, "token_id": token_id}
         )
 
-    def mint_customer_token(self, customer_id: str, ttl_seconds: int) -> tuple[str, str, datetime]:
+    def mint_customer_token(
+        self, customer_id: str, ttl_seconds: int, issuer: str | None = None
+    ) -> tuple[str, str, datetime]:
         """A token, its id (`jti`) and its expiry. `iat` keeps its fraction of a second, so a token minted just
-        after a "revoke all" is not caught by it."""
+        after a "revoke all" is not caught by it. `azp` names the principal that minted it."""
         issued_at = time.time()
         expires_at = datetime.fromtimestamp(int(issued_at) + ttl_seconds, UTC)
         token_id = uuid.uuid4().hex
+        claims = {"sub": customer_id, "iat": issued_at, "exp": expires_at, "typ": "customer", "jti": token_id}
         token = jwt.encode(
-            {"sub": customer_id, "iat": issued_at, "exp": expires_at, "typ": "customer", "jti": token_id},
+            {**claims, **({"azp": issuer} if issuer else {})},
             self._jwt_secret,
             algorithm="HS256",
         )
@@ -211,7 +217,8 @@ class Authenticator:
         customer_id, token_id = str(claims["sub"]), str(claims["jti"])
         if await self._revoked(customer_id, token_id, float(claims["iat"])):
             raise Unauthorized("This customer token was revoked.", code="token_revoked")
-        return Principal("customer", customer_id, frozenset())
+        issuer = claims.get("azp")
+        return Principal("customer", customer_id, frozenset(), issuer=str(issuer) if issuer else None)
 
     async def _revoked(self, customer_id: str, token_id: str, issued_at: float) -> bool:
         cached, revoked = self._revocations.get(token_id)

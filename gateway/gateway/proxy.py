@@ -52,6 +52,7 @@ STRIPPED_REQUEST_HEADERS = HOP_BY_HOP | {
     b"x-caller-kind",
     b"x-caller-id",
     b"x-caller-scopes",
+    b"x-caller-issuer",
     b"x-forwarded-for",
     b"content-length",
 }
@@ -248,6 +249,8 @@ class FrontDoor:
             headers.append(("X-Caller-Kind", principal.kind))
             headers.append(("X-Caller-Id", principal.id))
             headers.append(("X-Caller-Scopes", " ".join(sorted(principal.scopes))))
+            if principal.issuer is not None:
+                headers.append(("X-Caller-Issuer", principal.issuer))
         else:
             headers.append(("X-Caller-Kind", "public"))
         client = scope.get("client")

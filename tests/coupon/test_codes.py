@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from coupon.codes import CodeFormat, as_strings, generate_bodies
+from coupon.settings import CouponSettings
 from tests.conftest import Platform
 from tests.coupon.helpers import create_campaign, generate
 
@@ -45,15 +46,15 @@ async def test_count_limits(coupon: httpx.AsyncClient) -> None:
 
 
 async def test_guessable_count_is_refused(coupon: httpx.AsyncClient) -> None:
-    # 31^11 possible default codes / 2^40 = 23,108 codes at most for the default format
-    campaign = await create_campaign(coupon, code={"prefix": "GUESS", "length": 12, "charset": "unambiguous"})
-    response = await coupon.post(f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": 23_109})
+    # 31^9 possible codes of 10 unambiguous characters / 2^34 = 1,538 codes at most in one campaign
+    campaign = await create_campaign(coupon, code={"prefix": "GUESS", "length": 10, "charset": "unambiguous"})
+    response = await coupon.post(f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": 1_539})
     assert response.status_code == 422
     problem = response.json()
     assert problem["code"] == "codes_guessable"
-    assert problem["max_codes"] == 31**11 >> 40
-    assert problem["code_space"] == str(31**11)
-    assert "2^40" in problem["detail"]
+    assert problem["max_codes"] == 31**9 >> 34 == 1_538
+    assert problem["code_space"] == str(31**9)
+    assert "2^34" in problem["detail"]
     stats = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()["stats"]
     assert stats["generated"] == 0
     # numeric codes of 10 characters can never be safe
@@ -61,6 +62,26 @@ async def test_guessable_count_is_refused(coupon: httpx.AsyncClient) -> None:
     refused = await coupon.post(f"/v1/coupon-campaigns/{short['id']}/codes", json={"count": 1})
     assert refused.status_code == 422
     assert refused.json()["code"] == "codes_guessable"
+
+
+async def test_the_rule_is_per_campaign_not_installation_wide(coupon: httpx.AsyncClient) -> None:
+    """Campaigns of one format each have their own room: a full one never blocks another shop's."""
+    fmt = {"prefix": "SHARE", "length": 10, "charset": "unambiguous"}
+    first, second = await create_campaign(coupon, code=fmt), await create_campaign(coupon, code=fmt)
+    full = await coupon.post(f"/v1/coupon-campaigns/{first['id']}/codes", json={"count": 1_538})
+    assert full.status_code == 201, full.text
+    more = await coupon.post(f"/v1/coupon-campaigns/{first['id']}/codes", json={"count": 1})
+    assert more.status_code == 422 and more.json()["live_codes"] == 1_538
+    other = await coupon.post(f"/v1/coupon-campaigns/{second['id']}/codes", json={"count": 1_538})
+    assert other.status_code == 201, other.text
+    issued = await coupon.post(f"/v1/coupon-campaigns/{second['id']}/issuances", json={"customer_id": "someone"})
+    assert issued.status_code == 201, issued.text  # a code already made is handed out
+
+
+def test_one_campaign_holds_a_million_codes_of_the_default_format() -> None:
+    default = CodeFormat("", 12, "unambiguous")  # the contract's default length and this service's default charset
+    settings = CouponSettings(DATABASE_URL="postgresql://x/y", LOYALTY_INTERNAL_TOKEN="t" * 16)  # type: ignore[call-arg]
+    assert default.space >> settings.min_guess_bits >= 1_000_000
 
 
 async def test_large_count_runs_as_a_job_and_exports_as_csv(coupon: httpx.AsyncClient) -> None:

@@ -1,4 +1,5 @@
 import asyncio
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -190,37 +191,71 @@ async def test_a_wrong_check_character_is_refused_before_lookup(coupon: httpx.As
     assert response.json()["reason"] == "unknown_code"
 
 
-async def test_failed_guesses_are_throttled(coupon: httpx.AsyncClient) -> None:
-    campaign = await create_campaign(coupon)
+def _partner(prefix: str) -> dict[str, str]:
+    return {"X-Caller-Kind": "partner", "X-Caller-Id": uid(prefix), "X-Caller-Scopes": "coupons:read coupons:write"}
+
+
+async def _guess(coupon: httpx.AsyncClient, headers: dict[str, str], customer: str, i: int) -> httpx.Response:
+    path = "redemptions" if i % 2 else "validation"
+    body = order(customer) if i % 2 else {"customer_id": customer, "order_total": "1.00", "currency": "EUR"}
+    return await coupon.post(f"/v1/coupons/NOPE{i:08d}/{path}", json=body, headers=headers)
+
+
+async def test_failed_guesses_are_throttled_per_customer_and_a_valid_code_still_works(
+    coupon: httpx.AsyncClient,
+) -> None:
+    campaign = await create_campaign(coupon, limits={"per_code": 10, "per_customer": 10})
     (code,) = await generate(coupon, campaign["id"], 1)
-    guesser = {
-        "X-Caller-Kind": "partner",
-        "X-Caller-Id": uid("guesser-"),
-        "X-Caller-Scopes": "coupons:read coupons:write",
-    }
+    shop = _partner("shop-")  # one partner key serving every store
+    fumbler = uid("c-")
     for i in range(20):
-        path = "redemptions" if i % 2 else "validation"
-        response = await coupon.post(
-            f"/v1/coupons/NOPE{i:08d}/{path}",
-            json=order(uid("c-")) if i % 2 else {"customer_id": "x", "order_total": "1.00", "currency": "EUR"},
-            headers=guesser,
-        )
-        assert response.status_code == 404
-    throttled = await coupon.post(f"/v1/coupons/{code}/redemptions", json=order(uid("c-")), headers=guesser)
+        assert (await _guess(coupon, shop, fumbler, i)).status_code == 404
+    throttled = await _guess(coupon, shop, fumbler, 20)
     assert throttled.status_code == 429
     assert int(throttled.headers["retry-after"]) > 0
     assert throttled.json()["code"] == "coupon_guess_throttled"
+    assert throttled.json()["scope"] == "customer"
     assert "20" in throttled.json()["detail"]
-    # another caller is not affected, nor are successful calls counted
-    honest = {
-        "X-Caller-Kind": "partner",
-        "X-Caller-Id": uid("honest-"),
-        "X-Caller-Scopes": "coupons:read coupons:write",
-    }
-    for _ in range(25):
-        ok = await coupon.post(
-            f"/v1/coupons/{code}/validation",
-            json={"customer_id": "x", "order_total": "1.00", "currency": "EUR"},
-            headers=honest,
-        )
-        assert ok.status_code == 200
+    # the right code is never refused by the throttle, not even for the customer who fumbled
+    redeemed = await coupon.post(f"/v1/coupons/{code}/redemptions", json=order(fumbler), headers=shop)
+    assert redeemed.status_code == 201, redeemed.text
+    # the key's other customers are not affected, nor is another key
+    other = uid("c-")
+    assert (await _guess(coupon, shop, other, 1)).status_code == 404
+    assert (await coupon.post(f"/v1/coupons/{code}/redemptions", json=order(other), headers=shop)).status_code == 201
+    assert (await _guess(coupon, _partner("honest-"), fumbler, 1)).status_code == 404
+
+
+async def test_past_its_ceiling_a_caller_is_refused_everything(coupon: httpx.AsyncClient) -> None:
+    """Rotating customer ids gains nothing: every failure also counts against the caller, up to
+    COUPON_GUESS_CALLER_LIMIT (200); past it even an existing code is refused, before any lookup."""
+    campaign = await create_campaign(coupon, limits={"per_code": 10, "per_customer": 10})
+    (code,) = await generate(coupon, campaign["id"], 1)
+    guesser = _partner("guesser-")
+    statuses = [(await _guess(coupon, guesser, uid("c-"), i)).status_code for i in range(200)]
+    assert statuses == [404] * 200
+    refused = await coupon.post(f"/v1/coupons/{code}/redemptions", json=order(uid("c-")), headers=guesser)
+    assert refused.status_code == 429
+    assert refused.json()["scope"] == "caller"
+    assert int(refused.headers["retry-after"]) > 0
+    stats = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()["stats"]
+    assert stats["redeemed"] == 0
+    # another caller still redeems
+    assert (
+        await coupon.post(f"/v1/coupons/{code}/redemptions", json=order(uid("c-")), headers=_partner("honest-"))
+    ).status_code == 201
+
+
+async def test_customer_tokens_spend_the_budget_of_whoever_minted_them(coupon: httpx.AsyncClient) -> None:
+    """A partner that mints a token per guess gets no fresh budget: the tokens' failures count against it."""
+    minter = f"partner:{uuid.uuid4()}"
+    statuses = []
+    for i in range(201):
+        customer = uid("c-")
+        headers = {"X-Caller-Kind": "customer", "X-Caller-Id": customer, "X-Caller-Issuer": minter}
+        statuses.append((await _guess(coupon, headers, customer, i)).status_code)
+    assert statuses == [404] * 200 + [429]
+    # a token minted by someone else is not affected
+    customer = uid("c-")
+    other = {"X-Caller-Kind": "customer", "X-Caller-Id": customer, "X-Caller-Issuer": f"partner:{uuid.uuid4()}"}
+    assert (await _guess(coupon, other, customer, 1)).status_code == 404

@@ -185,6 +185,7 @@ class TestIdentities:
             "X-Caller-Kind": "admin",
             "X-Caller-Id": "admin",
             "X-Caller-Scopes": "admin",
+            "X-Caller-Issuer": "internal:trusted",
             "X-Internal-Token": INTERNAL_TOKEN,
         }
         async with httpx.AsyncClient(base_url=platform.gateway_url, headers=forged, timeout=30) as client:
@@ -516,6 +517,109 @@ class TestFreePoints:
             assert twice.status_code == 422, twice.text
             assert twice.json()["code"] == "idempotency_key_reused"
         assert await balance(admin, customer) == 85
+
+
+async def coupon_campaign(admin: httpx.AsyncClient, **limits: int) -> tuple[str, str]:
+    """A campaign with one unassigned code: (campaign id, code)."""
+    body = {
+        "name": uid("attack"),
+        "discount": {"type": "percent", "value": "10", "currency": "EUR"},
+        "limits": {"per_code": 1000, "per_customer": 1000, **limits},
+    }
+    created = await admin.post("/v1/coupon-campaigns", json=body)
+    assert created.status_code == 201, created.text
+    campaign_id = created.json()["id"]
+    assert (await admin.post(f"/v1/coupon-campaigns/{campaign_id}/codes", json={"count": 1})).status_code == 201
+    code = (await admin.get(f"/v1/coupon-campaigns/{campaign_id}/codes")).json()["items"][0]["code"]
+    return campaign_id, code
+
+
+async def redeemed(admin: httpx.AsyncClient, campaign_id: str) -> int:
+    return int((await admin.get(f"/v1/coupon-campaigns/{campaign_id}")).json()["stats"]["redeemed"])
+
+
+def checkout(customer: str) -> dict[str, str]:
+    return {"customer_id": customer, "order_id": uid("order"), "order_total": "50.00", "currency": "EUR"}
+
+
+class TestFreeCoupons:
+    """Someone guessing codes, or using codes that are not theirs."""
+
+    async def test_minting_a_token_per_guess_gains_no_budget(
+        self, platform: Platform, admin: httpx.AsyncClient
+    ) -> None:
+        campaign_id, code = await coupon_campaign(admin)
+        minter = await key_with(admin, "customers:tokens")
+
+        async def token() -> tuple[str, str]:
+            customer = uid("sock")
+            async with platform.client(token=minter) as client:
+                minted = await client.post("/v1/customer-tokens", json={"customer_id": customer, "ttl_seconds": 600})
+            assert minted.status_code == 201, minted.text
+            return customer, str(minted.json()["token"])
+
+        statuses: list[int] = []
+        for _ in range(10):  # 10 tokens x 20 failures: the minter's ceiling (COUPON_GUESS_CALLER_LIMIT, 200)
+            customer, bearer = await token()
+            async with platform.client(token=bearer) as client:
+                for _ in range(20):
+                    guess = await client.post(
+                        f"/v1/coupons/NOPE{uuid.uuid4().hex[:8].upper()}/validation",
+                        json={"customer_id": customer, "order_total": "50.00", "currency": "EUR"},
+                    )
+                    statuses.append(guess.status_code)
+        assert set(statuses) == {404}, statuses
+        customer, bearer = await token()
+        async with platform.client(token=bearer) as client:
+            refused = await client.post(f"/v1/coupons/{code}/redemptions", json=checkout(customer))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "coupon_guess_throttled"
+        assert await redeemed(admin, campaign_id) == 0
+        # a token minted by someone else still redeems
+        honest = uid("honest")
+        async with platform.client(token=(await token_for(admin, honest))["token"]) as client:
+            assert (await client.post(f"/v1/coupons/{code}/redemptions", json=checkout(honest))).status_code == 201
+
+    async def test_a_customer_token_cannot_redeem_in_another_customers_name(
+        self, platform: Platform, admin: httpx.AsyncClient
+    ) -> None:
+        campaign_id, code = await coupon_campaign(admin)
+        mallory = uid("mallory")
+        async with platform.client(token=(await token_for(admin, mallory))["token"]) as client:
+            response = await client.post(f"/v1/coupons/{code}/redemptions", json=checkout(uid("victim")))
+        assert response.status_code in (403, 404), response.text
+        assert await redeemed(admin, campaign_id) == 0
+
+    async def test_an_order_id_replayed_for_another_customer_redeems_nothing_more(
+        self, admin: httpx.AsyncClient
+    ) -> None:
+        campaign_id, code = await coupon_campaign(admin)
+        first = checkout(uid("alice"))
+        assert (await admin.post(f"/v1/coupons/{code}/redemptions", json=first)).status_code == 201
+        again = await admin.post(f"/v1/coupons/{code}/redemptions", json={**first, "customer_id": uid("bob")})
+        assert again.status_code == 409 and again.json()["code"] == "order_id_conflict"
+        assert await redeemed(admin, campaign_id) == 1
+
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "/v1/coupons/%00ABC/validation",
+            "/v1/coupons/ABC%0A/validation",
+            "/v1/coupons/%F0%9F%98%80/validation",
+            "/v1/coupons/ABC%2F..%2F..%2Fcoupon-campaigns/validation",
+            "/v1/coupons/" + "A" * 5000 + "/validation",
+            "/v1/coupons/%25%32%65/validation",
+        ],
+    )
+    async def test_odd_codes_in_the_path_are_4xx(self, platform: Platform, target: str) -> None:
+        response = await raw_request(
+            platform.gateway_url,
+            "POST",
+            target,
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            body=b'{"customer_id": "c", "order_total": "1.00", "currency": "EUR"}',
+        )
+        assert 400 <= response.status_code < 500, (target[:60], response.status_code, response.body[:200])
 
 
 @pytest.fixture

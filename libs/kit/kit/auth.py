@@ -41,6 +41,8 @@ class Caller:
     kind: CallerKind
     id: str
     scopes: frozenset[str]
+    # a customer token's minter (`partner:<key id>`, `admin:admin`), as the gateway read it from the token
+    issuer: str | None = None
 
     @property
     def customer_id(self) -> str | None:
@@ -58,7 +60,12 @@ def get_caller(request: Request) -> Caller:
     if kind not in ("admin", "partner", "customer", "internal", "public"):
         kind = "public"  # an unknown kind gets the least
     scopes = frozenset(s for s in headers.get("x-caller-scopes", "").split() if s)
-    return Caller(kind=kind, id=headers.get("x-caller-id", "internal"), scopes=scopes)  # type: ignore[arg-type]
+    return Caller(
+        kind=kind,  # type: ignore[arg-type]
+        id=headers.get("x-caller-id", "internal"),
+        scopes=scopes,
+        issuer=headers.get("x-caller-issuer") if kind == "customer" else None,
+    )
 
 
 async def _caller_dependency(request: Request) -> Caller:

@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from coupon.api import router
 from coupon.events import handlers
 from coupon.experiments import rule_exists
-from coupon.guards import FormatCache, GuessThrottle
+from coupon.guards import FormatCache, LocalGuessThrottle
 from coupon.jobs import CodeJobRunner
 from coupon.service import CouponRuntime
 from coupon.settings import CouponSettings
@@ -19,7 +19,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def create_app(settings: CouponSettings | None = None) -> FastAPI:
     settings = settings or CouponSettings()  # type: ignore[call-arg]
-    throttle = GuessThrottle(settings.guess_limit, settings.guess_window_seconds)
+    throttle = LocalGuessThrottle(settings.guess_limit, settings.guess_caller_limit, settings.guess_window_seconds)
     runners: list[CodeJobRunner] = []
 
     async def wake_jobs() -> None:

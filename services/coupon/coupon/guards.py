@@ -1,9 +1,22 @@
-"""Guards in front of every code lookup: the check character against the known code formats, and the
-per-caller throttle on failed guesses.
+"""Guards in front of every code lookup: the check character against the known code formats, the throttle on
+failed guesses, and the arithmetic that ties the throttle to the guessability rule.
 
-Both are in-process state (one instance per process): with N replicas a caller gets N times the guess
-budget. The throttle does not need to be exact to defeat guessing (a 2^40 code space per live code makes
-even a thousand times the budget useless); it needs to be cheap on the hot path.
+The throttle counts failed guesses (an unknown code, or a wrong check character) per (caller, customer) and per
+caller. What each count does:
+
+- per (caller, customer), `COUPON_GUESS_LIMIT` in `COUPON_GUESS_WINDOW_SECONDS`: past it, that customer's further
+  failures through that caller are answered 429 instead of 404. A code that exists is still looked up and served:
+  one customer's typos never lock out another customer of the same partner key, nor the right code.
+- per caller, `COUPON_GUESS_CALLER_LIMIT` in the same window: past it, *every* validation and redemption by that
+  caller is 429 before any lookup, existing codes included. This is the deliberate exception: if an existing code
+  were still served there, a guesser that ignores 429s would lose nothing, and the throttle would bound nothing.
+  The ceiling is what bounds guessing, so it is what the guessability rule is calibrated against
+  (:func:`guesses_per_caller_year`).
+
+A customer token counts against the principal that minted it (`X-Caller-Issuer`), so a partner that mints a
+token per guess gains no budget. :class:`LocalGuessThrottle` keeps the counts in the process's memory; a shared
+implementation of :class:`GuessThrottle` can stand in for it (with N replicas in memory, a caller gets N times the
+ceiling; docs/operations.md shows what that costs).
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,54 +32,124 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coupon.codes import CodeFormat
 from kit.errors import TooManyRequests
 
-__all__ = ["FormatCache", "GuessThrottle"]
+__all__ = ["FormatCache", "GuessThrottle", "LocalGuessThrottle", "guesses_per_caller_year"]
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
-class GuessThrottle:
-    """At most `limit` failed guesses per caller in a sliding window of `window_seconds`."""
+def guesses_per_caller_year(caller_limit: int, window_seconds: int) -> int:
+    """The most failed guesses one caller can make in a year against one replica's throttle."""
+    return caller_limit * (SECONDS_PER_YEAR // window_seconds)
 
-    def __init__(self, limit: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+
+class GuessThrottle(Protocol):
+    async def check_caller(self, caller: str) -> None:
+        """Before any lookup: 429 once the caller is past its ceiling."""
+
+    async def failed(self, caller: str, customer: str) -> None:
+        """Count one failed guess; 429 (the answer to this request) once the pair is past its limit."""
+
+    def prune(self) -> None:
+        """Forget what left the window (memory)."""
+
+
+def _throttled(detail: str, retry_after: float, **extra: object) -> TooManyRequests:
+    return TooManyRequests(detail, code="coupon_guess_throttled", retry_after=int(retry_after) + 1, **extra)
+
+
+class _Windows:
+    """Failure times per key in a sliding window, at most `limit` kept per key (more cannot matter)."""
+
+    def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
-        self.window = window_seconds
-        self.clock = clock
+        self.window = window
         self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, caller: str, now: float) -> deque[float] | None:
-        failures = self._failures.get(caller)
+    def recent(self, key: str, now: float) -> deque[float] | None:
+        failures = self._failures.get(key)
         if failures is None:
             return None
         while failures and failures[0] <= now - self.window:
             failures.popleft()
         if not failures:
-            del self._failures[caller]
+            del self._failures[key]
             return None
         return failures
 
-    def check(self, caller: str) -> None:
+    def full(self, key: str, now: float) -> float | None:
+        """Seconds until the oldest failure leaves the window when `key` is at its limit, else None."""
+        failures = self.recent(key, now)
+        if failures is None or len(failures) < self.limit:
+            return None
+        return failures[0] + self.window - now
+
+    def add(self, key: str, now: float) -> None:
+        failures = self.recent(key, now)
+        if failures is None:
+            failures = self._failures[key] = deque(maxlen=self.limit)
+        failures.append(now)
+
+    def prune(self, now: float) -> None:
+        for key in list(self._failures):
+            self.recent(key, now)
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
+class LocalGuessThrottle:
+    """:class:`GuessThrottle` in this process's memory."""
+
+    def __init__(
+        self, limit: int, caller_limit: int, window_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.caller_limit = caller_limit
+        self.window = window_seconds
+        self.clock = clock
+        self._pairs = _Windows(limit, window_seconds)
+        self._callers = _Windows(caller_limit, window_seconds)
+
+    def _caller_refusal(self, caller: str, now: float) -> TooManyRequests | None:
+        wait = self._callers.full(caller, now)
+        if wait is None:
+            return None
+        return _throttled(
+            f"Too many failed coupon codes from this caller: at most {self.caller_limit} unknown or mistyped codes "
+            f"in {int(self.window)} seconds, across all its customers; every coupon call waits until then.",
+            wait,
+            limit=self.caller_limit,
+            window_seconds=int(self.window),
+            scope="caller",
+        )
+
+    async def check_caller(self, caller: str) -> None:
+        refusal = self._caller_refusal(caller, self.clock())
+        if refusal is not None:
+            raise refusal
+
+    async def failed(self, caller: str, customer: str) -> None:
         now = self.clock()
-        failures = self._recent(caller, now)
-        if failures is not None and len(failures) >= self.limit:
-            retry_after = int(failures[0] + self.window - now) + 1
-            raise TooManyRequests(
-                f"Too many failed coupon codes: at most {self.limit} unknown or mistyped codes per caller "
-                f"in {int(self.window)} seconds.",
-                code="coupon_guess_throttled",
-                retry_after=retry_after,
+        pair = f"{caller}\x00{customer}"
+        already_full = self._pairs.full(pair, now) is not None
+        self._pairs.add(pair, now)
+        self._callers.add(caller, now)
+        if already_full:
+            failures = self._pairs.recent(pair, now)
+            assert failures is not None
+            raise _throttled(
+                f"Too many failed coupon codes for this customer: at most {self.limit} unknown or mistyped codes "
+                f"in {int(self.window)} seconds; a valid code is still accepted.",
+                failures[0] + self.window - now,
                 limit=self.limit,
                 window_seconds=int(self.window),
+                scope="customer",
             )
-
-    def fail(self, caller: str) -> None:
-        now = self.clock()
-        failures = self._recent(caller, now)
-        if failures is None:
-            failures = self._failures[caller] = deque(maxlen=self.limit)
-        failures.append(now)
 
     def prune(self) -> None:
         now = self.clock()
-        for caller in list(self._failures):
-            self._recent(caller, now)
+        self._pairs.prune(now)
+        self._callers.prune(now)
 
 
 class FormatCache:

@@ -50,8 +50,8 @@ async def store_codes(
 ) -> None:
     """Generate and store `count` codes with sequence numbers `seq_start ...`.
 
-    COPY is all-or-nothing, so a collision with an existing code (about `count * live / space`, below
-    2^-40 per code under the guessability rule) rolls back to a savepoint and the batch goes in with
+    COPY is all-or-nothing, so a collision with an existing code (about `count * live / space`: rare, as the
+    guessability rule keeps each campaign below 2^-34 of its space) rolls back to a savepoint and the batch goes in with
     `ON CONFLICT DO NOTHING`; the codes that collided are drawn again, keeping their sequence numbers.
     """
     await store_batch(connection, campaign_id, fmt, generate_bodies(fmt, count), seq_start)

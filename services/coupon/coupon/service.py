@@ -224,41 +224,26 @@ def _guessability_guard(runtime: CouponRuntime, fmt: CodeFormat, live: int, coun
     max_codes = fmt.space >> bits
     if live + count > max_codes:
         raise Unprocessable(
-            f"Too many codes for this format: a code space must hold at least 2^{bits} possible codes for each "
-            f"live one, so {fmt.charset} codes of length {fmt.length} (check character included"
-            f"{', prefix ' + fmt.prefix if fmt.prefix else ''}) allow at most {max_codes:,} codes in all campaigns "
-            f"with this format; {live:,} exist. Use a longer code or a larger charset.",
+            f"Too many codes for this campaign: its code space must hold at least 2^{bits} possible codes for "
+            f"each of its codes, so {fmt.charset} codes of length {fmt.length} (check character included) allow "
+            f"at most {max_codes:,} codes in one campaign; it has {live:,}. Use a longer code or a larger charset.",
             code="codes_guessable",
             code_space=str(fmt.space),  # may exceed 64 bits: a decimal string
             code_space_bits=round(fmt.space_bits, 1),
             live_codes=live,
             requested=count,
             max_codes=max_codes,
-            rule=f"code_space / live_codes >= 2^{bits}",
+            rule=f"code_space / campaign_codes >= 2^{bits}",
         )
 
 
 async def _reserve_codes(session: AsyncSession, runtime: CouponRuntime, campaign: Row[Any], count: int) -> int:
-    """Check the guessability rule for `count` more codes and reserve their sequence numbers.
+    """Check the guessability rule for `count` more codes of this campaign and reserve their sequence numbers.
 
-    Campaigns sharing a format share its code space, so the check counts all of them, under an advisory
-    lock per format (two campaigns with one format cannot both take the last room)."""
-    fmt = _format(campaign)
-    await repo.execute(
-        session,
-        "SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))",
-        key=f"coupon-format:{fmt.prefix}:{fmt.length}:{fmt.charset}",
-    )
-    live = await repo.fetch_one(
-        session,
-        "SELECT coalesce(sum(reserved), 0) AS live FROM campaigns "
-        "WHERE code_prefix = :p AND code_length = :n AND charset = :c",
-        p=fmt.prefix,
-        n=fmt.length,
-        c=fmt.charset,
-    )
-    assert live is not None
-    _guessability_guard(runtime, fmt, int(live.live), count)
+    The rule is per campaign: a guess that hits a code of one campaign is what the rule bounds, and one shop's
+    campaigns never use up another's room (the caller holds the campaign row locked, so two requests of one
+    campaign take turns)."""
+    _guessability_guard(runtime, _format(campaign), int(campaign.reserved), count)
     reserved = await repo.fetch_one(
         session,
         "UPDATE campaigns SET reserved = reserved + :count WHERE id = :id RETURNING reserved - :count AS start",
@@ -515,20 +500,28 @@ async def wallet(session: AsyncSession, customer_id: str, status: str | None, pa
 # ---------------------------------------------------------------- validation, redemption, rollback
 
 
-def _throttle_key(caller: Caller) -> str | None:
-    # Service-to-service calls (kind "internal") are trusted and not throttled.
-    return None if caller.kind == "internal" else f"{caller.kind}:{caller.id}"
+def _guesser(caller: Caller) -> str | None:
+    """Whose budget a failed guess spends: a customer token's minter (so minting a token per guess gains nothing),
+    else the caller. Service-to-service calls (kind "internal") are trusted and not throttled."""
+    if caller.kind == "internal":
+        return None
+    if caller.kind == "customer":
+        return caller.issuer or "customer:unknown-issuer"
+    return f"{caller.kind}:{caller.id}"
 
 
-async def _checked_code(session: AsyncSession, runtime: CouponRuntime, caller: Caller, raw_code: str) -> str:
-    """The normalised code, once it passed the throttle and the check character (before any lookup)."""
-    key = _throttle_key(caller)
-    if key is not None:
-        runtime.throttle.check(key)
+async def _checked_code(
+    session: AsyncSession, runtime: CouponRuntime, caller: Caller, raw_code: str, customer_id: str
+) -> str:
+    """The normalised code, once the caller is within its guess ceiling and the check character is right
+    (before any lookup)."""
+    guesser = _guesser(caller)
+    if guesser is not None:
+        await runtime.throttle.check_caller(guesser)
     code = normalize(raw_code)
     if not await runtime.formats.accepts(session, code):
-        if key is not None:
-            runtime.throttle.fail(key)
+        if guesser is not None:
+            await runtime.throttle.failed(guesser, customer_id)
         raise NotFound(
             "No such coupon code: it does not match any campaign's format or its check character is wrong "
             "(a typing mistake?).",
@@ -538,10 +531,10 @@ async def _checked_code(session: AsyncSession, runtime: CouponRuntime, caller: C
     return code
 
 
-def _unknown(runtime: CouponRuntime, caller: Caller) -> NotFound:
-    key = _throttle_key(caller)
-    if key is not None:
-        runtime.throttle.fail(key)
+async def _unknown(runtime: CouponRuntime, caller: Caller, customer_id: str) -> NotFound:
+    guesser = _guesser(caller)
+    if guesser is not None:
+        await runtime.throttle.failed(guesser, customer_id)
     return NotFound("No such coupon code.", code="coupon_not_found", reason="unknown_code")
 
 
@@ -580,11 +573,11 @@ def _refusal(row: Any, body: ValidationRequest | RedemptionRequest) -> tuple[str
 async def validate(
     session: AsyncSession, runtime: CouponRuntime, caller: Caller, raw_code: str, body: ValidationRequest
 ) -> ValidationResult:
-    code = await _checked_code(session, runtime, caller, raw_code)
+    code = await _checked_code(session, runtime, caller, raw_code, body.customer_id)
     connection = await repo.driver_connection(session)
     row = await connection.fetchrow(repo.READ_CODE, code, body.customer_id)
     if row is None:
-        raise _unknown(runtime, caller)
+        raise await _unknown(runtime, caller, body.customer_id)
     refusal = _refusal(row, body)
     reason = refusal[0] if refusal else None
     if reason is None:
@@ -620,11 +613,11 @@ async def redeem(
 ) -> Redemption:
     """Idempotent by `order_id` per code: a repeat answers with the first redemption (even if it was since
     rolled back) and changes nothing. Two statements: lock the code row, then everything else at once."""
-    code = await _checked_code(session, runtime, caller, raw_code)
+    code = await _checked_code(session, runtime, caller, raw_code, body.customer_id)
     connection = await repo.driver_connection(session)
     row = await connection.fetchrow(repo.LOCK_CODE, code)
     if row is None:
-        raise _unknown(runtime, caller)
+        raise await _unknown(runtime, caller, body.customer_id)
     refusal = _refusal(row, body)
     exhausted = row["code_uses"] >= row["per_code_limit"]
     amount = _discount_amount(row, body.order_total, body.currency)
