@@ -1,4 +1,5 @@
-"""The customer overview: the four services asked concurrently, each within its time budget.
+"""The customer overview: the four services asked concurrently, each within its time budget (the points service
+twice: the balance, and the rewards closest to affordable).
 
 The answer is always 200 while the gateway is up: a part whose service did not answer in time (or failed) is
 null and its service is named in `unavailable`. A circuit breaker per service makes a dead or hung service cost
@@ -80,8 +81,17 @@ def _points(body: dict[str, Any]) -> dict[str, Any]:
     return {"balance": body["balance"], "tier": body.get("tier"), "next_expiry": expiring[0] if expiring else None}
 
 
+def _closest_rewards(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rewards the customer may redeem but cannot afford yet, cheapest first: "40 points to go"."""
+    return [
+        {k: item[k] for k in ("id", "name", "kind", "cost_points", "points_needed", "image_url")}
+        for item in body["items"]
+    ]
+
+
 PARTS = (
     Part("points", "points", "/v1/customers/{id}/points", _points),
+    Part("points", "rewards", "/v1/customers/{id}/rewards?available=true&affordable=false&limit=3", _closest_rewards),
     Part("coupon", "coupons", "/v1/customers/{id}/coupons?status=active&limit=50", lambda body: body["items"]),
     Part("recommend", "recommendations", "/v1/customers/{id}/recommendations?limit=5", lambda body: body["items"]),
     Part("survey", "surveys", "/v1/customers/{id}/surveys?status=pending", lambda body: {"pending": body["items"]}),
@@ -124,7 +134,7 @@ async def build_overview(
     overview: dict[str, Any] = {"customer_id": customer_id, "unavailable": []}
     for part, value in zip(PARTS, values, strict=True):
         overview[part.key] = value
-        if value is None:
+        if value is None and part.service not in overview["unavailable"]:
             overview["unavailable"].append(part.service)
     return overview
 

@@ -141,9 +141,21 @@ class SurveysSummary(BaseModel):
     pending: list[dict[str, Any]]
 
 
+class ClosestReward(BaseModel):
+    id: UUID
+    name: str
+    kind: str
+    cost_points: int
+    points_needed: int = Field(description="Points still missing: what makes the next purchase worth it.")
+    image_url: str | None
+
+
 class CustomerOverview(BaseModel):
     customer_id: str
     points: PointsSummary | None
+    rewards: list[ClosestReward] | None = Field(
+        default=None, description="Up to 3 rewards the customer may redeem but cannot afford yet, closest first."
+    )
     coupons: list[dict[str, Any]] | None
     recommendations: list[dict[str, Any]] | None
     surveys: SurveysSummary | None
