@@ -14,6 +14,9 @@ Goal (issue 3): redemptions over 1,000 accounts at 40% of the pgbench ceiling or
 And the floor of our own stack (issue 18): the same endpoint in a bare FastAPI app on asyncpg, running the same
 statement (scripts/floor_app.py), alternated with the service twice; goal: the service at 75% of the floor's
 throughput or better, at most 1.33x its CPU per redemption. `BENCH_POINTS_FLOOR_ONLY=1` runs only that table.
+
+And reward redemptions (issue 12) beside plain redemptions in the same run, over 1,000 customers; goal: 70% of
+their throughput. `BENCH_POINTS_REWARDS_ONLY=1` runs only that table.
 """
 
 from __future__ import annotations
@@ -303,7 +306,85 @@ async def floor_comparison(stack: Stack, database_url: str, customers: list[str]
     )
 
 
+def _reward_redemptions(
+    base: str, headers: dict[str, str], customers: list[str], reward_id: str, tag: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "method": "POST",
+            "url": f"{base}/v1/customers/{customers[i % len(customers)]}/reward-redemptions",
+            "headers": headers,
+            "json": {"reward_id": reward_id, "reference": f"{tag}-{i}"},
+        }
+        for i in range(REQUESTS_PER_RUN)
+    ]
+
+
+async def rewards_comparison(stack: Stack, database_url: str, customers: list[str]) -> None:
+    """Reward redemptions (issue 12) beside plain redemptions, straight to the service, over 1,000 customers, in the
+    same run, alternated twice: an item with unlimited stock (the reward row is shared, never written) and one
+    with a stock (every redemption takes its unit from one row: they queue on it). Goal: 70% of the plain
+    redemptions' throughput. CPU counts the points process and its database backends."""
+    base, headers = stack.url("points"), stack.internal_headers
+    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        rewards = {}
+        for kind, stock in (("unlimited", None), ("stocked", 100_000_000)):
+            created = await client.post(
+                "/v1/rewards", json={"name": f"bench {kind}", "kind": "item", "cost_points": 1, "stock": stock}
+            )
+            created.raise_for_status()
+            rewards[kind] = created.json()["id"]
+    points = stack.processes["points"].process
+    assert points is not None
+    database = urlsplit(database_url).path.lstrip("/")
+    loop = asyncio.get_running_loop()
+    results: dict[str, list[LoadResult]] = {"plain": [], "unlimited": [], "stocked": []}
+    for round_ in range(2):
+        for kind in results:
+            tag = f"rw{kind[0]}{round_}"
+            if kind == "plain":
+                label = "plain points redemptions (1 point)"
+                requests = _redemptions(base, headers, customers, tag)
+            else:
+                label = f"reward redemptions, an item with {'unlimited stock' if kind == 'unlimited' else 'a stock'}"
+                requests = _reward_redemptions(base, headers, customers, rewards[kind], tag)
+            meter = CpuMeter(roots=[points.pid], database=database)
+            run = functools.partial(
+                run_load, f"{label}, run {round_ + 1}", requests, concurrency=CLIENTS, duration=LOAD_SECONDS,
+                warmup=WARMUP_SECONDS, cycle=False, ok_statuses=(201,), cpu=meter,
+            )  # fmt: skip
+            results[kind].append(await loop.run_in_executor(None, run))
+    means = {kind: _mean(f"{kind}, mean", runs) for kind, runs in results.items()}
+    plain = means["plain"]
+    assert plain is not None
+    rows = []
+    for kind, runs in results.items():
+        mean = means[kind]
+        assert mean is not None
+        rows += [result_row(r, plain) for r in (*runs, mean)]
+    for kind in ("unlimited", "stocked"):
+        mean = means[kind]
+        assert mean is not None
+        rows.append([
+            f"{kind}: {mean.rps / plain.rps:.0%} of plain redemptions' throughput (goal 70%), "
+            f"{mean.cpu_ms_per_op / plain.cpu_ms_per_op:.2f}x their CPU per redemption",
+            "", "", "", "", "", "",
+        ])  # fmt: skip
+    print_table(
+        f"Reward redemptions beside plain redemptions, {CLIENTS} clients, 1,000 customers, {LOAD_SECONDS:.0f} s each, "
+        "straight to the service (vs. baseline = plain redemptions' mean)",
+        LOAD_HEADERS,
+        rows,
+    )
+
+
 async def bench() -> None:
+    if os.environ.get("BENCH_POINTS_REWARDS_ONLY"):
+        async with fresh_database() as database_url, platform(database_url, services=["points"]) as stack:
+            customers = [f"rewards-{n}" for n in range(ACCOUNTS)]
+            await _seed(database_url, customers)
+            await rewards_comparison(stack, database_url, customers)
+        return
     if os.environ.get("BENCH_POINTS_FLOOR_ONLY"):
         async with fresh_database() as database_url, platform(database_url, services=["points"]) as stack:
             customers = [f"floor-{n}" for n in range(ACCOUNTS)]
@@ -320,6 +401,7 @@ async def bench() -> None:
             hot = [f"bench-{run}-hot"]
             await _seed(database_url, [*spread, *hot])
             await floor_comparison(stack, database_url, spread)
+            await rewards_comparison(stack, database_url, spread)
             service, gateway = stack.url("points"), stack.url("gateway")
             internal, admin = stack.internal_headers, stack.admin_headers
             loop = asyncio.get_running_loop()
