@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
+import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from sqlalchemy import event, text
@@ -31,6 +32,9 @@ __all__ = [
     "role_for_schema",
     "service_router",
 ]
+
+
+log = structlog.get_logger("kit.db")
 
 
 def role_for_schema(schema: str) -> str:
@@ -62,6 +66,17 @@ async def role_is_usable(url: str, role: str, *, pooled: bool = False) -> bool:
         await connection.close()
 
 
+async def logs_in_scoped(url: str, schema: str, role: str) -> bool:
+    """Whether this login is the service's own role with its schema as the default search_path (set by the
+    migrations): then no statement needs scoping, in a transaction or not."""
+    connection = await asyncpg.connect(raw_dsn(url), **POOLER_ASYNCPG_ARGS)
+    try:
+        row = await connection.fetchrow("SELECT current_user, current_setting('search_path')")
+    finally:
+        await connection.close()
+    return bool(row and row[0] == role and row[1].strip('"') == schema)
+
+
 def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """Pool checkout: a connection whose socket is already closed (the server restarted, failed over or ended the
     session) is replaced before anyone uses it.
@@ -83,7 +98,14 @@ class Database:
     """
 
     def __init__(
-        self, url: str, schema: str, *, role: str | None = None, pool_size: int = 20, pooled: bool = False
+        self,
+        url: str,
+        schema: str,
+        *,
+        role: str | None = None,
+        pool_size: int = 20,
+        pooled: bool = False,
+        scoped_login: bool = False,
     ) -> None:
         server_settings = {"application_name": f"reciprocity-{schema}"}
         if not pooled:
@@ -103,7 +125,10 @@ class Database:
             connect_args={"server_settings": server_settings, **(POOLER_CONNECT_ARGS if pooled else {})},
         )
         event.listen(self.engine.sync_engine.pool, "checkout", _refuse_closed_connection)
-        if pooled:
+        if pooled and not scoped_login:
+            # A login shared with other schemas (one user for everything): each transaction is scoped; statements
+            # outside a transaction (autocommit) would find no schema, so such a deployment should give each
+            # process its own login role, as deploy/ does.
             scope = text("SELECT set_config('search_path', :schema, true), set_config('role', :role, true)")
             values = {"schema": schema, "role": role or "none"}
 
@@ -118,7 +143,17 @@ class Database:
         """Use the service's own role when migrations could create it and this login may assume it."""
         role = role_for_schema(schema)
         usable = await role_is_usable(url, role, pooled=pooled)
-        return cls(url, schema, role=role if usable else None, pool_size=pool_size, pooled=pooled)
+        scoped_login = pooled and await logs_in_scoped(url, schema, role)
+        if pooled and not scoped_login:
+            log.warning("database.pooled_shared_login", schema=schema, hint="log in as " + role)
+        return cls(
+            url,
+            schema,
+            role=role if usable else None,
+            pool_size=pool_size,
+            pooled=pooled,
+            scoped_login=scoped_login,
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -68,6 +68,11 @@ def _prepare_schema(connection: Connection, schema: str) -> str | None:
             return None
         connection.execute(text(f'GRANT "{role}" TO current_user'))
     connection.execute(text(f'ALTER SCHEMA "{schema}" OWNER TO "{role}"'))
+    # A process that logs in as its own role finds its schema without being told: behind PgBouncer in transaction
+    # mode no per-connection setting would survive a transaction (kit.db.Database, `pooled`).
+    own_login = connection.execute(text("SELECT current_user = :r"), {"r": role}).scalar()
+    if can_create_roles or own_login:
+        connection.execute(text(f'ALTER ROLE "{role}" SET search_path TO "{schema}"'))
     return role
 
 
