@@ -155,6 +155,7 @@ def _console_routes() -> tuple[Route, ...]:
         "/console/experiments/{experiment_id}",
         "/console/webhooks",
         "/console/webhooks/{endpoint_id}",
+        "/console/rewards",
     )
     forms = (
         "/console/login",
@@ -171,6 +172,7 @@ def _console_routes() -> tuple[Route, ...]:
         "/console/experiments/{experiment_id}",
         "/console/webhooks",
         "/console/webhooks/{endpoint_id}",
+        "/console/rewards",
     )
     return (
         *(route("GET", path, "gateway", PUBLIC) for path in pages),

@@ -1,5 +1,6 @@
 """The console as a person uses it, in Debian's headless Chromium: sign in, the home page's charts drawn from
-the demo data, a campaign and a surprise rule created through the forms, a failed delivery re-driven; every
+the demo data, a campaign and a surprise rule created through the forms, a failed delivery re-driven, a reward
+fulfilled; every
 page and /docs load nothing from another host; screenshots at phone and desk width in test-artifacts/console/."""
 
 from __future__ import annotations
@@ -123,8 +124,29 @@ async def test_the_console_in_a_browser(platform: Platform, admin: httpx.AsyncCl
         finally:
             await connection.close()
 
+        # a reward redeemed by a customer, handed over from the customer's page
+        rich = sorted(set(customers))[0]  # earned points today in demo_data
+        reward = await admin.post(
+            "/v1/rewards", json={"name": "Console tote bag", "kind": "item", "cost_points": 50, "stock": 5}
+        )
+        assert reward.status_code == 201, reward.text
+        redeemed = await admin.post(
+            f"/v1/customers/{rich}/reward-redemptions",
+            json={"reward_id": reward.json()["id"], "reference": "console-tote-1"},
+        )
+        assert redeemed.status_code == 201 and redeemed.json()["status"] == "pending", redeemed.text
+        await browser.goto(origin + f"/console/customers/{rich}")
+        await shots(browser, artifacts, "customer")
+        redemption_id = redeemed.json()["redemption_id"]
+        await browser.submit(f"form:has(input[name='redemption_id'][value='{redemption_id}'])", {})
+        assert "Marked as handed over" in await browser.html()
+        mine = (await admin.get(f"/v1/customers/{rich}/reward-redemptions")).json()["items"]
+        assert next(r for r in mine if r["redemption_id"] == redemption_id)["status"] == "fulfilled"
+
         for name, path in (
-            ("customer", f"/console/customers/{customers[0]}"),
+            ("rewards", "/console/rewards"),
+            ("experiments", "/console/experiments"),
+            ("webhooks", "/console/webhooks"),
             ("points", "/console/points"),
             ("surveys", "/console/surveys"),
             ("api-keys", "/console/api-keys"),

@@ -57,6 +57,8 @@ NOTES = {
     "retried": "The delivery is queued again.",
     "adjusted": "The points are adjusted.",
     "stopped": "The experiment is stopped.",
+    "fulfilled": "Marked as handed over.",
+    "cancelled": "Cancelled: the points and the stock are given back.",
 }
 
 
@@ -121,7 +123,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     limits = request.app.state.limits
     address = request.client.host if request.client else "unknown"
     try:
-        limits.check_failed_authentication(address)
+        await limits.check_failed_authentication(address)
     except DomainError as exc:
         return _login_page(request, exc.status, exc.detail)
     authenticator: Authenticator = request.app.state.authenticator
@@ -131,7 +133,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     except Unauthorized:
         principal = None
     if principal is None or principal.kind == "customer":
-        limits.record_failed_authentication(address)
+        await limits.record_failed_authentication(address)
         return _login_page(request, 401, "That key is not valid. Use the admin key or a partner API key.")
     settings = request.app.state.settings
     token, _ = await sessions.start(
@@ -610,12 +612,14 @@ async def _customer_page(
 ) -> HTMLResponse:
     base = f"/v1/customers/{customer_id}"
     caller = console.caller
-    points, ledger, coupons, surveys_taken, recommendations = await asyncio.gather(
+    points, ledger, coupons, surveys_taken, recommendations, catalogue, redemptions = await asyncio.gather(
         caller.call("GET", base + "/points"),
         caller.call("GET", base + "/points/transactions", params={"limit": 50}),
         caller.call("GET", base + "/coupons"),
         caller.call("GET", base + "/surveys"),
         caller.call("GET", base + "/recommendations", params={"limit": 10}),
+        caller.call("GET", base + "/rewards", params={"limit": 50}),
+        caller.call("GET", base + "/reward-redemptions", params={"limit": 50}),
     )
     return _render(
         console,
@@ -627,6 +631,8 @@ async def _customer_page(
         coupons=coupons,
         surveys=surveys_taken,
         recommendations=recommendations,
+        catalogue=catalogue,
+        redemptions=redemptions,
         error=error,
         reference=f"console-{uuid.uuid4().hex[:16]}",
     )
@@ -638,14 +644,27 @@ async def customer(customer_id: str, console: ConsoleDep) -> HTMLResponse:
 
 
 @router.post("/console/customers/{customer_id}")
-async def adjust_customer(customer_id: str, console: ConsoleDep) -> Response:
+async def change_customer(customer_id: str, console: ConsoleDep) -> Response:
+    """Adjust the points, or fulfil or cancel one of the customer's reward redemptions."""
     form = await form_of(console.request)
-    body: dict[str, Any] = {"points": _int(form.get("points", "")), "reference": form.get("reference", "")}
-    if form.get("description", "").strip():
-        body["description"] = form["description"].strip()
-    result = await console.caller.call("POST", f"/v1/customers/{customer_id}/points/adjustments", json=body)
+    action = form.get("action", "adjust")
+    if action in ("fulfil", "cancel"):
+        redemption_id = form.get("redemption_id", "")
+        try:
+            uuid.UUID(redemption_id)
+        except ValueError:
+            raise NotFound("No such redemption.") from None
+        operation = "fulfilment" if action == "fulfil" else "cancellation"
+        result = await console.caller.call("POST", f"/v1/reward-redemptions/{redemption_id}/{operation}")
+        done = "fulfilled" if action == "fulfil" else "cancelled"
+    else:
+        body: dict[str, Any] = {"points": _int(form.get("points", "")), "reference": form.get("reference", "")}
+        if form.get("description", "").strip():
+            body["description"] = form["description"].strip()
+        result = await console.caller.call("POST", f"/v1/customers/{customer_id}/points/adjustments", json=body)
+        done = "adjusted"
     if result.ok:
-        return _back(f"/console/customers/{quote(customer_id, safe='')}", "adjusted")
+        return _back(f"/console/customers/{quote(customer_id, safe='')}", done)
     return await _customer_page(console, customer_id, result.status, result.message)
 
 
@@ -888,3 +907,55 @@ async def change_webhook(endpoint_id: uuid.UUID, console: ConsoleDep) -> Respons
     if result.ok:
         return _back(f"/console/webhooks/{endpoint_id}", done)
     return await _webhook_page(console, str(endpoint_id), result.status, error=result.message)
+
+
+# --- rewards catalogue ---------------------------------------------------------------------------------------
+
+
+async def _rewards_page(
+    console: Console, status: int = 200, error: str | None = None, form: dict[str, str] | None = None
+) -> HTMLResponse:
+    rewards, campaigns_listed = await asyncio.gather(
+        console.caller.call("GET", "/v1/rewards", params={"limit": 100}),
+        console.caller.call("GET", "/v1/coupon-campaigns", params={"limit": 100}),
+    )
+    names = {c["id"]: c["name"] for c in _results_or_refusal(campaigns_listed)}
+    return _render(console, "rewards.html", status, rewards=rewards, campaigns=names, error=error, form=form or {})
+
+
+@router.get("/console/rewards")
+async def rewards(console: ConsoleDep) -> HTMLResponse:
+    return await _rewards_page(console)
+
+
+@router.post("/console/rewards")
+async def change_rewards(console: ConsoleDep) -> Response:
+    form = await form_of(console.request)
+    action = form.get("action")
+    if action in ("deactivate", "activate"):
+        reward_id = form.get("reward_id", "")
+        try:
+            uuid.UUID(reward_id)
+        except ValueError:
+            raise NotFound("No such reward.") from None
+        result = await console.caller.call("PATCH", f"/v1/rewards/{reward_id}", json={"active": action == "activate"})
+        done = action + "d"
+    else:
+        body: dict[str, Any] = {
+            "name": form.get("name", "").strip(),
+            "description": form.get("description", "").strip(),
+            "kind": form.get("kind", "item"),
+            "cost_points": _int(form.get("cost_points", "")),
+        }
+        if body["kind"] == "coupon":
+            body["campaign_id"] = form.get("campaign_id", "")
+        for field in ("stock", "per_customer_limit"):
+            if (value := _int(form.get(field, ""))) is not None:
+                body[field] = value
+        if form.get("min_tier", "").strip():
+            body["min_tier"] = form["min_tier"].strip()
+        result = await console.caller.call("POST", "/v1/rewards", json=body)
+        done = "created"
+    if result.ok:
+        return _back("/console/rewards", done)
+    return await _rewards_page(console, result.status, result.message, form)

@@ -143,7 +143,7 @@ async def _console(request: Request, session: SessionDep) -> Console:
     if found is None:
         raise SignInNeeded("Please sign in.")
     if found.principal.kind != "admin":
-        request.app.state.limits.check_caller(found.principal)
+        await request.app.state.limits.check_caller(found.principal)
     caller = Caller(
         found.principal, request.app.state.upstreams, settings.internal_token, request.state.request_id, request.app
     )
