@@ -207,3 +207,25 @@ class TestResults:
         shorter = await results(admin, experiment["id"], window_days=1)
         assert shorter["arms"]["treatment"]["customers_returned"] == 1
         assert shorter["arms"]["holdout"]["customers_returned"] == 0
+
+
+async def test_an_orphan_attachment_gives_way_to_the_gateways_next_experiment(
+    admin: httpx.AsyncClient, platform: Platform
+) -> None:
+    """A service can hold an experiment the gateway never committed (its commit failed after the attach): the
+    gateway's registry is the truth, so the next experiment on that lever ends the orphan instead of being refused."""
+    rule = await coupon_rule(admin, n=96)
+    orphan = {
+        "lever": {"type": "coupon_rule", "id": rule["id"]},
+        "holdout_percent": 50,
+        "starts_at": "2026-01-01T00:00:00Z",
+    }
+    async with platform.service_client("coupon") as coupon:
+        attached = await coupon.put(f"/internal/experiments/{uuid.uuid4()}", json=orphan)
+        assert attached.status_code == 200, attached.text
+    blocked = await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})
+    assert blocked.status_code == 409
+    experiment = await start(admin, "coupon_rule", rule["id"])
+    await admin.post(f"/v1/experiments/{experiment['id']}/stop")
+    # neither the orphan nor the stopped experiment holds the lever any more
+    assert (await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})).status_code == 200

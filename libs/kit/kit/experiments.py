@@ -342,7 +342,17 @@ def experiments_router(levers: Mapping[LeverType, LeverExists]) -> Any:
         current = (await session.execute(select(experiments).where(experiments.c.id == experiment_id))).first()
         if current is not None:
             return {"status": "attached"}
-        await ensure_lever_free(session, body.lever.type, body.lever.id)
+        # The gateway attaches only when its registry (the source of truth) has the lever free, so any other live
+        # experiment here is an orphan: the gateway's commit failed after an earlier attach. It ends now.
+        await session.execute(
+            update(experiments)
+            .where(
+                experiments.c.lever_type == body.lever.type,
+                experiments.c.lever_id == body.lever.id,
+                experiments.c.stopped_at.is_(None),
+            )
+            .values(stopped_at=func.now())
+        )
         await session.execute(
             insert(experiments).values(
                 id=experiment_id,
