@@ -17,6 +17,7 @@ BENCHMARKS = (
     "import",
     "experiments",
     "switching",
+    "console",
 )
 
 
