@@ -96,6 +96,7 @@ def platform_env(database_url: str, mailbox: Mailbox) -> dict[str, str]:
         # training scores the default settings against the baselines but searches nothing: tests stay fast
         # (tests/recommend/test_tuning.py searches on its own)
         "RECOMMEND_TUNING_BUDGET_SECONDS": "0",
+        "RECOMMEND_MODEL_POLL_SECONDS": "0.5",
     }
     for name in SERVICES:
         env[f"{name.upper()}_PORT"] = str(ports[name])

@@ -1,3 +1,5 @@
+import os
+import socket
 from pathlib import Path
 
 import asyncpg
@@ -48,10 +50,14 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
             training,
             subprocess=settings.train_in_subprocess,
             tuning_budget_seconds=settings.tuning_budget_seconds,
+            name=f"{socket.gethostname()}:{settings.port}/{os.getpid()}",
         )
         app.state.engine = engine
-        # load/train from the database at start; requests are served (popular, then personal) meanwhile
-        engine.request_training(await repository.new_model_version(pool))
+        # serve the newest stored model at once; train (or wait for the replica that trains) only when the history
+        # changed since; requests are served (popular, then personal) meanwhile
+        await engine.load_latest()
+        if await repository.interaction_count(pool) != engine.trained_interactions:
+            engine.request_training(await repository.new_model_version(pool))
 
     async def stop(app: FastAPI) -> None:
         if not settings.serves_api:
@@ -68,8 +74,17 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
             if count != engine.trained_interactions and not engine.training:
                 engine.request_training(await repository.new_model_version(engine.pool))
 
+        async def load_newer() -> None:
+            await engine.load_latest()
+
         return [
             PeriodicJob("recommend.catalog_reload", 60, engine.reload_catalog, initial_delay_seconds=60),
+            PeriodicJob(
+                "recommend.model_poll",
+                settings.model_poll_seconds,
+                load_newer,
+                initial_delay_seconds=settings.model_poll_seconds,
+            ),
             PeriodicJob(
                 "recommend.retrain",
                 settings.retrain_interval_seconds,

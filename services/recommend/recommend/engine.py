@@ -37,12 +37,15 @@ from recommend.model import (
     recommend,
     similar,
 )
+from recommend.store import loads
 from recommend.training import Connection, train_from_database
 from recommend.tuning import settings_dict
 
 __all__ = ["Engine", "Item", "Result", "View"]
 
 log = structlog.get_logger("recommend.engine")
+TRAINING_LOCK = 0x7265636F6D6D656E  # "recommen": one advisory lock key for the service's training
+MODELS_KEPT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +128,10 @@ class Engine:
         subprocess: bool = True,
         params: Params = Params(),
         tuning_budget_seconds: float = 30.0,
+        name: str = "recommend",
     ) -> None:
         self.pool = pool
+        self.name = name  # which replica: recorded with each model it trains
         self.connection = connection
         self.params = params  # where the tuner starts from
         self.tuning_budget_seconds = tuning_budget_seconds
@@ -193,17 +198,8 @@ class Engine:
 
     async def _train(self, version: int) -> None:
         while True:
-            started = time.perf_counter()
-            loop = asyncio.get_running_loop()
             try:
-                model = await loop.run_in_executor(
-                    self._executor,
-                    train_from_database,
-                    self.connection,
-                    version,
-                    self.params,
-                    self.tuning_budget_seconds,
-                )
+                await self._train_once(version)
             except asyncio.CancelledError:
                 raise
             except BrokenExecutor:
@@ -214,20 +210,77 @@ class Engine:
             except Exception:
                 log.exception("recommend.training_failed", version=version)
                 return
-            self.trained_interactions = model.interactions
-            await self.install(model)
-            self.last_training_seconds = time.perf_counter() - started
-            log.info(
-                "recommend.model_trained",
-                version=model.version,
-                seconds=round(self.last_training_seconds, 2),
-                customers=model.customers,
-                products=model.products,
-            )
             if not self._again:
                 return
             self._again = False
             version = await repository.new_model_version(self.pool)
+
+    async def _train_once(self, version: int) -> None:
+        """Train under the training lock, unless a model already made covers this request.
+
+        Every replica asks for training (at start, on a retrain call, when interactions changed); exactly one trains
+        at a time: the lock is a PostgreSQL advisory lock held on a connection of the training's own. A replica
+        that waited finds the model the other just stored and loads it instead when that model's version is at
+        least the one it was asked for: the trainer stores under the sequence's latest value, which every request
+        made before it started has reserved."""
+        conn = await self.connection.connect()
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", TRAINING_LOCK)
+            latest = await conn.fetchval("SELECT max(version) FROM models")
+            if latest is not None and latest >= version:
+                await self.load_latest()
+                return
+            version = max(version, int(await conn.fetchval("SELECT last_value FROM model_version_seq")))
+            started_at = now_utc()
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            blob = await loop.run_in_executor(
+                self._executor,
+                train_from_database,
+                self.connection,
+                version,
+                self.params,
+                self.tuning_budget_seconds,
+            )
+            model = await asyncio.to_thread(loads, blob)
+            await conn.execute(
+                "INSERT INTO models (version, trained_by, started_at, finished_at, interactions, body)"
+                " VALUES ($1, $2, $3, now(), $4, $5)",
+                version, self.name, started_at, model.interactions, blob,
+            )  # fmt: skip
+            # the newest few stay (a look back after a bad training); older ones go
+            await conn.execute(
+                "DELETE FROM models WHERE version < (SELECT min(version) FROM"
+                " (SELECT version FROM models ORDER BY version DESC LIMIT $1) AS kept)",
+                MODELS_KEPT,
+            )
+        finally:
+            await conn.close()  # releases the lock, also when cancelled or failed
+        self.trained_interactions = model.interactions
+        await self.install(model)
+        self.last_training_seconds = time.perf_counter() - started
+        log.info(
+            "recommend.model_trained",
+            version=model.version,
+            seconds=round(self.last_training_seconds, 2),
+            customers=model.customers,
+            products=model.products,
+        )
+
+    async def load_latest(self) -> bool:
+        """Swap in the newest stored model when it is newer than the one served (another replica trained it);
+        requests go on with the current model meanwhile."""
+        latest = await self.pool.fetchval("SELECT max(version) FROM recommend.models")
+        if latest is None or latest <= self.view.model.version:
+            return False
+        blob = await self.pool.fetchval("SELECT body FROM recommend.models WHERE version = $1", latest)
+        if blob is None:
+            return False
+        model = await asyncio.to_thread(loads, blob)
+        self.trained_interactions = model.interactions
+        await self.install(model)
+        log.info("recommend.model_loaded", version=model.version)
+        return True
 
     async def install(self, model: Model) -> None:
         """Swap a trained model in, aligned with the freshest catalog."""

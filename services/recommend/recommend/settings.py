@@ -12,3 +12,5 @@ class RecommendSettings(ServiceSettings):
     # Each training searches settings on the latest slice of the history for at most this long (0: keep the
     # defaults, still scored against the baselines).
     tuning_budget_seconds: float = Field(default=30.0, ge=0, validation_alias="RECOMMEND_TUNING_BUDGET_SECONDS")
+    # How often each replica looks for a newer model stored by the replica that trained it.
+    model_poll_seconds: float = Field(default=5.0, gt=0, validation_alias="RECOMMEND_MODEL_POLL_SECONDS")

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -79,4 +80,17 @@ preferences = Table(
     Column("categories", ARRAY(String(100)), nullable=False),
     Column("excluded_categories", ARRAY(String(100)), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Trained models (recommend.store's format), newest kept with a few before it: the replica holding the training
+# lock writes one, every replica loads the newest.
+models = Table(
+    "models",
+    metadata,
+    Column("version", BigInteger, primary_key=True),
+    Column("trained_by", String(200), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("interactions", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),
 )

@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 import asyncpg
 import numpy as np
 
-from recommend.model import Model, Params, train
+from recommend.model import Params, train
+from recommend.store import dumps
 from recommend.tuning import Purchases, aggregate, tune
 
 __all__ = ["Connection", "load_purchases", "train_from_database"]
@@ -59,8 +60,10 @@ async def load_purchases(connection: Connection) -> tuple[Purchases, list[str]]:
     return purchases, [r[0] for r in catalog]
 
 
-def train_from_database(connection: Connection, version: int, params: Params, budget_seconds: float) -> Model:
+def train_from_database(connection: Connection, version: int, params: Params, budget_seconds: float) -> bytes:
+    """The new model, stored as bytes (recommend.store): what goes into the `models` table, and smaller to send
+    back from the child process than the objects."""
     purchases, catalog = asyncio.run(load_purchases(connection))
     report = tune(purchases, budget_seconds=budget_seconds, base=params)
     model = train(aggregate(purchases), version=version, params=report.params, catalog=catalog)
-    return replace(model, report=report.as_dict())
+    return dumps(replace(model, report=report.as_dict()))

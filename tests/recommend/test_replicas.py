@@ -1,0 +1,117 @@
+"""Two recommend replicas on one database: exactly one trains at a time, the model is stored (versioned), and the
+other replica loads each new version while it keeps answering."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from recommend.app import create_app
+from recommend.engine import Engine
+from recommend.settings import RecommendSettings
+from tests.conftest import Platform
+from tests.recommend.conftest import Retail, wait_for_model
+from tests.support.servers import InProcessServer, free_port
+
+
+@pytest.fixture
+async def second(platform: Platform, retail: Retail) -> AsyncIterator[InProcessServer]:
+    """A second replica beside the platform's own (same database, same settings, another port)."""
+    port = free_port()
+    settings = RecommendSettings(RECOMMEND_PORT=port, RECOMMEND_MODEL_POLL_SECONDS=0.2)  # type: ignore[call-arg]
+    server = await InProcessServer(create_app(settings), port=port).start()
+    yield server
+    await server.stop()
+
+
+def engine_of(server: InProcessServer) -> Engine:
+    return server.server.config.app.state.engine  # type: ignore[no-any-return]
+
+
+def client(platform: Platform, url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, headers={"X-Internal-Token": platform.env["LOYALTY_INTERNAL_TOKEN"]})
+
+
+async def stored(platform: Platform) -> list[dict[str, Any]]:
+    connection = await asyncpg.connect(platform.env["DATABASE_URL"].replace("+asyncpg", ""))
+    try:
+        rows = await connection.fetch(
+            "SELECT version, trained_by, started_at, finished_at, interactions FROM recommend.models ORDER BY version"
+        )
+    finally:
+        await connection.close()
+    return [dict(r) for r in rows]
+
+
+async def serving(api: httpx.AsyncClient, version: int, timeout: float = 120) -> dict[str, Any]:
+    """Wait until the replica serves `version` or newer; returns its model info."""
+    for _ in range(int(timeout / 0.1)):
+        model = (await api.get("/v1/recommend/model")).json()
+        if model["version"] >= version:
+            return model  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the replica did not load model {version}")
+
+
+async def test_the_second_replica_starts_from_the_stored_model_and_trains_nothing(
+    platform: Platform, retail: Retail, second: InProcessServer
+) -> None:
+    async with client(platform, platform.urls["recommend"]) as first_api, client(platform, second.url) as second_api:
+        current = (await first_api.get("/v1/recommend/model")).json()
+        model = await serving(second_api, current["version"], timeout=10)
+        assert model["version"] == current["version"] and model["interactions"] == current["interactions"]
+    assert not engine_of(second).training and engine_of(second).last_training_seconds is None
+
+
+async def test_one_replica_trains_and_the_other_loads_the_new_version_without_a_pause(
+    platform: Platform, retail: Retail, second: InProcessServer
+) -> None:
+    customer = sorted(retail.history)[0]
+    async with client(platform, platform.urls["recommend"]) as first_api, client(platform, second.url) as second_api:
+        retrain = await first_api.post("/v1/recommend/model/retrain")
+        assert retrain.status_code == 202
+        version = retrain.json()["version"]
+        statuses: list[int] = []
+        versions: list[int] = []
+
+        async def keep_asking() -> None:
+            while True:
+                answer = await second_api.get(f"/v1/customers/{customer}/recommendations")
+                statuses.append(answer.status_code)
+                versions.append(answer.json()["model_version"])
+                if versions[-1] >= version:
+                    return
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(keep_asking(), timeout=180)
+        first = await wait_for_model(first_api, version)
+    assert set(statuses) == {200}
+    assert versions == sorted(versions) and versions[0] < version <= versions[-1]
+    assert engine_of(second).last_training_seconds is None  # it loaded the model, it did not train one
+    rows = await stored(platform)
+    assert rows[-1]["version"] == first["version"]
+    assert rows[-1]["trained_by"].endswith(f":{platform.env['RECOMMEND_PORT']}/{os.getpid()}")
+
+
+async def test_retrains_asked_of_both_replicas_at_once_never_overlap(
+    platform: Platform, retail: Retail, second: InProcessServer
+) -> None:
+    before = {r["version"] for r in await stored(platform)}
+    async with client(platform, platform.urls["recommend"]) as first_api, client(platform, second.url) as second_api:
+        answers = await asyncio.gather(
+            first_api.post("/v1/recommend/model/retrain"), second_api.post("/v1/recommend/model/retrain")
+        )
+        wanted = max(a.json()["version"] for a in answers)
+        models = await asyncio.gather(wait_for_model(first_api, wanted), wait_for_model(second_api, wanted))
+    assert models[0]["version"] == models[1]["version"] >= wanted
+    trained = [r for r in await stored(platform) if r["version"] not in before]
+    assert 1 <= len(trained) <= 2  # one, or one each when the second request came after the first training began
+    for earlier, later in itertools.pairwise(trained):
+        assert earlier["finished_at"] <= later["started_at"]  # the lock: never two at once
