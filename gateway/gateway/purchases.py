@@ -44,7 +44,7 @@ __all__ = [
 PURCHASE_CONSUMERS = ("points", "coupon", "recommend", "survey")
 MAX_BATCH_LINES = MAX_LINES
 PURCHASE_EVENT = "purchase.created"
-REFUND_CONSUMERS = ("points",)
+REFUND_CONSUMERS = ("points", "recommend")
 
 
 def _fingerprint(body: dict[str, Any]) -> str:

@@ -146,8 +146,9 @@ async def test_response_publishes_reward_and_detractor_events(
     detracted = await events(detractor)
     assert set(detracted) == {"survey.responded", "survey.detractor"}
     payload, consumers = detracted["survey.detractor"]
-    assert consumers == ["coupon"]
+    assert consumers == ["coupon", "recommend"]
     assert payload["score"] == 4
-    assert set(payload) == {"response_id", "invitation_id", "survey_id", "customer_id", "score"}
+    assert set(payload) == {"response_id", "invitation_id", "survey_id", "customer_id", "score", "purchase_id"}
+    assert payload["purchase_id"] is None  # invited by the API, not after a purchase
 
     assert await events(no_reward) == {}

@@ -11,7 +11,7 @@ from kit.db import POOLER_ASYNCPG_ARGS, raw_dsn
 from recommend import repository
 from recommend.api import reads, router
 from recommend.engine import Engine
-from recommend.events import purchase_created
+from recommend.events import purchase_created, purchase_refunded, survey_detractor, survey_preference
 from recommend.settings import RecommendSettings
 from recommend.training import Connection
 
@@ -99,7 +99,12 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         routers=[router, reads],
         migrations_dir=MIGRATIONS_DIR,
         description="Catalog, purchase history, preferences and personal recommendations.",
-        event_handlers={"purchase.created": purchase_created},
+        event_handlers={
+            "purchase.created": purchase_created,
+            "purchase.refunded": purchase_refunded,
+            "survey.detractor": survey_detractor,
+            "survey.preference": survey_preference,
+        },
         on_startup=start,
         on_shutdown=stop,
         api_jobs=jobs,

@@ -305,7 +305,11 @@ class Engine:
         view = await self.ensure_catalog(read.catalog_seq)
         model = view.model
         allowed = view.mask(category, read.excluded)
-        history = [History(p, n, last, first) for p, n, last, first in read.history]
+        history = [History(p, n, last, first, weight) for p, n, last, first, weight in read.history]
+        # a refunded product is never offered back to this customer
+        refunded = [model.index[h.product_id] for h in history if h.weight <= 0 and h.product_id in model.index]
+        if refunded:
+            allowed[refunded] = False
         picks = recommend(
             model, history, allowed=allowed, now=time.time() if now is None else now, mode=mode, limit=limit
         )
@@ -362,7 +366,9 @@ class Engine:
             if len(items) >= limit:
                 break
             entry = view.catalog.get(h.product_id)
-            if h.product_id in view.model.index or entry is None or not _shown(entry, category, excluded):
+            if h.product_id in view.model.index or entry is None or h.weight <= 0:
+                continue
+            if not _shown(entry, category, excluded):
                 continue
             reason = f"you bought this {h.purchases} times" if h.purchases > 1 else "you bought this before"
             items.append(Item(h.product_id, entry.name, entry.category, 0.0, reason))

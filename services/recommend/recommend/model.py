@@ -267,6 +267,7 @@ class History:
     purchases: int
     last_at: float
     first_at: float
+    weight: float = 1.0  # feedback: less for a product of an order rated as a detractor
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,11 +317,12 @@ def recommend(
     purchases = np.fromiter((h.purchases for h in known), np.float64, count=len(known))
     last_at = np.fromiter((h.last_at for h in known), np.float64, count=len(known))
     first_at = np.fromiter((h.first_at for h in known), np.float64, count=len(known))
+    feedback = np.fromiter((h.weight for h in known), np.float64, count=len(known))
     age_days = np.maximum(now - last_at, 0.0) / DAY
 
     picks: list[Pick] = []
     if mode is not Mode.buy_again:
-        weights = np.power(0.5, age_days / params.history_half_life_days)
+        weights = np.power(0.5, age_days / params.history_half_life_days) * feedback
         owners, columns, values = _gather(model, idx, weights)
         discover = np.bincount(columns, weights=values, minlength=model.products)
         top = discover.max(initial=0.0)
@@ -332,7 +334,7 @@ def recommend(
         picks.extend(_discover_picks(scores, candidates, idx, owners, columns, values, limit, explain))
 
     if mode is not Mode.discover:
-        again = _buy_again_scores(model, idx, purchases, age_days, params)
+        again = _buy_again_scores(model, idx, purchases, age_days, params) * feedback
         interval = np.where(purchases > 1, (last_at - first_at) / DAY / np.maximum(purchases - 1, 1), 0.0)
         usable = allowed[idx] & (again > 0)
         if mode is Mode.mixed:

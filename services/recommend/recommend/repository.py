@@ -201,20 +201,37 @@ async def next_model_version(session: AsyncSession) -> int:
 
 # Serving reads: one statement, one round trip, on the serving pool (no transaction needed for one SELECT).
 # Names are schema-qualified: behind PgBouncer in transaction mode the pool's connections carry no search_path.
-_SERVING_READ = """
+# The weight of a bought product from the customer's feedback: 0 refunded, DETRACTOR_WEIGHT in a detractor's
+# order, 1 otherwise (the same expression in training and serving).
+DETRACTOR_WEIGHT = 0.3
+_FEEDBACK_WEIGHT = f"""
+(SELECT min(CASE f.kind WHEN 'refunded' THEN 0.0 ELSE {DETRACTOR_WEIGHT} END) FROM recommend.feedback f
+  WHERE f.customer_id = {{customer}} AND f.product_id = {{product}})
+"""
+
+_SERVING_READ = f"""
 SELECT 0 AS kind, product_id, purchases::bigint AS n, extract(epoch FROM last_at)::float8 AS last_at,
-       extract(epoch FROM first_at)::float8 AS first_at, NULL::varchar[] AS cats, NULL::varchar[] AS excl
-  FROM recommend.customer_products WHERE customer_id = $1
+       extract(epoch FROM first_at)::float8 AS first_at, NULL::varchar[] AS cats, NULL::varchar[] AS excl,
+       coalesce({_FEEDBACK_WEIGHT.format(customer="$1", product="cp.product_id")}, 1.0)::float8 AS weight
+  FROM recommend.customer_products cp WHERE customer_id = $1
 UNION ALL
-SELECT 1, NULL, NULL, NULL, NULL, categories, excluded_categories FROM recommend.preferences WHERE customer_id = $1
+SELECT 1, NULL, NULL, NULL, NULL, categories, excluded_categories, NULL
+  FROM recommend.preferences WHERE customer_id = $1
 UNION ALL
-SELECT 2, NULL, (SELECT coalesce(max(seq), 0) FROM recommend.products), NULL, NULL, NULL, NULL
+SELECT 2, NULL, (SELECT coalesce(max(seq), 0) FROM recommend.products), NULL, NULL, NULL, NULL, NULL
+"""
+
+TRAINING_READ = f"""
+SELECT i.customer_id, i.product_id, extract(epoch FROM i.occurred_at)::float8, coalesce(f.weight, 1.0)::float8
+  FROM recommend.interactions i
+  LEFT JOIN (SELECT customer_id, product_id, min(CASE kind WHEN 'refunded' THEN 0.0 ELSE {DETRACTOR_WEIGHT} END)
+               AS weight FROM recommend.feedback GROUP BY customer_id, product_id) f USING (customer_id, product_id)
 """
 
 
 @dataclass(frozen=True, slots=True)
 class ServingRead:
-    history: list[tuple[str, int, float, float]]
+    history: list[tuple[str, int, float, float, float]]  # product, purchases, last, first, feedback weight
     categories: list[str]
     excluded: list[str]
     has_preferences: bool
@@ -223,14 +240,14 @@ class ServingRead:
 
 async def read_for_serving(pool: asyncpg.Pool, customer_id: str) -> ServingRead:
     rows = await pool.fetch(_SERVING_READ, customer_id)
-    history: list[tuple[str, int, float, float]] = []
+    history: list[tuple[str, int, float, float, float]] = []
     categories: list[str] = []
     excluded: list[str] = []
     has_preferences = False
     seq = 0
-    for kind, product_id, n, last_at, first_at, cats, excl in rows:
+    for kind, product_id, n, last_at, first_at, cats, excl, weight in rows:
         if kind == 0:
-            history.append((product_id, n, last_at, first_at))
+            history.append((product_id, n, last_at, first_at, weight))
         elif kind == 1:
             has_preferences = True
             categories, excluded = list(cats), list(excl)
@@ -255,3 +272,50 @@ async def new_model_version(pool: asyncpg.Pool) -> int:
 
 async def interaction_count(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM recommend.interactions"))
+
+
+async def record_feedback(session: AsyncSession, customer_id: str, purchase_id: str, kind: str) -> int:
+    """Mark the products of one purchase (recorded from its `purchase.created` event); returns how many."""
+    connection = await driver(session)
+    result = await connection.execute(
+        "INSERT INTO recommend.feedback (customer_id, product_id, kind, purchase_id)"
+        " SELECT DISTINCT customer_id, product_id, $3, $2 FROM recommend.interactions"
+        "  WHERE customer_id = $1 AND source = 'purchase:' || $2"
+        " ON CONFLICT DO NOTHING",
+        customer_id,
+        purchase_id,
+        kind,
+    )
+    return int(result.split()[-1])
+
+
+async def add_preferred_categories(session: AsyncSession, customer_id: str, categories: Sequence[str]) -> None:
+    """A survey answer: favour these categories (appended, at most 100 kept) and stop excluding them."""
+    connection = await driver(session)
+    await connection.execute(
+        """
+        INSERT INTO recommend.preferences AS p (customer_id, categories, excluded_categories)
+        VALUES ($1, $2::varchar[], '{}')
+        ON CONFLICT (customer_id) DO UPDATE SET
+          categories = (SELECT coalesce(array_agg(c ORDER BY n), '{}') FROM (
+                          SELECT DISTINCT ON (lower(c)) c, n FROM unnest(p.categories || $2::varchar[])
+                            WITH ORDINALITY AS u(c, n) ORDER BY lower(c), n) AS d WHERE n <= 100),
+          excluded_categories = ARRAY(SELECT e FROM unnest(p.excluded_categories) AS e
+                                       WHERE lower(e) <> ALL (SELECT lower(c) FROM unnest($2::varchar[]) AS c)),
+          updated_at = now()
+        """,
+        customer_id,
+        list(categories),
+    )
+
+
+async def purchase_products(session: AsyncSession, customer_id: str, purchase_id: str) -> int:
+    connection = await driver(session)
+    return int(
+        await connection.fetchval(
+            "SELECT count(DISTINCT product_id) FROM recommend.interactions"
+            " WHERE customer_id = $1 AND source = 'purchase:' || $2",
+            customer_id,
+            purchase_id,
+        )
+    )

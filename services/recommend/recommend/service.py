@@ -262,3 +262,50 @@ async def retrain(session: AsyncSession, engine: Engine) -> RetrainAccepted:
     version = await repository.next_model_version(session)
     engine.request_training(version)
     return RetrainAccepted(status="accepted", version=version)
+
+
+# -- feedback -------------------------------------------------------------------------------------------------
+def _purchase_of(event: Event) -> tuple[str, str] | None:
+    customer = event.payload.get("customer_id")
+    purchase = event.payload.get("purchase_id")
+    if not isinstance(customer, str) or not IDENTIFIER.match(customer):
+        return None
+    if not isinstance(purchase, str) or not purchase or len(purchase) > 64:
+        return None
+    return customer, purchase
+
+
+async def record_refund(session: AsyncSession, event: Event) -> None:
+    """`purchase.refunded`: a whole refund marks every product of the purchase as refunded (never offered back to
+    the customer); a partial one names no product, so it marks one only when the purchase had a single product."""
+    found = _purchase_of(event)
+    if found is None:
+        log.warning("recommend.refund_ignored", event_id=str(event.id), reason="malformed")
+        return
+    customer, purchase = found
+    if event.payload.get("amount") is not None and await repository.purchase_products(session, customer, purchase) != 1:
+        return
+    marked = await repository.record_feedback(session, customer, purchase, "refunded")
+    log.info("recommend.refund_recorded", customer_id=customer, purchase_id=purchase, products=marked)
+
+
+async def record_detractor(session: AsyncSession, event: Event) -> None:
+    """`survey.detractor` about a purchase: its products weigh less for this customer (training and serving)."""
+    found = _purchase_of(event)
+    if found is None:
+        return  # a detractor answer not about a purchase says nothing about products
+    customer, purchase = found
+    marked = await repository.record_feedback(session, customer, purchase, "detractor")
+    log.info("recommend.detractor_recorded", customer_id=customer, purchase_id=purchase, products=marked)
+
+
+async def record_preference(session: AsyncSession, event: Event) -> None:
+    """`survey.preference`: the categories of the options a customer chose on a preference question."""
+    customer = event.payload.get("customer_id")
+    categories = event.payload.get("categories")
+    if not isinstance(customer, str) or not IDENTIFIER.match(customer) or not isinstance(categories, list):
+        log.warning("recommend.preference_ignored", event_id=str(event.id), reason="malformed")
+        return
+    wanted = [c.strip()[:100] for c in categories if isinstance(c, str) and c.strip()]
+    if wanted:
+        await repository.add_preferred_categories(session, customer, wanted)

@@ -11,6 +11,7 @@
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Index,
@@ -59,6 +60,7 @@ interactions = Table(
     Column("quantity", Integer, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("source", String(80), nullable=False),
+    Index("ix_interactions_customer_source", "customer_id", "source"),
 )
 
 customer_products = Table(
@@ -93,4 +95,18 @@ models = Table(
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Column("interactions", BigInteger, nullable=False),
     Column("body", LargeBinary, nullable=False),
+)
+
+# What a customer's feedback says about a product bought: `refunded` (never offered back to that customer) or
+# `detractor` (in an order the customer rated 0-6 on an NPS question: weighs less, see FEEDBACK_WEIGHT).
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("customer_id", String(64), nullable=False),
+    Column("product_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("purchase_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("customer_id", "product_id", "kind"),
+    CheckConstraint("kind IN ('refunded', 'detractor')", name="ck_feedback_kind"),
 )

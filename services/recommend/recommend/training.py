@@ -12,6 +12,7 @@ import asyncpg
 import numpy as np
 
 from recommend.model import Params, train
+from recommend.repository import TRAINING_READ
 from recommend.store import dumps
 from recommend.tuning import Purchases, aggregate, tune
 
@@ -33,29 +34,33 @@ class Connection:
         return await asyncpg.connect(self.dsn, server_settings=settings)
 
 
-_PURCHASES = "SELECT customer_id, product_id, extract(epoch FROM occurred_at)::float8 FROM interactions"
-
-
 async def load_purchases(connection: Connection) -> tuple[Purchases, list[str]]:
     """Every purchase line and the catalog, in one snapshot; read in batches (a million lines stay well under a
     gigabyte on the way)."""
     customers: list[str] = []
     products: list[str] = []
     times = array("d")
+    weights = array("d")
     conn = await connection.connect()
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await conn.cursor(_PURCHASES)
+            cursor = await conn.cursor(TRAINING_READ)
             while batch := await cursor.fetch(FETCH_ROWS):
-                for customer, product, at in batch:
+                for customer, product, at, weight in batch:
                     customers.append(customer)
                     products.append(product)
                     times.append(at)
+                    weights.append(weight)
             catalog = await conn.fetch("SELECT product_id, category FROM products")
     finally:
         await conn.close()
+    feedback = np.frombuffer(weights, dtype=np.float64)
     purchases = Purchases.from_rows(
-        customers, products, np.frombuffer(times, dtype=np.float64), categories={r[0]: r[1] for r in catalog}
+        customers,
+        products,
+        np.frombuffer(times, dtype=np.float64),
+        categories={r[0]: r[1] for r in catalog},
+        weight=feedback if (feedback != 1.0).any() else None,
     )
     return purchases, [r[0] for r in catalog]
 

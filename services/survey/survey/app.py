@@ -36,6 +36,7 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
         outbox_consumers={
             "points": settings.points_url,
             "coupon": settings.coupon_url,
+            "recommend": settings.recommend_url,
             "gateway": settings.gateway_url,
         },
         jobs=jobs,

@@ -36,6 +36,14 @@ def purchase_created_handler(
         if not purchase_wakes_customer(event, recent_purchase_hours):
             log.info("survey.purchase_not_recent", event_id=str(event.id), customer_id=customer_id)
             return
-        await service.schedule_after_purchase(session, policy, customer_id, email, timedelta(seconds=delay_seconds))
+        purchase_id = event.payload.get("purchase_id")
+        await service.schedule_after_purchase(
+            session,
+            policy,
+            customer_id,
+            email,
+            timedelta(seconds=delay_seconds),
+            purchase_id=purchase_id if isinstance(purchase_id, str) and 0 < len(purchase_id) <= 64 else None,
+        )
 
     return on_purchase_created

@@ -101,9 +101,9 @@ _INVITE = text(
         RETURNING customer_id),
     invitation AS (
         INSERT INTO invitations (id, survey_id, customer_id, email, token_hash, status, source, caller,
-                                 send_at, expires_at, reward_withheld)
+                                 send_at, expires_at, reward_withheld, purchase_id)
         SELECT :id, :survey_id, :customer_id, :email, :token_hash, 'queued', :source, :caller,
-               :send_at, :expires_at, :reward_withheld
+               :send_at, :expires_at, :reward_withheld, :purchase_id
           FROM contact
         RETURNING id),
     mail AS (
@@ -167,7 +167,7 @@ async def pending_invitations(
 
 _BY_TOKEN = text(
     """
-    SELECT i.id, i.survey_id, i.customer_id, i.email, i.status, i.expires_at, i.used_at,
+    SELECT i.id, i.survey_id, i.customer_id, i.email, i.status, i.expires_at, i.used_at, i.purchase_id,
            s.name, s.questions, s.reward_points AS survey_reward_points, i.reward_withheld,
            CASE WHEN i.reward_withheld THEN NULL ELSE s.reward_points END AS reward_points
       FROM invitations AS i JOIN surveys AS s ON s.id = i.survey_id

@@ -41,6 +41,10 @@ OptionText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_no_nul)
 ]
 
+PreferenceCategory = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_no_nul)
+]
+
 MAX_TEXT_ANSWER = 2000
 
 
@@ -52,6 +56,15 @@ class QuestionIn(StrictModel):
     ]
     required: bool = False
     options: Annotated[list[OptionText], Field(min_length=2, max_length=20)] | None = None
+    # Additive to the contract: a choice question declared a preference question; an answer adds the chosen
+    # option's product category to the customer's preferences in the recommender.
+    preference_categories: (
+        Annotated[dict[OptionText, PreferenceCategory], Field(min_length=1, max_length=20)] | None
+    ) = Field(
+        default=None,
+        description="Choice questions only: option -> product category. Choosing a mapped option adds its"
+        " category to the customer's preferred categories (and takes it off the excluded ones).",
+    )
 
     @model_validator(mode="after")
     def _options_only_for_choice(self) -> QuestionIn:
@@ -60,8 +73,13 @@ class QuestionIn(StrictModel):
                 raise ValueError("a choice question needs options")
             if len(set(self.options)) != len(self.options):
                 raise ValueError("options must be distinct")
+            unknown = set(self.preference_categories or {}) - set(self.options)
+            if unknown:
+                raise ValueError(f"preference_categories names options the question does not have: {sorted(unknown)}")
         elif self.options is not None:
             raise ValueError(f"a {self.type} question takes no options")
+        elif self.preference_categories is not None:
+            raise ValueError("only a choice question can be a preference question")
         return self
 
 
@@ -90,6 +108,7 @@ class Question(BaseModel):
     text: str
     required: bool
     options: list[str] | None = None
+    preference_categories: dict[str, str] | None = None
 
 
 class Survey(BaseModel):

@@ -160,6 +160,7 @@ async def invite(
     caller: Caller | None,
     send_at: datetime | None = None,
     source: str = "api",
+    purchase_id: str | None = None,
 ) -> InvitationQueued:
     """Checks the suppression list, the per-customer throttle and the caller's quota, then writes the
     invitation and its rendered message (the mail outbox row) in the caller's transaction."""
@@ -213,6 +214,7 @@ async def invite(
             "cooldown_days": survey.cooldown_days,
             "message": message,
             "reward_withheld": withheld,
+            "purchase_id": purchase_id,
         },
     )
     if suppressed:
@@ -279,7 +281,12 @@ async def pending_for_customer(session: AsyncSession, customer_id: str, page: Pa
 
 
 async def schedule_after_purchase(
-    session: AsyncSession, policy: InvitePolicy, customer_id: str, email: str, delay: timedelta
+    session: AsyncSession,
+    policy: InvitePolicy,
+    customer_id: str,
+    email: str,
+    delay: timedelta,
+    purchase_id: str | None = None,
 ) -> InvitationQueued | None:
     """Invite to the newest post-purchase survey after `delay`; None when there is nothing to do."""
     survey = await repository.latest_post_purchase_survey(session)
@@ -288,7 +295,15 @@ async def schedule_after_purchase(
     try:
         async with session.begin_nested():
             return await invite(
-                session, policy, survey.id, customer_id, email, caller=None, send_at=_now() + delay, source="purchase"
+                session,
+                policy,
+                survey.id,
+                customer_id,
+                email,
+                caller=None,
+                send_at=_now() + delay,
+                source="purchase",
+                purchase_id=purchase_id,
             )
     except Conflict as refusal:
         log.info("survey.purchase_invitation_skipped", customer_id=customer_id, reason=refusal.instance_code)
@@ -310,6 +325,7 @@ class OpenInvitation:
     expires_at: datetime
     # the survey's own reward, whether or not this invitation promised it
     survey_reward_points: int | None = None
+    purchase_id: str | None = None  # a post-purchase invitation: the purchase it asks about
 
 
 async def _find(session: AsyncSession, token: str) -> Any:
@@ -341,6 +357,7 @@ async def open_invitation(session: AsyncSession, token: str, caller: Caller | No
         reward_points=row.reward_points,
         expires_at=row.expires_at,
         survey_reward_points=row.survey_reward_points,
+        purchase_id=row.purchase_id,
     )
 
 
@@ -422,6 +439,19 @@ def validate_answers(
     return result
 
 
+def preferred_categories(questions: Sequence[Question], stored: Sequence[dict[str, Any]]) -> list[str]:
+    """The categories that the options chosen on preference questions map to (in question order, each once)."""
+    chosen = {a["question_id"]: a["value"] for a in stored}
+    out: list[str] = []
+    for question in questions:
+        mapping = question.preference_categories
+        if mapping and chosen.get(question.id) in mapping:
+            category = mapping[chosen[question.id]]
+            if category not in out:
+                out.append(category)
+    return out
+
+
 async def submit_response(
     session: AsyncSession,
     token: str,
@@ -481,7 +511,12 @@ async def submit_response(
         await publish(session, "survey.responded", {**common, "reward_points": found.reward_points}, ["points"])
     nps_scores = [score for _, kind, score in checked.scores if kind == "nps"]
     if nps_scores and min(nps_scores) <= 6:
-        await publish(session, "survey.detractor", {**common, "score": min(nps_scores)}, ["coupon"])
+        # about a purchase, the recommender weighs its products less for this customer
+        detractor = {**common, "score": min(nps_scores), "purchase_id": found.purchase_id}
+        await publish(session, "survey.detractor", detractor, ["coupon", "recommend"])
+    preferred = preferred_categories(found.questions, checked.stored)
+    if preferred:
+        await publish(session, "survey.preference", {**common, "categories": preferred}, ["recommend"])
     log.info("survey.responded", survey_id=str(found.survey_id), response_id=str(response_id))
     return ResponseCreated(
         response_id=response_id,

@@ -9,6 +9,8 @@ class SurveySettings(ServiceSettings):
     port: int = Field(default=8004, validation_alias="SURVEY_PORT")
     points_url: str = Field(default="http://127.0.0.1:8002", validation_alias="POINTS_URL")
     coupon_url: str = Field(default="http://127.0.0.1:8001", validation_alias="COUPON_URL")
+    # detractor ratings of a purchase and preference answers go to the recommender
+    recommend_url: str = Field(default="http://127.0.0.1:8003", validation_alias="RECOMMEND_URL")
 
     smtp_host: str | None = Field(default=None, validation_alias="SMTP_HOST")
     smtp_port: int = Field(default=25, validation_alias="SMTP_PORT")

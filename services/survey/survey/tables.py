@@ -87,6 +87,8 @@ invitations = Table(
     Column("used_at", DateTime(timezone=True)),
     # in the holdout of an experiment on the survey's reward: its email and page promise nothing, and none is given
     Column("reward_withheld", Boolean, nullable=False, server_default=text("false")),
+    # the purchase a post-purchase invitation asks about (its rating is feedback on those products)
+    Column("purchase_id", String(64)),
     CheckConstraint("status IN ('queued', 'sent', 'failed', 'cancelled')", name="ck_invitations_status"),
     Index("ix_invitations_token_hash", "token_hash", unique=True),
     Index("ix_invitations_survey_created", "survey_id", "created_at"),
