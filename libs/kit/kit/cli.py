@@ -1,4 +1,8 @@
-"""`python -m <service> serve|migrate`: the same two commands for every process."""
+"""`python -m <service> serve|migrate|wait-migrated`: the same commands for every process.
+
+`wait-migrated` returns once the database holds this code's migration head (run by a deployment's init
+container while the migration job runs, deploy/k8s); it never changes anything itself.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from kit.logging import configure_logging
-from kit.migrations import upgrade
+from kit.migrations import upgrade, wait_migrated
 from kit.settings import ServiceSettings
 
 __all__ = ["main"]
@@ -31,11 +35,17 @@ def main(
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=None)
     sub.add_parser("migrate", help="apply this service's migrations and exit")
+    wait = sub.add_parser("wait-migrated", help="wait until the database is at this code's migration head")
+    wait.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     settings = settings_factory()
     configure_logging(settings.log_level, settings.log_format, service=name)
     if args.command == "migrate":
         upgrade(migrations_dir, settings.migration_url, schema)
+        return
+    if args.command == "wait-migrated":
+        if not wait_migrated(migrations_dir, settings.migration_url, schema, args.timeout):
+            raise SystemExit(f"{name}: the database is not at this code's migration head after {args.timeout} s")
         return
     uvicorn.run(
         factory,

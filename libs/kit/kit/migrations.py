@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
+import asyncpg
 import structlog
 from alembic import command, context
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from kit.db import role_for_schema
 
-__all__ = ["alembic_config", "check", "run_env", "upgrade"]
+__all__ = ["alembic_config", "check", "run_env", "upgrade", "wait_migrated"]
 
 log = structlog.get_logger("kit.migrations")
 # Alembic's `context` is process-global: two upgrades in one process (tests serve every app in one) take turns.
@@ -40,6 +43,33 @@ def upgrade(migrations_dir: Path, url: str, schema: str, revision: str = "head")
     """Blocking: call it from a thread (`asyncio.to_thread`) inside a running event loop."""
     with _ALEMBIC_LOCK:
         command.upgrade(alembic_config(migrations_dir, url, schema), revision)
+
+
+def wait_migrated(migrations_dir: Path, url: str, schema: str, timeout: float, poll: float = 2.0) -> bool:
+    """Whether the schema reached this code's head within `timeout` seconds (read only)."""
+    heads = set(ScriptDirectory.from_config(alembic_config(migrations_dir, url, schema)).get_heads())
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    async def current() -> set[str]:
+        connection = await asyncpg.connect(dsn, statement_cache_size=0)
+        try:
+            rows = await connection.fetch(f'SELECT version_num FROM "{schema}".alembic_version')
+        except asyncpg.UndefinedTableError:
+            return set()
+        finally:
+            await connection.close()
+        return {row[0] for row in rows}
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if asyncio.run(current()) == heads:
+                return True
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.info("migrations.waiting", schema=schema, error=str(exc)[:200])
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
 
 
 def _prepare_schema(connection: Connection, schema: str) -> str | None:
