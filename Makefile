@@ -39,7 +39,7 @@ format: install ## apply ruff's fixes and formatting
 bench: install ## benchmarks, printed as tables with their ceilings measured in the same run
 	$(BIN)/python -m scripts.bench $(BENCH_ARGS)
 
-eval-recommend: install ## offline evaluation of the recommender on UCI Online Retail
+eval-recommend: install ## offline evaluation of the recommender: every protocol, tuned baselines, MovieLens 100K held out (long: the full search)
 	$(BIN)/python -m scripts.eval_recommend
 
 import: install ## KIND=purchases|balances|codes|opt-outs FILE=path [CAMPAIGN=id] [MAP="ours=theirs ..."]: import into a running platform

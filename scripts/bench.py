@@ -11,6 +11,7 @@ BENCHMARKS = (
     "points",
     "coupon",
     "recommend",
+    "recommend_training",
     "survey",
     "purchases",
     "overview",
