@@ -278,3 +278,25 @@ async def test_the_coupon_service_killed_mid_way(rig: Rig) -> None:
         assert await wallet(coupon, lost) == []
         assert (await points.get(f"/v1/rewards/{reward['id']}")).json()["stock_left"] == 9
         await audit_clean(points)
+
+
+async def test_with_an_idempotency_key_the_code_follows_the_answer(admin: httpx.AsyncClient) -> None:
+    """The reservation commits with the stored answer, so the code is asked for right after it (202)."""
+    campaign = await create_campaign(admin)
+    reward = await create_reward(admin, kind="coupon", campaign_id=campaign["id"], cost_points=10)
+    customer = new_id()
+    await earn(admin, customer, 30)
+    path = f"/v1/customers/{customer}/reward-redemptions"
+    body = {"reward_id": reward["id"], "reference": "keyed"}
+    first = await admin.post(path, json=body, headers={"Idempotency-Key": "k1"})
+    assert (first.status_code, first.json()["status"]) == (202, "issuing"), first.text
+    again = await admin.post(path, json=body, headers={"Idempotency-Key": "k1"})
+    assert again.json() == first.json() and again.headers.get("idempotent-replayed") == "true"
+    deadline = time.monotonic() + 15
+    while (items := (await admin.get(path)).json()["items"])[0]["status"] == "issuing":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert items[0]["status"] == "fulfilled"
+    assert await wallet(admin, customer) == [items[0]["coupon_code"]]
+    assert (await redeem(admin, customer, reward["id"], "keyed")).json()["coupon_code"] == items[0]["coupon_code"]
+    assert (await balance(admin, customer))["balance"] == 20

@@ -42,8 +42,16 @@ class CouponClient:
         if response.status_code != 200:
             log.warning("points.coupon.failed", status=response.status_code, body=response.text[:300])
             return None
-        data = response.json()
-        return IssueAnswer(status=data["status"], code=data.get("code"), reason=data.get("reason"))
+        try:
+            data = response.json()
+            status = data["status"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if status not in ("issued", "voided", "refused"):
+            # anything else is no answer: only a known, final one may settle a redemption
+            log.error("points.coupon.unexpected_answer", body=response.text[:300])
+            return None
+        return IssueAnswer(status=status, code=data.get("code"), reason=data.get("reason"))
 
     async def issue(self, key: uuid.UUID, campaign_id: uuid.UUID, customer_id: str) -> IssueAnswer | None:
         return await self._answer(

@@ -271,6 +271,9 @@ async def settle(
         answer = await runtime.coupons.issue(redemption_id, campaign_id, customer_id)
     if answer is None:
         return "issuing"
+    if answer.status == "issued" and not answer.code:
+        log.error("points.reward.coupon_without_code", redemption_id=str(redemption_id))
+        return "issuing"  # not an answer to act on: only `refused` or `voided` may give the points back
     async with repo.own_connection(runtime.database) as connection:
         if answer.status == "issued" and answer.code:
             if await repo.fulfil_coupon(connection, redemption_id, answer.code):
