@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from coupon.api import router
 from coupon.events import handlers
 from coupon.experiments import rule_exists
-from coupon.guards import FormatCache, LocalGuessThrottle
+from coupon.guards import FormatCache, GuessThrottle, LocalGuessThrottle, SharedGuessThrottle
 from coupon.jobs import CodeJobRunner
 from coupon.service import CouponRuntime
 from coupon.settings import CouponSettings
@@ -19,7 +19,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def create_app(settings: CouponSettings | None = None) -> FastAPI:
     settings = settings or CouponSettings()  # type: ignore[call-arg]
-    throttle = LocalGuessThrottle(settings.guess_limit, settings.guess_caller_limit, settings.guess_window_seconds)
+    local = LocalGuessThrottle(settings.guess_limit, settings.guess_caller_limit, settings.guess_window_seconds)
+    throttle: GuessThrottle = local
     runners: list[CodeJobRunner] = []
 
     async def wake_jobs() -> None:
@@ -56,5 +57,7 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
         on_shutdown=on_shutdown,
     )
     app = create_service_app(spec, settings)
+    if settings.redis_url:  # one budget for every replica, in Redis (the local throttle while it is away)
+        runtime.throttle = SharedGuessThrottle(app.state.shared_state, local)
     app.state.coupon_runtime = runtime
     return app

@@ -14,14 +14,15 @@ caller. What each count does:
   (:func:`guesses_per_caller_year`).
 
 A customer token counts against the principal that minted it (`X-Caller-Issuer`), so a partner that mints a
-token per guess gains no budget. :class:`LocalGuessThrottle` keeps the counts in the process's memory; a shared
-implementation of :class:`GuessThrottle` can stand in for it (with N replicas in memory, a caller gets N times the
-ceiling; docs/operations.md shows what that costs).
+token per guess gains no budget. :class:`LocalGuessThrottle` keeps the counts in the process's memory (with N
+replicas, a caller gets N times the ceiling; docs/operations.md shows what that costs); with REDIS_URL,
+:class:`SharedGuessThrottle` keeps them in Redis, one budget for every replica, falling back on the local one.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -31,8 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coupon.codes import CodeFormat
 from kit.errors import TooManyRequests
+from kit.shared_state import KEY_PREFIX, SharedState
 
-__all__ = ["FormatCache", "GuessThrottle", "LocalGuessThrottle", "guesses_per_caller_year"]
+__all__ = ["FormatCache", "GuessThrottle", "LocalGuessThrottle", "SharedGuessThrottle", "guesses_per_caller_year"]
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
@@ -55,6 +57,28 @@ class GuessThrottle(Protocol):
 
 def _throttled(detail: str, retry_after: float, **extra: object) -> TooManyRequests:
     return TooManyRequests(detail, code="coupon_guess_throttled", retry_after=int(retry_after) + 1, **extra)
+
+
+def caller_throttled(caller_limit: int, window: float, wait: float) -> TooManyRequests:
+    return _throttled(
+        f"Too many failed coupon codes from this caller: at most {caller_limit} unknown or mistyped codes "
+        f"in {int(window)} seconds, across all its customers; every coupon call waits until then.",
+        wait,
+        limit=caller_limit,
+        window_seconds=int(window),
+        scope="caller",
+    )
+
+
+def pair_throttled(limit: int, window: float, wait: float) -> TooManyRequests:
+    return _throttled(
+        f"Too many failed coupon codes for this customer: at most {limit} unknown or mistyped codes "
+        f"in {int(window)} seconds; a valid code is still accepted.",
+        wait,
+        limit=limit,
+        window_seconds=int(window),
+        scope="customer",
+    )
 
 
 class _Windows:
@@ -112,16 +136,7 @@ class LocalGuessThrottle:
 
     def _caller_refusal(self, caller: str, now: float) -> TooManyRequests | None:
         wait = self._callers.full(caller, now)
-        if wait is None:
-            return None
-        return _throttled(
-            f"Too many failed coupon codes from this caller: at most {self.caller_limit} unknown or mistyped codes "
-            f"in {int(self.window)} seconds, across all its customers; every coupon call waits until then.",
-            wait,
-            limit=self.caller_limit,
-            window_seconds=int(self.window),
-            scope="caller",
-        )
+        return None if wait is None else caller_throttled(self.caller_limit, self.window, wait)
 
     async def check_caller(self, caller: str) -> None:
         refusal = self._caller_refusal(caller, self.clock())
@@ -137,19 +152,72 @@ class LocalGuessThrottle:
         if already_full:
             failures = self._pairs.recent(pair, now)
             assert failures is not None
-            raise _throttled(
-                f"Too many failed coupon codes for this customer: at most {self.limit} unknown or mistyped codes "
-                f"in {int(self.window)} seconds; a valid code is still accepted.",
-                failures[0] + self.window - now,
-                limit=self.limit,
-                window_seconds=int(self.window),
-                scope="customer",
-            )
+            raise pair_throttled(self.limit, self.window, failures[0] + self.window - now)
 
     def prune(self) -> None:
         now = self.clock()
         self._pairs.prune(now)
         self._callers.prune(now)
+
+
+# Sliding windows in Redis, with the semantics of _Windows: a sorted set of failure times per key, at most `limit`
+# newest kept; "full" answers the seconds until the oldest kept leaves the window, -1 when not full.
+_FAILED = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
+local waits = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  waits[i] = -1
+  if redis.call('ZCARD', key) >= limits[i] then
+    waits[i] = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + window - now
+  end
+  if ARGV[4] == '1' then
+    redis.call('ZADD', key, now, ARGV[5])
+    redis.call('ZREMRANGEBYRANK', key, 0, -(limits[i] + 1))
+    redis.call('PEXPIRE', key, math.ceil(window * 1000) + 1000)
+  end
+end
+return {tostring(waits[1]), tostring(waits[2] or -1)}
+"""
+
+
+class SharedGuessThrottle:
+    """:class:`GuessThrottle` in Redis (REDIS_URL), one budget for all of coupon's replicas; while Redis does not
+    answer, the process's own :class:`LocalGuessThrottle` does (kit.shared_state)."""
+
+    def __init__(self, shared: SharedState, local: LocalGuessThrottle) -> None:
+        self.shared = shared
+        self.local = local
+        self._script = shared.script(_FAILED)
+
+    async def _run(self, keys: list[str], limits: tuple[int, int], record: bool) -> list[float] | None:
+        if self._script is None:
+            return None
+        args = [str(self.local.window), str(limits[0]), str(limits[1]), "1" if record else "0", uuid.uuid4().hex]
+        full = [f"{KEY_PREFIX}guess:{key}" for key in keys]
+        waits = await self.shared.run("coupon_guesses", lambda r: self._script(keys=full, args=args, client=r))
+        return None if waits is None else [float(w) for w in waits]
+
+    async def check_caller(self, caller: str) -> None:
+        waits = await self._run([f"caller:{caller}"], (self.local.caller_limit, 0), record=False)
+        if waits is None:
+            await self.local.check_caller(caller)
+        elif waits[0] >= 0:
+            raise caller_throttled(self.local.caller_limit, self.local.window, waits[0])
+
+    async def failed(self, caller: str, customer: str) -> None:
+        keys = [f"pair:{caller}\x00{customer}", f"caller:{caller}"]
+        waits = await self._run(keys, (self.local.limit, self.local.caller_limit), record=True)
+        if waits is None:
+            await self.local.failed(caller, customer)
+        elif waits[0] >= 0:
+            raise pair_throttled(self.local.limit, self.local.window, waits[0])
+
+    def prune(self) -> None:
+        self.local.prune()
 
 
 class FormatCache:
