@@ -8,6 +8,7 @@ import time
 
 BENCHMARKS = (
     "gateway",
+    "shared_limits",
     "points",
     "coupon",
     "recommend",
