@@ -31,35 +31,29 @@ PURCHASES = 2_000
 
 async def overview_tables(stack: Stack, customers: list[str]) -> None:
     """The overview against one of its parts, through the gateway: closed loop at 64 clients and open loop at a
-    fixed 100 requests a second. "Repeat" visits cycle over 500 customers (the home screen opened again and
-    again: mostly served from the gateway's short cache); "first visits" name a different customer each time
-    (every one a fan-out to the four services)."""
+    fixed 100 requests a second. "Repeat" visits cycle over 100 customers (the home screen opened again and
+    again: mostly served from the gateway's short cache); "first visits" go through every customer in turn, each
+    visited again only after the cache time (every one a fan-out to the four services)."""
     gateway, headers = stack.url("gateway"), stack.admin_headers
 
     def urls(path: str, who: list[str]) -> list[dict[str, Any]]:
         return [{"method": "GET", "url": f"{gateway}/v1/customers/{c}{path}", "headers": headers} for c in who]
 
-    strangers = [f"first-visit-{n}" for n in range(40_000)]
     part = urls("/points", customers)
-    repeat, first = urls("/overview", customers), urls("/overview", strangers)
+    repeat, first = urls("/overview", customers[:100]), urls("/overview", customers)
     baseline = run_load("one part: GET .../points through the gateway", part, duration=8)
     rows = [
         baseline,
-        run_load("overview, repeat visits (500 customers)", repeat, duration=8),
-        run_load("overview, first visits (a new customer each request)", first, duration=8, cycle=False),
+        run_load("overview, repeat visits (100 customers)", repeat, duration=8),
+        run_load("overview, first visits (each customer in turn)", first, duration=8),
     ]
-    stack.processes["recommend"].pause()
-    try:
-        rows.append(run_load("overview, first visits, recommend hung (SIGSTOP)", first[20_000:], duration=8))
-    finally:
-        stack.processes["recommend"].resume()
     again = run_load("one part again, after the overview runs", part, duration=8)
     rows.append(again)
     # the machine is shared: the part is measured before and after, and the mean is the baseline
     baseline = LoadResult("one part, mean", 0, 0, 0, (baseline.rps + again.rps) / 2, 0, 0, {},
                           (baseline.cpu_ms_per_op + again.cpu_ms_per_op) / 2)  # fmt: skip
     print_table(
-        "Customer overview at 64 clients (4 services concurrently, 300 ms budget each), through the gateway "
+        "Customer overview at 64 clients (4 services concurrently), through the gateway "
         "(vs. baseline = one part, mean of before and after)",
         LOAD_HEADERS,
         [result_row(r, baseline) for r in rows],
@@ -68,7 +62,7 @@ async def overview_tables(stack: Stack, customers: list[str]) -> None:
     open_rows = [
         open_baseline,
         run_load("overview, repeat visits, 100 req/s", repeat, duration=10, rate=100),
-        run_load("overview, first visits, 100 req/s", first[10_000:], duration=10, rate=100),
+        run_load("overview, first visits, 100 req/s", first, duration=10, rate=100),
     ]
     print_table(
         "Customer overview at a fixed 100 requests a second (open loop): p99 against one part's",
@@ -79,7 +73,9 @@ async def overview_tables(stack: Stack, customers: list[str]) -> None:
 
 async def bench() -> None:
     bodies = list(purchases(FULL, PURCHASES))
-    env = {"OUTBOX_POLL_SECONDS": "0.2"}
+    # a budget no part misses even on a crowded machine: an overview with a part missing is cheaper than a whole
+    # one, and would flatter the figures
+    env = {"OUTBOX_POLL_SECONDS": "0.2", "OVERVIEW_BUDGET_MS": "10000"}
     async with fresh_database() as database_url, platform(database_url, extra_env=env) as stack:
         gateway = stack.url("gateway")
         async with httpx.AsyncClient(base_url=gateway, headers=stack.admin_headers, timeout=600) as client:
@@ -97,7 +93,7 @@ async def bench() -> None:
                 if model["version"] >= retrain["version"] and not model["training"]:
                     break
                 await asyncio.sleep(0.5)
-        await overview_tables(stack, sorted({b["customer_id"] for b in bodies})[:500])
+        await overview_tables(stack, sorted({b["customer_id"] for b in bodies}))
 
 
 def main() -> None:
