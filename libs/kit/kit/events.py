@@ -3,9 +3,9 @@
 - :func:`publish` writes an event and one delivery per consumer in the caller's transaction, so the event
   exists exactly when the change that caused it committed.
 - :class:`OutboxRelay` claims due deliveries (`FOR UPDATE SKIP LOCKED`, so replicas share the work) in the order
-  they were published, posts them to each consumer in batches (`POST /internal/events:batch`, many events a
-  request, in order), retries with exponential backoff and full jitter, and parks a delivery as `failed` after
-  `max_attempts` (re-drivable by :func:`redrive`).
+  they were published, one lane per consumer (a slow consumer holds back only its own), posts them in batches
+  (`POST /internal/events:batch`, many events a request, in order), retries with exponential backoff and full
+  jitter, and parks a delivery as `failed` after `max_attempts` (re-drivable by :func:`redrive`).
 - :func:`events_router` is the consumer's side: `POST /internal/events` (one event) and
   `POST /internal/events:batch` (many, applied in order in one transaction). Each event id is recorded in
   `processed_events` in the same transaction as the handler's effect, so a redelivery changes nothing.
@@ -165,6 +165,8 @@ _CLAIM = text(
      WHERE d.id IN (
              SELECT id FROM outbox_deliveries
               WHERE status = 'pending' AND next_attempt_at <= now()
+                AND (CAST(:consumer AS varchar) IS NULL AND NOT consumer = ANY(:known)
+                     OR consumer = CAST(:consumer AS varchar))
               ORDER BY next_attempt_at, id
               LIMIT :batch
               FOR UPDATE SKIP LOCKED)
@@ -292,8 +294,15 @@ class OutboxRelay:
         return outcomes
 
     async def run_once(self) -> int:
+        """One round for every consumer at once (each its own lane, so a slow consumer holds back only its own
+        deliveries), and one for deliveries naming a consumer this relay does not know (parked)."""
+        lanes = [*self.consumers, None]
+        return sum(await asyncio.gather(*(self._round(consumer) for consumer in lanes)))
+
+    async def _round(self, consumer: str | None) -> int:
+        params = {"lease": self.lease, "batch": self.batch_size, "consumer": consumer, "known": list(self.consumers)}
         async with self.database.transaction() as session:
-            rows = (await session.execute(_CLAIM, {"lease": self.lease, "batch": self.batch_size})).all()
+            rows = (await session.execute(_CLAIM, params)).all()
         if not rows:
             return 0
         by_consumer: dict[str, list[Any]] = {}
@@ -303,8 +312,8 @@ class OutboxRelay:
         attempts = {row.id: row.attempts for row in rows}
         consumers = {row.id: row.consumer for row in rows}
         async with self.database.transaction() as session:
-            for consumer, outcomes in zip(by_consumer, shares, strict=True):
-                await self._record(session, consumer, outcomes, attempts, consumers)
+            for name, outcomes in zip(by_consumer, shares, strict=True):
+                await self._record(session, name, outcomes, attempts, consumers)
         return len(rows)
 
     async def _record(
@@ -359,9 +368,13 @@ class OutboxRelay:
             )
 
     async def run_until_idle(self) -> None:
-        """Drain everything that is due now (the periodic job calls this)."""
-        while await self.run_once() >= self.batch_size:
-            pass
+        """Drain everything that is due now (the periodic job calls this), each consumer at its own pace."""
+
+        async def drain(consumer: str | None) -> None:
+            while await self._round(consumer) >= self.batch_size:
+                pass
+
+        await asyncio.gather(*(drain(consumer) for consumer in [*self.consumers, None]))
 
     async def aclose(self) -> None:
         if self._http is not None:
