@@ -193,7 +193,8 @@ async def home(console: ConsoleDep, session: SessionDep) -> HTMLResponse:
     hidden: list[str] = []
 
     if console.can("GET", "/v1/purchases/x"):
-        weeks = await metrics.weeks(session)
+        figures = await metrics.figures(session)
+        weeks = figures.weeks
         labels = [w.start.strftime("%d %b") for w in weeks]
         total = sum(w.purchases for w in weeks)
         shown.append(
@@ -210,7 +211,7 @@ async def home(console: ConsoleDep, session: SessionDep) -> HTMLResponse:
                 label_heading="week of",
             )
         )
-        cohorts = await metrics.cohorts(session)
+        cohorts = figures.cohorts
         shown.append(
             charts.bars(
                 "cohorts",
