@@ -25,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from kit.files import TRAVERSABLE_DIRECTORY, append_private, private_directory, write_private
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".data"
 SERVICES = ("coupon", "points", "recommend", "survey")
@@ -62,8 +64,7 @@ def load_secrets(env: dict[str, str]) -> dict[str, str]:
             changed = True
         env[name] = stored[name]
     if changed:
-        stored_path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
-        stored_path.chmod(0o600)
+        write_private(stored_path, "".join(f"{k}={v}\n" for k, v in stored.items()).encode())
     return env
 
 
@@ -110,7 +111,7 @@ def migrate(name: str, env: dict[str, str], to_terminal: bool) -> None:
     result = subprocess.run(
         [sys.executable, "-m", name, "migrate"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    with log_file(name).open("ab") as output:
+    with append_private(log_file(name)) as output:
         output.write(result.stdout)
     if result.returncode != 0:
         raise subprocess.CalledProcessError(result.returncode, result.args, output=result.stdout)
@@ -128,7 +129,7 @@ class Supervisor:
         return int(self.env.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name]))
 
     def start(self, name: str) -> None:
-        output = None if self.to_terminal else log_file(name).open("ab")
+        output = None if self.to_terminal else append_private(log_file(name))
         try:
             self.children[name] = subprocess.Popen(
                 [sys.executable, "-m", name, "serve", "--host", self.env.get("BIND_HOST", "127.0.0.1")],
@@ -173,9 +174,11 @@ class Supervisor:
 
 
 def main() -> None:
-    DATA.mkdir(exist_ok=True)
-    (DATA / "mail").mkdir(exist_ok=True)
-    LOGS.mkdir(exist_ok=True)
+    # .data may be traversed (the embedded PostgreSQL's own user reaches .data/pg), never listed; what is inside
+    # is the platform user's alone
+    private_directory(DATA, TRAVERSABLE_DIRECTORY)
+    private_directory(DATA / "mail")
+    private_directory(LOGS)
     env = {**read_env_file(ROOT / ".env"), **os.environ}
     env = load_secrets(env)
     for name in PROCESSES:

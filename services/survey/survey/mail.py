@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import os
 import random
 import time
 import uuid
@@ -34,6 +33,7 @@ import structlog
 from sqlalchemy import text
 
 from kit.db import Database
+from kit.files import private_directory, write_private
 from survey.settings import SurveySettings
 
 __all__ = ["MailSender"]
@@ -203,7 +203,7 @@ class MailSender:
             port=s.smtp_port,
             username=s.smtp_username or None,
             password=s.smtp_password or None,
-            start_tls=s.smtp_starttls,
+            start_tls=s.use_starttls,
             timeout=s.smtp_timeout_seconds,
         )
 
@@ -278,9 +278,7 @@ class MailSender:
 
 
 def _write_all(directory: Path, messages: Sequence[tuple[uuid.UUID, bytes]]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    # each message holds a live survey link (answering it earns points): private to the platform's user
+    private_directory(directory)
     for invitation_id, message in messages:
-        final = directory / f"{invitation_id}.eml"
-        partial = directory / f".{invitation_id}.eml.tmp"
-        partial.write_bytes(message)
-        os.replace(partial, final)
+        write_private(directory / f"{invitation_id}.eml", message)

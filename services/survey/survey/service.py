@@ -6,6 +6,7 @@ No FastAPI here: callers pass plain values and get schemas back; refusals are ki
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
@@ -66,6 +67,9 @@ class InvitePolicy:
 
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+_TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")  # secrets.token_urlsafe's alphabet
 
 
 def hash_token(token: str) -> bytes:
@@ -329,7 +333,8 @@ class OpenInvitation:
 
 
 async def _find(session: AsyncSession, token: str) -> Any:
-    if not token or len(token) > MAX_TOKEN_LENGTH:
+    # what no link of ours holds (control characters, other alphabets, dot segments) is unknown without a query
+    if not token or len(token) > MAX_TOKEN_LENGTH or not _TOKEN_CHARACTERS.fullmatch(token):
         return None
     return await repository.invitation_by_token(session, hash_token(token))
 

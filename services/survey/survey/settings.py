@@ -1,3 +1,4 @@
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field
@@ -17,7 +18,8 @@ class SurveySettings(ServiceSettings):
     smtp_username: str | None = Field(default=None, validation_alias="SMTP_USERNAME")
     smtp_password: str | None = Field(default=None, validation_alias="SMTP_PASSWORD")
     smtp_from: str = Field(default="surveys@reciprocity.local", validation_alias="SMTP_FROM")
-    smtp_starttls: bool = Field(default=False, validation_alias="SMTP_STARTTLS")
+    # unset: on for any SMTP_HOST but a loopback one (credentials and live survey links cross the network)
+    smtp_starttls: bool | None = Field(default=None, validation_alias="SMTP_STARTTLS")
     smtp_timeout_seconds: float = Field(default=10.0, validation_alias="SMTP_TIMEOUT_SECONDS")
     mail_dir: Path = Field(default=Path(".data/mail"), validation_alias="MAIL_DIR")
 
@@ -36,3 +38,19 @@ class SurveySettings(ServiceSettings):
     post_purchase_delay_seconds: float = Field(
         default=86_400, ge=0, validation_alias="POST_PURCHASE_SURVEY_DELAY_SECONDS"
     )
+
+    @property
+    def use_starttls(self) -> bool:
+        if self.smtp_starttls is not None:
+            return self.smtp_starttls
+        return self.smtp_host is not None and not is_loopback(self.smtp_host)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
