@@ -99,6 +99,17 @@ class EventResult(BaseModel):
 EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 
 
+_PUBLISH = text(
+    """
+    WITH event AS (
+        INSERT INTO outbox_events (id, type, payload) VALUES (:id, :type, CAST(:payload AS jsonb)) RETURNING id
+    )
+    INSERT INTO outbox_deliveries (event_id, consumer)
+    SELECT event.id, consumer FROM event, unnest(CAST(:consumers AS varchar[])) AS consumer
+    """
+)
+
+
 async def publish(
     session: AsyncSession,
     event_type: str,
@@ -108,9 +119,11 @@ async def publish(
     event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     event_id = event_id or uuid.uuid4()
-    await session.execute(insert(outbox_events).values(id=event_id, type=event_type, payload=loads(dumps(payload))))
-    if consumers:
-        await session.execute(insert(outbox_deliveries), [{"event_id": event_id, "consumer": c} for c in consumers])
+    # one statement: the event and its deliveries in a single round trip
+    await session.execute(
+        _PUBLISH,
+        {"id": event_id, "type": event_type, "payload": dumps(payload).decode(), "consumers": list(consumers)},
+    )
     return event_id
 
 

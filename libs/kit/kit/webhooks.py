@@ -29,6 +29,8 @@ __all__ = [
     "WEBHOOK_CONSUMER",
     "CouponIssued",
     "CouponRedeemed",
+    "CouponRedemptionView",
+    "CouponView",
     "EventType",
     "PointsEarned",
     "PointsExpired",
@@ -39,12 +41,14 @@ __all__ = [
     "RewardRedeemed",
     "SurveyAnswered",
     "SurveyDetractor",
+    "SurveyResponseView",
     "TierChanged",
     "WebhookEvent",
     "publish_webhook",
 ]
 
-WEBHOOK_CONSUMER = "webhooks"
+# The gateway is one consumer of a service's outbox, whatever it does with the events (webhooks, experiments).
+WEBHOOK_CONSUMER = "gateway"
 
 _SAMPLE_TIME = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 
@@ -243,7 +247,7 @@ class PointsReversed(WebhookEvent):
 
 class PointsExpired(WebhookEvent):
     type = "points.expired"
-    description = "Points expired (one event per customer and expiry run)."
+    description = "Points expired (one event per expired lot)."
     sample = {
         "customer_id": "cust-1042",
         "transaction": {

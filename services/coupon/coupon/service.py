@@ -57,6 +57,7 @@ from kit.auth import Caller
 from kit.errors import Conflict, DomainError, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.pagination import Page, PageParams, encode_cursor, paginate
 from kit.types import CURRENCY_DECIMALS
+from kit.webhooks import CouponIssued, CouponRedeemed, CouponRedemptionView, CouponView, publish_webhook
 
 log = structlog.get_logger("coupon.service")
 
@@ -436,7 +437,7 @@ async def issue_coupon(
             seq=seq,
         )
     log.info("coupon.issued", campaign_id=str(campaign_id), customer_id=body.customer_id)
-    return Issuance(
+    issuance = Issuance(
         code=code,
         campaign_id=campaign_id,
         customer_id=body.customer_id,
@@ -444,6 +445,9 @@ async def issue_coupon(
         valid_from=campaign.valid_from,
         valid_until=campaign.valid_until,
     )
+    coupon = CouponView.model_validate(issuance.model_dump())
+    await publish_webhook(session, CouponIssued(customer_id=body.customer_id, coupon=coupon))
+    return issuance
 
 
 _WALLET_STATUS = """
@@ -660,6 +664,8 @@ async def redeem(
     await experiments.record_follow_up(
         session, code, f"redemption:{redemption.redemption_id}", money=amount, currency=body.currency
     )
+    view = CouponRedemptionView.model_validate(redemption.model_dump())
+    await publish_webhook(session, CouponRedeemed(customer_id=redemption.customer_id, redemption=view))
     return redemption
 
 

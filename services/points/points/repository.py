@@ -217,6 +217,15 @@ _EARNING_CONTEXT = text(
 )
 
 
+_TIER_CONTEXT = text(f"SELECT (SELECT value FROM settings WHERE key = 'tiers') AS tiers, {_QUALIFYING} AS qualifying")
+
+
+async def tier_context(session: AsyncSession, customer_id: str) -> tuple[Any, int]:
+    """The tiers and the customer's qualifying points now."""
+    row = (await session.execute(_TIER_CONTEXT, {"c": customer_id, "at": None})).one()
+    return row.tiers, int(row.qualifying)
+
+
 async def earning_context(session: AsyncSession, customer_id: str, at: datetime) -> tuple[Any, Any, int]:
     """The rules, the tiers and the customer's qualifying points in the 365 days up to `at`."""
     row = (await session.execute(_EARNING_CONTEXT, {"c": customer_id, "at": at})).one()

@@ -26,6 +26,7 @@ from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from kit.imports import ImportReport, ParsedLines, RejectedLine
 from kit.purchases import utc
 from kit.types import CURRENCY_DECIMALS, MAX_POINTS
+from kit.webhooks import TierChanged, publish_webhook
 from points import repository, reward_repository
 from points.repository import Movement
 from points.schemas import (
@@ -91,6 +92,26 @@ def _expires_at(rules: EarningRules, earned_at: datetime | None = None) -> datet
 
 
 # --- rules and tiers ---
+
+
+async def current_tier(session: AsyncSession, customer_id: str) -> str | None:
+    tiers_value, qualifying = await repository.tier_context(session, customer_id)
+    tier, _ = tier_for(_tiers(tiers_value), max(0, qualifying))
+    return tier.name if tier else None
+
+
+async def announce_tier_change(session: AsyncSession, customer_id: str, before: str | None) -> None:
+    """After a movement of qualifying points: a `tier.changed` webhook if the customer's tier is not `before`.
+    (A tier that lapses only because time passed is announced at the customer's next movement.)"""
+    tiers_value, qualifying = await repository.tier_context(session, customer_id)
+    tier, _ = tier_for(_tiers(tiers_value), max(0, qualifying))
+    after = tier.name if tier else None
+    if after != before:
+        event = TierChanged(
+            customer_id=customer_id, previous_tier=before, tier=after, qualifying_points=max(0, qualifying)
+        )
+        await publish_webhook(session, event)
+        log.info("points.tier.changed", customer_id=customer_id, previous_tier=before, tier=after)
 
 
 async def get_rules(session: AsyncSession) -> EarningRules:
@@ -248,9 +269,12 @@ async def _earning_under_experiments(
 
 async def earn(session: AsyncSession, customer_id: str, body: EarnRequest) -> PointsResult:
     rules = await get_rules(session)
+    tier_before = await current_tier(session, customer_id)
     movement = await repository.credit(
         session, customer_id, "earn", body.points, body.reference, body.description or "", _expires_at(rules)
     )
+    if movement.outcome == "created":
+        await announce_tier_change(session, customer_id, tier_before)
     log.info("points.earned", customer_id=customer_id, points=movement.points, outcome=movement.outcome)
     return _result(movement)
 
@@ -272,6 +296,7 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
     lot_id: int | None = None
     points = earning.points
     if points > 0:
+        tier_before = await current_tier(session, purchase.customer_id)
         movement = _in_range(
             await repository.credit(
                 session,
@@ -286,6 +311,7 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
         lot_id, points = movement.lot_id, movement.points
         if movement.outcome == "created" and movement.transaction_id is not None:
             await repository.record_qualification(session, movement.transaction_id, occurred_at)
+            await announce_tier_change(session, purchase.customer_id, tier_before)
     await repository.record_purchase(
         session,
         purchase.customer_id,
@@ -312,11 +338,14 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
 
 async def earn_survey_reward(session: AsyncSession, customer_id: str, invitation_id: str, points: int) -> None:
     rules = await get_rules(session)
-    _in_range(
+    tier_before = await current_tier(session, customer_id)
+    movement = _in_range(
         await repository.credit(
             session, customer_id, "earn", points, f"survey:{invitation_id}", "Survey reward", _expires_at(rules)
         )
     )
+    if movement.outcome == "created":
+        await announce_tier_change(session, customer_id, tier_before)
 
 
 async def adjust(session: AsyncSession, customer_id: str, body: AdjustmentRequest) -> PointsResult:
@@ -425,6 +454,7 @@ async def reverse_purchase(
     points = max(0, target - purchase.reversed_points)
     transaction_id: int | None = None
     if points > 0:
+        tier_before = await current_tier(session, customer_id)
         movement = _in_range(
             await repository.debit(
                 session,
@@ -440,6 +470,8 @@ async def reverse_purchase(
         if movement.outcome == "created" and transaction_id is not None and purchase.occurred_at is not None:
             # a refund takes back the purchase's qualifying points from the window they were counted in
             await repository.record_qualification(session, transaction_id, purchase.occurred_at)
+        if movement.outcome == "created":
+            await announce_tier_change(session, customer_id, tier_before)
     else:
         balance = await repository.account_balance(session, customer_id)
     await repository.record_refund(

@@ -23,6 +23,7 @@ from kit.errors import Conflict, DomainError, FieldError, NotFound, TooManyReque
 from kit.events import publish
 from kit.imports import ImportReport, ParsedLines
 from kit.pagination import Page, PageParams, paginate
+from kit.webhooks import SurveyAnswered, SurveyDetractor, SurveyResponseView, publish_webhook
 from survey import repository
 from survey.rendering import invitation_message
 from survey.schemas import (
@@ -522,6 +523,19 @@ async def submit_response(
     preferred = preferred_categories(found.questions, checked.stored)
     if preferred:
         await publish(session, "survey.preference", {**common, "categories": preferred}, ["recommend"])
+    response = SurveyResponseView(
+        response_id=response_id,
+        survey_id=found.survey_id,
+        invitation_id=found.id,
+        answers=checked.stored,
+        submitted_at=now,
+    )
+    await publish_webhook(session, SurveyAnswered(customer_id=found.customer_id, response=response))
+    if nps_scores and min(nps_scores) <= 6:
+        detractor_event = SurveyDetractor(
+            customer_id=found.customer_id, survey_id=found.survey_id, response_id=response_id, score=min(nps_scores)
+        )
+        await publish_webhook(session, detractor_event)
     log.info("survey.responded", survey_id=str(found.survey_id), response_id=str(response_id))
     return ResponseCreated(
         response_id=response_id,
