@@ -20,6 +20,7 @@ BENCHMARKS = (
     "experiments",
     "switching",
     "console",
+    "webhooks",
 )
 
 

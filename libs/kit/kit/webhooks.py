@@ -206,7 +206,10 @@ class PurchaseRefunded(WebhookEvent):
 
 class PointsEarned(WebhookEvent):
     type = "points.earned"
-    description = "Points were credited: by a purchase, a survey reward, a partner's earn call or an adjustment."
+    description = (
+        "Points were earned: by a purchase, a survey reward or a partner's earn call (adjustments and imported "
+        "opening balances send no event)."
+    )
     sample = {"customer_id": "cust-1042", "transaction": _TRANSACTION}
     transaction: TransactionView
 
