@@ -185,3 +185,34 @@ async def test_a_rolled_back_transaction_sends_nothing(
     customers = {r.json["data"]["customer_id"] for r in receiver.received}
     assert rolled_back not in customers
     assert all(r.id != f"msg_{event_id.hex}" for r in receiver.received)
+
+
+async def test_rewards_send_reward_redeemed_and_points_redeemed(
+    admin: httpx.AsyncClient, receivers: Receivers, endpoints: EndpointFactory
+) -> None:
+    receiver = await receivers()
+    endpoint = await endpoints(receiver.url, ["reward.redeemed", "points.redeemed"])
+    customer = uid("wh-reward")
+    reward = await admin.post("/v1/rewards", json={"name": "Tote bag", "kind": "item", "cost_points": 120})
+    assert reward.status_code == 201, reward.text
+    earned = await admin.post(f"/v1/customers/{customer}/points/earn", json={"points": 500, "reference": uid("e")})
+    assert earned.status_code == 201, earned.text
+    redeemed = await admin.post(
+        f"/v1/customers/{customer}/reward-redemptions", json={"reward_id": reward.json()["id"], "reference": uid("r")}
+    )
+    assert redeemed.status_code == 201, redeemed.text
+    found = await events_for(receiver, endpoint["secret"], customer, {"reward.redeemed", "points.redeemed"})
+    assert found["reward.redeemed"] == [
+        {
+            "customer_id": customer,
+            "redemption": {
+                "redemption_id": redeemed.json()["redemption_id"],
+                "reward_id": reward.json()["id"],
+                "points": 120,
+                "balance": 380,
+                "status": "pending",
+                "coupon_code": None,
+            },
+        }
+    ]
+    assert found["points.redeemed"][0]["transaction"]["points"] == -120

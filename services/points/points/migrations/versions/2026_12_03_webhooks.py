@@ -6,8 +6,11 @@ see kit.webhooks): whatever path wrote the ledger (the SQL functions, the redemp
 a raw connection, an expiry batch), the event commits with it or not at all. Adjustments (corrections and
 imported opening balances) send none. The payload is the transaction as `GET .../points/transactions` shows it.
 
+Likewise `reward.redeemed`, from `reward_redemptions`: when a redemption is stored `pending` (an item) or
+`fulfilled`, or when a coupon reward waiting for its code (`issuing`) becomes `fulfilled` with it.
+
 Revision ID: points_webhooks
-Revises: points_experiments
+Revises: points_rewards
 Create Date: 2026-12-03
 """
 
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "points_webhooks"
-down_revision: str | None = "points_experiments"
+down_revision: str | None = "points_rewards"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -51,7 +54,37 @@ END $$
         " FOR EACH ROW EXECUTE FUNCTION points_webhook_event()"
     )
 
+    op.execute(
+        """
+CREATE FUNCTION points_reward_webhook_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_event uuid := gen_random_uuid();
+BEGIN
+    INSERT INTO outbox_events (id, type, payload)
+    VALUES (v_event, 'reward.redeemed', jsonb_build_object(
+        'customer_id', NEW.customer_id,
+        'redemption', jsonb_build_object(
+            'redemption_id', NEW.id, 'reward_id', NEW.reward_id, 'points', NEW.points,
+            'balance', NEW.balance_after, 'status', NEW.status, 'coupon_code', NEW.coupon_code)));
+    INSERT INTO outbox_deliveries (event_id, consumer) VALUES (v_event, 'gateway');
+    RETURN NULL;
+END $$
+"""
+    )
+    op.execute(
+        "CREATE TRIGGER reward_redemptions_webhook_created AFTER INSERT ON reward_redemptions FOR EACH ROW"
+        " WHEN (NEW.status IN ('pending', 'fulfilled')) EXECUTE FUNCTION points_reward_webhook_event()"
+    )
+    op.execute(
+        "CREATE TRIGGER reward_redemptions_webhook_issued AFTER UPDATE OF status ON reward_redemptions FOR EACH ROW"
+        " WHEN (OLD.status = 'issuing' AND NEW.status = 'fulfilled') EXECUTE FUNCTION points_reward_webhook_event()"
+    )
+
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER reward_redemptions_webhook_issued ON reward_redemptions")
+    op.execute("DROP TRIGGER reward_redemptions_webhook_created ON reward_redemptions")
+    op.execute("DROP FUNCTION points_reward_webhook_event()")
     op.execute("DROP TRIGGER transactions_webhook_event ON transactions")
     op.execute("DROP FUNCTION points_webhook_event()")
