@@ -77,6 +77,7 @@ Python (standard library only; `scripts/webhook_receiver.py` is a complete recei
 ```python
 import base64, hashlib, hmac, json, time
 
+
 def verify(secret: str, headers: dict[str, str], body: bytes) -> dict:
     msg_id, timestamp = headers["webhook-id"], headers["webhook-timestamp"]
     if abs(time.time() - int(timestamp)) > 300:

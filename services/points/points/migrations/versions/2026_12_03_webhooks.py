@@ -10,7 +10,7 @@ Likewise `reward.redeemed`, from `reward_redemptions`: when a redemption is stor
 `fulfilled`, or when a coupon reward waiting for its code (`issuing`) becomes `fulfilled` with it.
 
 Revision ID: points_webhooks
-Revises: points_rewards
+Revises: points_bounds_and_expiry
 Create Date: 2026-12-03
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "points_webhooks"
-down_revision: str | None = "points_rewards"
+down_revision: str | None = "points_bounds_and_expiry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
