@@ -10,7 +10,9 @@
   `POST /internal/events:batch` (many, applied in order in one transaction). Each event id is recorded in
   `processed_events` in the same transaction as the handler's effect, so a redelivery changes nothing.
 
-Order: one customer's events reach a consumer in the order they were published. Within a batch the consumer
+Order: one customer's events reach a consumer in the order they were published. A round claims none of a
+customer's deliveries while an earlier one of theirs waits for its retry or is in another round's hands
+(whatever the number of relay workers: claims take turns). Within a batch the consumer
 applies them in order; when one fails, the same customer's later events in that batch are not applied
 (`deferred`) and are retried after it, with the same delay (one delay per consumer and round, so the retried
 deliveries keep their order). Other customers' events in the batch are applied as usual.
@@ -170,23 +172,49 @@ async def redrive(session: AsyncSession, delivery_id: int) -> None:
         raise NotFound("No failed delivery with this id.")
 
 
+# Claims of one consumer's deliveries take turns (a transaction-scoped advisory lock per schema and consumer),
+# so each sees the leases of the one before, whatever the number of relay workers.
+_CLAIM_TURN = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended("
+    "'outbox-claim:' || current_schema() || ':' || coalesce(CAST(:consumer AS varchar), ''), 0))"
+)
+
+# A customer's deliveries to a consumer go in the order they were published. Each round takes, per (consumer,
+# customer) lane, a run of its oldest pending deliveries that are all due (at most :per_lane): a lane whose head
+# waits for its retry, or is in another round's hands (leased), gives nothing. Lanes come oldest head first, so a
+# retried delivery goes to the back without starving anyone, and the LIMIT can only cut a lane's run short, never
+# take a later delivery without the earlier ones. Events without a customer are each their own lane.
 _CLAIM = text(
     """
+    WITH pending AS (
+        SELECT d.id, d.consumer, d.next_attempt_at,
+               coalesce(e.payload->>'customer_id', 'event:' || d.id) AS lane
+          FROM outbox_deliveries d JOIN outbox_events e ON e.id = d.event_id
+         WHERE d.status = 'pending'
+           AND (CAST(:consumer AS varchar) IS NULL AND NOT d.consumer = ANY(:known)
+                OR d.consumer = CAST(:consumer AS varchar))),
+    ranked AS (
+        SELECT id, consumer, lane,
+               row_number() OVER lane_order AS place,
+               max(next_attempt_at) OVER lane_order AS latest_so_far,
+               first_value(next_attempt_at) OVER lane_order AS head_due
+          FROM pending
+        WINDOW lane_order AS (PARTITION BY consumer, lane ORDER BY id ROWS UNBOUNDED PRECEDING)),
+    chosen AS (
+        SELECT id FROM ranked
+         WHERE place <= :per_lane AND latest_so_far <= now()
+         ORDER BY head_due, consumer, lane, id
+         LIMIT :batch)
     UPDATE outbox_deliveries AS d
        SET next_attempt_at = now() + make_interval(secs => :lease)
       FROM outbox_events AS e
-     WHERE d.id IN (
-             SELECT id FROM outbox_deliveries
-              WHERE status = 'pending' AND next_attempt_at <= now()
-                AND (CAST(:consumer AS varchar) IS NULL AND NOT consumer = ANY(:known)
-                     OR consumer = CAST(:consumer AS varchar))
-              ORDER BY next_attempt_at, id
-              LIMIT :batch
-              FOR UPDATE SKIP LOCKED)
+     WHERE d.id IN (SELECT id FROM outbox_deliveries WHERE id IN (SELECT id FROM chosen) FOR UPDATE SKIP LOCKED)
        AND e.id = d.event_id
     RETURNING d.id, d.consumer, d.attempts, e.id AS event_id, e.type, e.payload, e.created_at
     """
 )
+
+PER_LANE = 100
 
 
 def _retryable_status(status: int) -> bool:
@@ -313,8 +341,15 @@ class OutboxRelay:
         return sum(await asyncio.gather(*(self._round(consumer) for consumer in lanes)))
 
     async def _round(self, consumer: str | None) -> int:
-        params = {"lease": self.lease, "batch": self.batch_size, "consumer": consumer, "known": list(self.consumers)}
+        params = {
+            "lease": self.lease,
+            "batch": self.batch_size,
+            "per_lane": PER_LANE,
+            "consumer": consumer,
+            "known": list(self.consumers),
+        }
         async with self.database.transaction() as session:
+            await session.execute(_CLAIM_TURN, {"consumer": consumer})
             rows = (await session.execute(_CLAIM, params)).all()
         if not rows:
             return 0
