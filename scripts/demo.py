@@ -4,15 +4,18 @@ the public API only, then show three customers' overviews.
     python -m scripts.demo [--url http://127.0.0.1:8000] [--key ADMIN_KEY] [--limit N] [--concurrency 16]
 
 1. Sets up the levers (each found by name if it exists, so a second run changes nothing): earning rules with a
-   December bonus on Christmas goods, three tiers, a "thank you" coupon campaign with a surprise rule on the 3rd
+   December bonus on Christmas goods, three tiers, a "thank you" coupon campaign with a surprise rule on the 2nd
    purchase, an apology campaign for unhappy survey answers, and a post-purchase survey with a points reward.
 2. Imports every invoice of the sample as a purchase (`purchase_id` = `uci-<invoice>`, email
    `customer-<id>@example.com`) through `POST /v1/purchases:batch`, 1,000 a call, with a progress bar.
    Purchases are idempotent by `purchase_id`: a re-run answers "duplicate" and earns nothing twice.
 3. Waits until the gateway has delivered every purchase to points, coupons, recommendations and surveys.
 4. Retrains the recommender on what it has just learnt, and waits for the new model.
-5. Prints the overview of three customers: a regular, a third-time buyer, a first-time buyer.
-6. Ends with the report of an experiment on the Advent bonus (a 50% holdout since 2010-12-01): over a replay it
+5. The month is history: it earned points but woke no one (a purchase's own time decides what reaches the
+   customer). The month's first-time buyer comes back today (`demo-today-<id>`, once): a 2nd purchase, now,
+   so the surprise rule thanks them with a coupon and the survey is scheduled.
+6. Prints the overview of three customers: a regular, a third-time buyer, the one who came back today.
+7. Ends with the report of an experiment on the Advent bonus (a 50% holdout since 2010-12-01): over a replay it
    can only show no significant lift, and says so.
 
 The admin key is `--key`, else `LOYALTY_ADMIN_KEY`, else the one `make run` stored in `.data/secrets.env`.
@@ -29,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRETS = ROOT / ".data" / "secrets.env"
 DEFAULT_URL = "http://127.0.0.1:8000"
 
-SURPRISE_EVERY = 3
-SURPRISE_CAMPAIGN = "Demo: a thank-you on the 3rd purchase"
+SURPRISE_EVERY = 2
+SURPRISE_CAMPAIGN = "Demo: a thank-you on the 2nd purchase"
 APOLOGY_CAMPAIGN = "Demo: sorry, and thank you for telling us"
 SURVEY = "Demo: how was your order?"
 EXPERIMENT = "Demo: does the Advent bonus bring customers back?"
@@ -87,11 +91,13 @@ class Report:
     setup: dict[str, str] = field(default_factory=dict)
     purchases: Counter[str] = field(default_factory=Counter)  # customer -> purchases replayed
     accepted: int = 0
+    duplicates: int = 0  # purchases an earlier run already made: answered as before, nothing earned twice
     refused: list[str] = field(default_factory=list)  # "invoice: status code detail"
     pending_after: int = 0
     failed_after: int = 0
     model: dict[str, Any] | None = None
     shown: list[str] = field(default_factory=list)
+    returning: str | None = None  # the first-time buyer of the month who buys again today
     overviews: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiment: dict[str, Any] | None = None  # the report of the experiment on the Advent bonus
 
@@ -207,7 +213,7 @@ async def set_up(client: httpx.AsyncClient) -> dict[str, str]:
         done[label] = state
 
     thanks = await campaign(SURPRISE_CAMPAIGN, {"type": "percent", "value": "10"})
-    await rule(f"surprise rule: the {SURPRISE_EVERY}rd purchase", thanks, {"type": "nth_purchase", "n": SURPRISE_EVERY})
+    await rule(f"surprise rule: the {SURPRISE_EVERY}nd purchase", thanks, {"type": "nth_purchase", "n": SURPRISE_EVERY})
     sorry = await campaign(APOLOGY_CAMPAIGN, {"type": "fixed_amount", "value": "5.00", "currency": "GBP"})
     await rule("apology rule: an unhappy survey answer", sorry, {"type": "survey_detractor"})
 
@@ -249,6 +255,7 @@ async def replay(client: httpx.AsyncClient, batch: Iterable[Invoice], report: Re
                 answer = response.json()
                 refused = {r["line"]: r for r in answer["rejected"]}
                 report.accepted += answer["accepted"]
+                report.duplicates += answer["duplicates"]
                 for number, invoice in enumerate(chunk, 1):
                     if number in refused:
                         report.refused.append(f"{invoice.invoice}: {refused[number]['errors']}")
@@ -326,6 +333,32 @@ async def retrain(client: httpx.AsyncClient, timeout: float) -> dict[str, Any] |
     return None
 
 
+async def buy_again_today(client: httpx.AsyncClient, customer: str) -> str:
+    """A purchase of now, so it may surprise (a purchase's own time decides); sent once, whatever the reruns."""
+    purchase_id = f"demo-today-{customer}"
+    if (await client.get(f"/v1/purchases/{purchase_id}")).status_code == 200:
+        return f"purchase {purchase_id} was made on an earlier run"
+    body = {
+        "purchase_id": purchase_id,
+        "customer_id": customer,
+        "email": f"customer-{customer}@example.com",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "currency": "GBP",
+        "total": "24.90",
+        "items": [
+            {
+                "product_id": "22423",
+                "name": "REGENCY CAKESTAND 3 TIER",
+                "category": "Kitchen",
+                "unit_price": "12.45",
+                "quantity": 2,
+            }
+        ],
+    }
+    _raise_for(await client.post("/v1/purchases", json=body))
+    return f"purchase {purchase_id} accepted: the surprise rule thanks them with a coupon"
+
+
 async def overview(client: httpx.AsyncClient, customer: str, attempts: int = 3) -> dict[str, Any]:
     """The overview answers at once with what arrived within its time budget; a part that was late is asked
     again a moment later, as an app would on its next refresh."""
@@ -340,10 +373,10 @@ async def overview(client: httpx.AsyncClient, customer: str, attempts: int = 3) 
 
 
 def pick_customers(purchases: Counter[str]) -> list[str]:
-    """A regular (the most purchases), a third-time buyer (the surprise rule's target), a first-time buyer."""
+    """A regular (the most purchases), a third-time buyer, a first-time buyer (who comes back today)."""
     ranked = sorted(purchases.items(), key=lambda item: (-item[1], item[0]))
     chosen: list[str] = []
-    for wanted in (None, SURPRISE_EVERY, 1):
+    for wanted in (None, 3, 1):
         for customer, count in ranked:
             if (wanted is None or count == wanted) and customer not in chosen:
                 chosen.append(customer)
@@ -426,7 +459,7 @@ async def run_demo(options: Options, say: Say = print) -> Report:
         customers = len({i.customer_id for i in batch})
         say(f"\n2. Importing {len(batch)} invoices of {customers} customers ({options.data.name})")
         await replay(client, batch, report, options.progress)
-        say(f"   {report.accepted} accepted, {len(report.refused)} refused")
+        say(f"   {report.accepted} accepted, {report.duplicates} already there, {len(report.refused)} refused")
         for line in report.refused[:5]:
             say(f"   refused {line}")
 
@@ -448,7 +481,15 @@ async def run_demo(options: Options, say: Say = print) -> Report:
             )
 
         report.shown = pick_customers(report.purchases)
-        say("\n5. What three customers see (GET /v1/customers/{id}/overview)\n")
+        if len(report.shown) == 3 and report.purchases[report.shown[2]] == 1:
+            report.returning = report.shown[2]
+            say(
+                "\n5. Today: the month was history, so it earned points and taught the recommender but woke no one"
+                f" (no surprise, no survey). Customer {report.returning} comes back today for a 2nd purchase."
+            )
+            say(f"   {await buy_again_today(client, report.returning)}")
+            await wait_for_deliveries(client, options.wait_seconds, False, say)
+        say("\n6. What three customers see (GET /v1/customers/{id}/overview)\n")
         for customer in report.shown:
             report.overviews[customer] = await overview(client, customer)
             say(format_overview(report.overviews[customer], report.purchases[customer]) + "\n")
@@ -484,10 +525,10 @@ async def show_experiment(options: Options, key: str, say: Say) -> dict[str, Any
             exposed = now
             await asyncio.sleep(1.0)
     if response.status_code != 200:
-        say(f"6. The experiment's report is not available ({response.status_code}).\n")
+        say(f"7. The experiment's report is not available ({response.status_code}).\n")
         return None
     result = response.json()
-    say("6. Did the Advent bonus bring customers back? (GET /v1/experiments/{id}/results?window_days=14)\n")
+    say("7. Did the Advent bonus bring customers back? (GET /v1/experiments/{id}/results?window_days=14)\n")
     say(f"   {'':10} {'exposed':>8} {'returned':>9} {'repeat rate':>12} {'revenue/customer':>17} {'bonus points':>13}")
     for arm in ("treatment", "holdout"):
         a = result["arms"][arm]
