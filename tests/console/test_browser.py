@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.console import metrics
-from scripts.demo import set_up
+from scripts.demo import EXPERIMENT, set_up
 from scripts.replay import purchases
 from tests.conftest import ADMIN_KEY, Platform
 from tests.console.browser import CHROMIUM, Browser, chromium
@@ -29,6 +29,11 @@ _ELSEWHERE = re.compile(r"""(?:src|href|action|srcset)\s*=\s*["']?\s*(?:[a-z][a-
 async def demo_data(admin: httpx.AsyncClient, count: int = 150) -> list[str]:
     """The demo's levers and purchases spread over the Online Retail sample's month, delivered everywhere."""
     await set_up(admin)
+    # running, the demo's experiment would pin its bonus campaign in the session's earning rules; stopped, it is
+    # still listed on the console's experiments page
+    for experiment in (await admin.get("/v1/experiments", params={"limit": 200})).json()["items"]:
+        if experiment["name"] == EXPERIMENT and experiment["status"] == "running":
+            assert (await admin.post(f"/v1/experiments/{experiment['id']}/stop")).status_code == 200
     every = list(purchases())
     bodies = every[:: max(1, len(every) // count)][:count]
     for start in range(0, len(bodies), 10):

@@ -6,9 +6,19 @@ import copy
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from gateway import openapi
 from gateway.openapi import merge
+
+
+@pytest.fixture(autouse=True)
+def uncached_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kit.logging caches a logger on its first use: once an earlier test served /openapi.json, the module's
+    logger would write past `capture_logs`. A fresh one binds to what is configured when it is first used."""
+    monkeypatch.setattr(openapi, "log", structlog.get_logger("gateway.openapi"))
+
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import Platform
+from tests.points.conftest import DEFAULT_TIERS
 from tests.survey.conftest import address, create_survey, invite
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -34,6 +35,8 @@ async def points_of(admin: httpx.AsyncClient, customer: str) -> dict[str, Any]:
 
 class TestOpeningBalances:
     async def test_lines_are_judged_alone_and_a_file_sent_twice_changes_nothing(self, admin: httpx.AsyncClient) -> None:
+        # tiers are platform-wide, and another test may have left its own
+        assert (await admin.put("/v1/points/tiers", json=DEFAULT_TIERS)).status_code == 200
         alice, bob, carol = uid(), uid(), uid()
         expires = (datetime.now(UTC) + timedelta(days=90)).replace(microsecond=0)
         body = ndjson(
