@@ -211,6 +211,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
+    # a raw-driver statement on a connection whose previous operation the server's death cut short: the protocol is
+    # left mid-operation ("cannot switch to state ..."), the connection is discarded, and a retry gets a fresh one
+    asyncpg.exceptions.InternalClientError,
 )
 
 
