@@ -218,14 +218,21 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _database_unreachable(exc: Exception) -> bool:
-    """The database refused or dropped the connection, or the pool had none to give: worth a retry."""
-    if isinstance(exc, (sa_exc.TimeoutError, sa_exc.InterfaceError, *_CONNECTION_ERRORS)):
+    """The database refused or dropped the connection, or the pool had none to give: worth a retry.
+
+    The driver's error may come wrapped once (SQLAlchemy's DBAPIError, `.orig`) or twice (the asyncpg adapter's own
+    error class, raised on raw-driver paths, with the asyncpg exception as its cause): the chain is followed."""
+    if isinstance(exc, (sa_exc.TimeoutError, sa_exc.InterfaceError)):
         return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            return False
+        if isinstance(current, _CONNECTION_ERRORS):
             return True
-        original = exc.orig
-        return any(isinstance(e, _CONNECTION_ERRORS) for e in (original, getattr(original, "__cause__", None)))
+        current = getattr(current, "orig", None) or current.__cause__
     return False
 
 
