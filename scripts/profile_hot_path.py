@@ -1,7 +1,7 @@
 """Where a hot path's CPU goes: the points service's redemptions (or the overview through the gateway) under load,
 sampled with py-spy (`pip install py-spy`; not a dependency of the project), summed by function.
 
-    python -m scripts.profile_hot_path [redemptions|overview] [seconds]
+    python -m scripts.profile_hot_path [redemptions|overview|gateway] [seconds] [raw-output-file]
 
 Prints the functions holding the most samples (inclusive: a function's callees count towards it), grouped by
 what they belong to, so docs/benchmarks.md can say what each layer of the request path costs.
@@ -18,6 +18,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from scripts.bench_points import ACCOUNTS, _redemptions, _seed
 from scripts.benchlib import fresh_database, platform, run_load
@@ -46,11 +48,11 @@ def summarise(collapsed: Path) -> tuple[int, Counter[str]]:
     return total, inclusive
 
 
-async def profile(kind: str, seconds: float) -> None:
+async def profile(kind: str, seconds: float, keep: str | None = None) -> None:
     if shutil.which("py-spy") is None and not Path(sys.executable).with_name("py-spy").exists():
         raise SystemExit("py-spy is not installed: pip install py-spy")
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    services = ["points"] if kind == "redemptions" else ["coupon", "points", "recommend", "survey"]
+    services = ["points"] if kind in ("redemptions", "gateway") else ["coupon", "points", "recommend", "survey"]
     async with fresh_database() as database_url, platform(database_url, services=services) as stack:
         customers = [f"profile-{n}" for n in range(ACCOUNTS)]
         target = "points" if kind == "redemptions" else "gateway"
@@ -58,6 +60,17 @@ async def profile(kind: str, seconds: float) -> None:
         if kind == "redemptions":
             await _seed(database_url, customers)
             requests = _redemptions(stack.url("points"), stack.internal_headers, customers, "prof-")
+        elif kind == "gateway":
+            # the hop alone: the same read `make bench gateway` measures, with a partner key
+            async with httpx.AsyncClient(headers=stack.admin_headers) as admin:
+                created = await admin.post(
+                    stack.url("gateway") + "/v1/api-keys", json={"name": "profile", "scopes": ["points:read"]}
+                )
+            partner = {"Authorization": f"Bearer {created.json()['key']}"}
+            requests = [
+                {"method": "GET", "url": f"{stack.url('gateway')}/v1/customers/{c}/points", "headers": partner}
+                for c in customers
+            ]
         else:
             requests = [
                 {"method": "GET", "url": f"{stack.url('gateway')}/v1/customers/{c}/overview",
@@ -83,6 +96,8 @@ async def profile(kind: str, seconds: float) -> None:
             )  # fmt: skip
             load.join()
             total, inclusive = summarise(output)
+            if keep is not None:
+                shutil.copy(output, keep)
     print(f"\n{kind}: {total} samples of the {target} process; inclusive share by function\n")
     print("| share | function |\n|---|---|")
     for key, samples in inclusive.most_common(TOP):
@@ -92,7 +107,8 @@ async def profile(kind: str, seconds: float) -> None:
 def main() -> None:
     kind = sys.argv[1] if len(sys.argv) > 1 else "redemptions"
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
-    asyncio.run(profile(kind, seconds))
+    keep = sys.argv[3] if len(sys.argv) > 3 else None
+    asyncio.run(profile(kind, seconds, keep))
 
 
 if __name__ == "__main__":

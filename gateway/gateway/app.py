@@ -85,9 +85,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
         return {name: upstream_alive(name) for name in settings.upstreams}
 
-    def install_middleware(app: FastAPI) -> None:
-        app.add_middleware(FrontDoor, fastapi_app=app)
-
     spec = ServiceSpec(
         name="gateway",
         title="Reciprocity",
@@ -98,7 +95,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         require_internal_token=False,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
-        install_middleware=install_middleware,
+        front_door=lambda app, inner: FrontDoor(inner, fastapi_app=app),
         readiness=readiness,
         outbox_consumers=settings.upstreams,
         # events from the services' outboxes (`POST /internal/events`, with the internal token only)

@@ -23,7 +23,14 @@ from gateway.limits import Limits
 from gateway.principals import Authenticator, Principal
 from gateway.routing import BodyClass, authorize, canonical_path, match
 from kit.auth import INTERNAL_TOKEN_HEADER
-from kit.errors import DomainError, NotFound, ServiceUnavailable, Unauthorized, problem_response
+from kit.errors import (
+    DomainError,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    problem_response,
+    unexpected_error_response,
+)
 
 if TYPE_CHECKING:
     from gateway.overview import OverviewCache
@@ -105,7 +112,11 @@ class Upstreams:
         `queue_seconds` is refused (503), so a slow service holds a bounded number of callers, never all."""
         slots = self._slots[service]
         try:
-            await asyncio.wait_for(slots.acquire(), self.queue_seconds)
+            if slots.locked():
+                await asyncio.wait_for(slots.acquire(), self.queue_seconds)
+            else:
+                # a free slot is taken at once: wait_for would cost a task per request for nothing
+                await slots.acquire()
         except TimeoutError:
             raise ServiceUnavailable(
                 f"The {service} service is saturated; retry shortly.",
@@ -122,8 +133,13 @@ class Upstreams:
         session = self._sessions.get(service)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300)
+            # No cookie jar: a cookie one caller's answer set must never ride along on another caller's request.
             session = aiohttp.ClientSession(
-                connector=connector, timeout=self.timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+                connector=connector,
+                timeout=self.timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._sessions[service] = session
         return session
@@ -161,6 +177,11 @@ class FrontDoor:
             else:
                 response = problem_response(exc.status, exc.instance_code, exc.detail, headers=exc.headers, **exc.extra)
             await response(scope, receive, send)
+        except Exception as exc:
+            state = scope.get("state", {})
+            if state.get("own_route") or state.get("response_started"):
+                raise  # Starlette's error layer has answered it (the gateway's own routes), or the answer is under way
+            await unexpected_error_response(exc)(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         limits: Limits = self.state.limits
@@ -195,6 +216,7 @@ class FrontDoor:
             state["caller_key"] = principal.rate_key
         receive = await limits.bounded_body(scope, receive, entry.body)
         if entry.target == "gateway":
+            state["own_route"] = True
             await self.app({**scope, "path": path, "raw_path": path.encode()}, receive, send)
             return
         bulk = entry.body is BodyClass.BULK

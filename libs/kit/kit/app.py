@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp
 
 from kit import idempotency
 from kit.auth import InternalTokenMiddleware
@@ -86,8 +87,9 @@ class ServiceSpec:
     on_shutdown: AppHook | None = None
     require_internal_token: bool = True
     public_prefixes: tuple[str, ...] = ()
-    # adds process-specific ASGI middleware inside the request-id layer (the gateway's front door)
-    install_middleware: Callable[[FastAPI], None] | None = None
+    # wraps the whole app just inside the request-id layer, before Starlette's own stack (the gateway's front
+    # door: a request it forwards never enters FastAPI's middleware, routing or error layers)
+    front_door: Callable[[FastAPI, ASGIApp], ASGIApp] | None = None
     openapi_tags: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -166,7 +168,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             await shared_state.close()
             await database.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=spec.title or f"Reciprocity {spec.name}",
         version=spec.version,
         description=spec.description,
@@ -196,11 +198,22 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             app.include_router(events_router(spec.event_handlers))
     if spec.require_internal_token:
         app.add_middleware(InternalTokenMiddleware, token=settings.internal_token, public_prefixes=spec.public_prefixes)
-    if spec.install_middleware:
-        spec.install_middleware(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.front_door = spec.front_door
     _install_openapi(app, spec)
     return app
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with the kit's layers outermost: the request id, access log and metrics cover every request,
+    errors that Starlette's own error layer answers included."""
+
+    front_door: Callable[[FastAPI, ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        if self.front_door is not None:
+            app = self.front_door(self, app)
+        return RequestContextMiddleware(app)
 
 
 async def _purge_idempotency(database: Database) -> None:

@@ -237,6 +237,12 @@ def _database_unreachable(exc: Exception) -> bool:
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> Response:
+    return unexpected_error_response(exc)
+
+
+def unexpected_error_response(exc: Exception) -> Response:
+    """The answer to an exception no handler expected: 503 when the database is away (worth a retry), else a
+    logged 500. Also used by ASGI layers that run outside Starlette's error handling (the gateway's front door)."""
     if _database_unreachable(exc):
         log.warning("request.database_unavailable", error=type(exc).__name__)
         return problem_response(

@@ -3,11 +3,13 @@ plus the `/healthz`, `/readyz` and `/metrics` endpoints every process serves."""
 
 from __future__ import annotations
 
+import functools
 import logging as _stdlib_logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from fastapi import APIRouter
@@ -36,6 +38,18 @@ log = structlog.get_logger("kit.http")
 _access_logger = _stdlib_logging.getLogger("kit.http")
 
 UNINSTRUMENTED = frozenset({"/healthz", "/metrics"})
+
+
+# Finding a labelled child takes prometheus_client a lock and a tuple of validated strings per request; the route
+# templates are few (unmatched paths share one label), so each child is looked up once.
+@functools.lru_cache(maxsize=4096)
+def _request_counter(method: str, route: str, status: int) -> Any:
+    return REQUESTS.labels(method, route, str(status))
+
+
+@functools.lru_cache(maxsize=4096)
+def _latency_histogram(method: str, route: str) -> Any:
+    return LATENCY.labels(method, route)
 
 
 class RequestContextMiddleware:
@@ -77,20 +91,22 @@ class RequestContextMiddleware:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or scope["state"].get("route_label", "unmatched")
                 elapsed = time.perf_counter() - started
-                REQUESTS.labels(scope["method"], template, str(status)).inc()
-                LATENCY.labels(scope["method"], template).observe(elapsed)
+                method = scope["method"]
+                _request_counter(method, template, status).inc()
+                _latency_histogram(method, template).observe(elapsed)
                 # Rendering a log line costs more than the rest of this middleware: errors always, the rest at DEBUG.
-                fields = {
-                    "method": scope["method"],
-                    "route": template,
-                    "path": redacted_path(path),
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                }
-                if status >= 500:
-                    log.warning("http.request", **fields)
-                elif _access_logger.isEnabledFor(_stdlib_logging.DEBUG):
-                    log.debug("http.request", **fields)
+                if status >= 500 or _access_logger.isEnabledFor(_stdlib_logging.DEBUG):
+                    fields = {
+                        "method": method,
+                        "route": template,
+                        "path": redacted_path(path),
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    }
+                    if status >= 500:
+                        log.warning("http.request", **fields)
+                    else:
+                        log.debug("http.request", **fields)
             request_id_var.reset(token)
 
 
