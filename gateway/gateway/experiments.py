@@ -47,7 +47,7 @@ LEVER_SERVICES: dict[str, str] = {
     "coupon_rule": "coupon",
     "bonus_campaign": "points",
     "survey_reward": "survey",
-    "reward": "points",
+    "reward": "coupon",  # a gift rule: the surprise rules live in the coupon service
 }
 CENT = Decimal("0.01")
 

@@ -13,6 +13,7 @@ from tests.conftest import Platform
 from tests.experiments.helpers import customers_by_arm, eventually, results, start, uid, wait_exposed
 from tests.experiments.test_api import coupon_rule
 from tests.loop.helpers import purchase_body, wait_for_deliveries
+from tests.points.test_rewards import create_reward
 from tests.support.mail import Mailbox
 from tests.survey.conftest import create_survey, links
 
@@ -53,6 +54,62 @@ async def test_surprise_coupon_rule(admin: httpx.AsyncClient) -> None:
 
     await eventually(costed, what="the redeemed discount as a cost")
     await admin.post(f"/v1/experiments/{experiment['id']}/stop")
+
+
+async def test_gift_rule(admin: httpx.AsyncClient) -> None:
+    reward = await create_reward(admin, name=uid("Thank-you tea "), cost_points=300, stock=100)
+    created = await admin.post(
+        "/v1/coupon-rules",
+        json={
+            "reward_id": reward["id"],
+            "trigger": {"type": "order_total_at_least", "amount": "4000.00", "currency": "GBP"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    rule = created.json()
+    # a gift rule is the lever `reward`, not `coupon_rule`
+    wrong = await admin.post(
+        "/v1/experiments",
+        json={"name": "x", "lever": {"type": "coupon_rule", "id": rule["id"]}, "holdout_percent": 50},
+    )
+    assert wrong.status_code == 422 and wrong.json()["code"] == "lever_not_found", wrong.text
+    experiment = await start(admin, "reward", rule["id"], holdout=50)
+    try:
+        arms = customers_by_arm(experiment, 3)
+        await _buy(admin, arms["treatment"] + arms["holdout"], total="4321.00")
+
+        async def granted() -> bool:
+            for customer in arms["treatment"]:
+                items = (await admin.get(f"/v1/customers/{customer}/reward-redemptions")).json()["items"]
+                if [(g["reward_id"], g["source"], g["points"]) for g in items] != [(reward["id"], "gift", 0)]:
+                    return False
+            return True
+
+        await eventually(granted, what="the treatment's gifts")
+        for customer in arms["holdout"]:
+            assert (await admin.get(f"/v1/customers/{customer}/reward-redemptions")).json()["items"] == []
+        assert (await admin.get(f"/v1/rewards/{reward['id']}")).json()["stock_left"] == 97
+
+        report: dict[str, Any] = {}
+
+        async def costed() -> bool:
+            nonlocal report
+            report = await results(admin, experiment["id"])
+            return report["arms"]["treatment"]["reward_cost_points"] == 900
+
+        # each gift costs the experiment the catalogue item's price in points
+        await eventually(costed, what="the gifts' cost")
+        treatment, holdout = report["arms"]["treatment"], report["arms"]["holdout"]
+        assert (treatment["customers_exposed"], treatment["rewards_given"], treatment["rewards_withheld"]) == (3, 3, 0)
+        assert (holdout["customers_exposed"], holdout["rewards_given"], holdout["rewards_withheld"]) == (3, 0, 3)
+        assert holdout["reward_cost_points"] == 0
+
+        # the rule cannot be deactivated while its experiment runs
+        refused = await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})
+        assert refused.status_code == 409 and refused.json()["code"] == "lever_in_experiment"
+    finally:
+        await admin.post(f"/v1/experiments/{experiment['id']}/stop")
+        assert (await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})).status_code == 200
 
 
 async def test_points_bonus_campaign(admin: httpx.AsyncClient) -> None:

@@ -68,6 +68,7 @@ __all__ = [
     "experiments_router",
     "record",
     "record_follow_up",
+    "report_cost",
     "running_experiment",
 ]
 
@@ -286,6 +287,34 @@ async def record_follow_up(
         money=money,
         currency=currency,
     )
+
+
+async def report_cost(
+    session: AsyncSession,
+    experiment_id: uuid.UUID,
+    customer_id: str,
+    *,
+    key: str,
+    points: int | None = None,
+    money: Decimal | None = None,
+    currency: str | None = None,
+) -> None:
+    """A reward's cost found by a service that does not own the lever (the points service granting a gift rule's
+    catalogue item): told straight to the gateway, once per `key`, in the caller's transaction. Not an exposure;
+    the gateway computes the arm itself."""
+    payload = {
+        "experiment_id": str(experiment_id),
+        "customer_id": customer_id,
+        "key": key,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "exposes": False,
+        "withheld": False,
+        "points": points,
+        "money": None if money is None else str(money),
+        "currency": currency,
+    }
+    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"experiment-cost:{experiment_id}:{key}")
+    await publish(session, EXPERIMENT_REWARD_EVENT, payload, [GATEWAY_CONSUMER], event_id=event_id)
 
 
 async def ensure_lever_free(session: AsyncSession, lever_type: str, lever_id: str) -> None:

@@ -4,7 +4,7 @@ from fastapi import FastAPI
 
 from coupon.api import router
 from coupon.events import handlers
-from coupon.experiments import rule_exists
+from coupon.experiments import gift_rule_exists, rule_exists
 from coupon.guards import FormatCache, GuessThrottle, LocalGuessThrottle, SharedGuessThrottle
 from coupon.jobs import CodeJobRunner
 from coupon.service import CouponRuntime
@@ -47,7 +47,7 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
     spec = ServiceSpec(
         name="coupon",
         schema=SCHEMA,
-        routers=[router, experiments_router({"coupon_rule": rule_exists})],
+        routers=[router, experiments_router({"coupon_rule": rule_exists, "reward": gift_rule_exists})],
         migrations_dir=MIGRATIONS_DIR,
         description="Campaigns, unguessable codes, issuance, validation, redemptions and surprise rules.",
         event_handlers=handlers(runtime),

@@ -1,9 +1,13 @@
-"""Experiments on surprise rules (lever type `coupon_rule`, id = the rule's id).
+"""Experiments on surprise rules: lever type `coupon_rule` (a rule that issues a coupon) and `reward` (a gift
+rule: one that grants a catalogue item), the id being the rule's id either way.
 
 A rule that fires for a customer in the holdout does everything but give: the issuance runs in a savepoint that
 is rolled back, so the holdout is exposed exactly when a code would have been issued, at the same business time
 and for the same trigger. A code given under an experiment reports its discount as the reward's cost when it is
-redeemed (and gives it back when the redemption is rolled back).
+redeemed (and gives it back when the redemption is rolled back). A gift rule in the holdout publishes no
+`reward.gift_granted` but is recorded, withheld, with the same trigger and business time as a gift; a gift given
+under an experiment carries the experiment's id to the points service, which reports the catalogue item's price in
+points as the gift's cost once it is granted (nothing when the grant fails: out of stock, inactive).
 """
 
 from __future__ import annotations
@@ -23,14 +27,28 @@ from kit import events, experiments
 log = structlog.get_logger("coupon.experiments")
 
 LEVER = "coupon_rule"
+GIFT_LEVER = "reward"
 
 
-async def rule_exists(session: AsyncSession, lever_id: str) -> bool:
+async def _rule_of_kind(session: AsyncSession, lever_id: str, kind_column: str) -> bool:
     try:
         rule_id = uuid.UUID(lever_id)
     except ValueError:
         return False
-    return await repo.fetch_one(session, "SELECT 1 AS found FROM coupon_rules WHERE id = :id", id=rule_id) is not None
+    found = await repo.fetch_one(
+        session, f"SELECT 1 AS found FROM coupon_rules WHERE id = :id AND {kind_column} IS NOT NULL", id=rule_id
+    )
+    return found is not None
+
+
+async def rule_exists(session: AsyncSession, lever_id: str) -> bool:
+    """A `coupon_rule` lever: a surprise rule that issues a coupon."""
+    return await _rule_of_kind(session, lever_id, "campaign_id")
+
+
+async def gift_rule_exists(session: AsyncSession, lever_id: str) -> bool:
+    """A `reward` lever: a gift rule (one that grants a catalogue item)."""
+    return await _rule_of_kind(session, lever_id, "reward_id")
 
 
 async def issue_or_withhold(
@@ -72,23 +90,21 @@ GIFT_NAMESPACE = uuid.UUID("8f0e7d1c-5b2a-4c3e-9a6f-1d2e3f4a5b6c")
 async def grant_gift(session: AsyncSession, rule: Any, event_key: str, customer_id: str, occurred_at: datetime) -> None:
     """A gift rule fired: tell the points service to grant the catalogue item (`reward.gift_granted`, through the
     outbox, committed with the firing). The event id is derived from the rule and the trigger, so the grant is
-    one grant whatever happens to the delivery. A customer in a running experiment's holdout gets nothing."""
-    experiment = await experiments.running_experiment(session, LEVER, str(rule.id), occurred_at)
+    one grant whatever happens to the delivery. A customer in a running experiment's holdout gets nothing, and
+    is recorded exactly as a given gift would be (same trigger key, same business time)."""
+    experiment = await experiments.running_experiment(session, GIFT_LEVER, str(rule.id), occurred_at)
     holdout = experiment is not None and experiment.arm(customer_id) == "holdout"
     grant_id = uuid.uuid5(GIFT_NAMESPACE, f"{rule.id}:{event_key}")
     if not holdout:
-        await events.publish(
-            session,
-            "reward.gift_granted",
-            {
-                "grant_id": str(grant_id),
-                "rule_id": str(rule.id),
-                "reward_id": str(rule.reward_id),
-                "customer_id": customer_id,
-            },
-            ["points"],
-            event_id=grant_id,
-        )
+        gift: dict[str, Any] = {
+            "grant_id": str(grant_id),
+            "rule_id": str(rule.id),
+            "reward_id": str(rule.reward_id),
+            "customer_id": customer_id,
+        }
+        if experiment is not None:  # the points service reports the gift's cost to this experiment
+            gift["experiment_id"] = str(experiment.id)
+        await events.publish(session, "reward.gift_granted", gift, ["points"], event_id=grant_id)
     if experiment is not None:
         await experiments.record(
             session, experiment, customer_id, key=event_key, occurred_at=occurred_at, withheld=holdout,

@@ -762,7 +762,9 @@ async def list_rules(session: AsyncSession, page: PageParams) -> Page[Rule]:
 
 async def update_rule(session: AsyncSession, rule_id: uuid.UUID, body: RulePatch) -> Rule:
     if body.active is False:
-        await experiments.ensure_lever_free(session, "coupon_rule", str(rule_id))
+        # a coupon rule is lever `coupon_rule`, a gift rule lever `reward`; ids are unique across both
+        for lever in ("coupon_rule", "reward"):
+            await experiments.ensure_lever_free(session, lever, str(rule_id))
     row = await repo.fetch_one(
         session,
         f"UPDATE coupon_rules SET active = :active WHERE id = :id RETURNING {RULE_COLUMNS}",

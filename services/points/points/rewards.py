@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit import experiments
 from kit.auth import Caller
 from kit.db import Database
 from kit.errors import Conflict, FieldError, NotFound, ServiceUnavailable, Unprocessable, ValidationFailed
@@ -379,7 +380,9 @@ async def settle_one(runtime: RewardsRuntime, redemption_id: uuid.UUID) -> None:
 
 async def grant_gift(session: AsyncSession, gift: GiftGranted) -> None:
     """A surprise rule's gift: the catalogue item at no cost (stock is taken; tier and limit do not apply), in
-    the event's transaction, once per grant. A reward that is unknown, inactive or out of stock grants nothing."""
+    the event's transaction, once per grant. A reward that is unknown, inactive or out of stock grants nothing.
+    Under an experiment, a granted gift's cost is the catalogue item's price in points, reported to the gateway
+    in the same transaction (docs/experiments.md)."""
     row = await repo.redeem_in_session(
         session,
         gift.customer_id,
@@ -398,3 +401,8 @@ async def grant_gift(session: AsyncSession, gift: GiftGranted) -> None:
         rule_id=str(gift.rule_id),
         outcome=row.r_outcome,
     )
+    if gift.experiment_id is not None and row.r_outcome == "created":
+        price = await repo.reward_price(session, gift.reward_id)
+        await experiments.report_cost(
+            session, gift.experiment_id, gift.customer_id, key=f"gift-cost:{gift.grant_id}", points=price
+        )

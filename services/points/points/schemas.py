@@ -349,3 +349,5 @@ class GiftGranted(BaseModel):
     rule_id: uuid.UUID
     reward_id: uuid.UUID
     customer_id: Identifier
+    # the experiment running on the gift rule, when this customer is in its treatment: the gift's cost goes to it
+    experiment_id: uuid.UUID | None = None
