@@ -262,6 +262,8 @@ ROUTES: tuple[Route, ...] = (
     route("GET", _CUSTOMER + "/rewards", "points", scope("points:read", customer=True)),
     route("POST", _CUSTOMER + "/reward-redemptions", "points", scope("points:write", customer=True)),
     route("GET", _CUSTOMER + "/reward-redemptions", "points", scope("points:read", customer=True)),
+    # the shop's fulfilment queue across all customers (`?status=pending`): keys that read points, never a customer
+    route("GET", "/v1/reward-redemptions", "points", scope("points:read")),
     route("POST", "/v1/reward-redemptions/{redemption_id}/fulfilment", "points", scope("points:write")),
     route(
         "POST", "/v1/reward-redemptions/{redemption_id}/cancellation", "points", scope("points:write", customer=True)

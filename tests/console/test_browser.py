@@ -150,6 +150,21 @@ async def test_the_console_in_a_browser(platform: Platform, admin: httpx.AsyncCl
         mine = (await admin.get(f"/v1/customers/{rich}/reward-redemptions")).json()["items"]
         assert next(r for r in mine if r["redemption_id"] == redemption_id)["status"] == "fulfilled"
 
+        # another, handed over from the rewards page's queue of every customer's pending items
+        second = await admin.post(
+            f"/v1/customers/{rich}/reward-redemptions",
+            json={"reward_id": reward.json()["id"], "reference": "console-tote-2"},
+        )
+        assert second.status_code == 201, second.text
+        second_id = second.json()["redemption_id"]
+        await browser.goto(origin + "/console/rewards")
+        html = await browser.html()
+        assert f'value="{second_id}"' in html and f'value="{redemption_id}"' not in html
+        await browser.submit(f"form:has(input[name='redemption_id'][value='{second_id}'])", {})
+        assert "Marked as handed over" in await browser.html()
+        mine = (await admin.get(f"/v1/customers/{rich}/reward-redemptions")).json()["items"]
+        assert next(r for r in mine if r["redemption_id"] == second_id)["status"] == "fulfilled"
+
         for name, path in (
             ("rewards", "/console/rewards"),
             ("experiments", "/console/experiments"),

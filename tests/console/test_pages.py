@@ -88,3 +88,64 @@ async def test_a_partner_key_without_admin_cannot_reach_the_gateway_operations(
         assert refused.status_code == 403
     listed = (await admin.get("/v1/webhook-endpoints", params={"limit": 200})).json()["items"]
     assert not any(e["url"] == "http://127.0.0.1:9/x" for e in listed)
+
+
+async def test_pending_fulfilments_of_every_customer_handed_over_from_the_rewards_page(
+    platform: Platform, console: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    reward = (await admin.post("/v1/rewards", json={"name": "Queue tote", "kind": "item", "cost_points": 10})).json()
+    waiting = []
+    for customer in ("queue-ann", "queue-bob"):
+        earned = await admin.post(f"/v1/customers/{customer}/points/earn", json={"points": 10, "reference": "q"})
+        assert earned.status_code == 201, earned.text
+        redeemed = await admin.post(
+            f"/v1/customers/{customer}/reward-redemptions", json={"reward_id": reward["id"], "reference": "queue"}
+        )
+        assert redeemed.status_code == 201, redeemed.text
+        waiting.append(redeemed.json()["redemption_id"])
+
+    page = await console.get("/console/rewards")
+    assert page.status_code == 200
+    queue = page.text.split('id="pending"')[1].split("</table>")[0]
+    assert "queue-ann" in queue and "queue-bob" in queue and "Queue tote" in queue
+    assert queue.index("queue-bob") < queue.index("queue-ann")  # newest first
+    assert all(f'value="{r}"' in queue for r in waiting)
+
+    # without the form's token nothing is handed over
+    forged = await console.post("/console/rewards", data={"action": "fulfil", "redemption_id": waiting[0]})
+    assert forged.status_code == 403
+    assert (await admin.get("/v1/customers/queue-ann/reward-redemptions")).json()["items"][0]["status"] == "pending"
+
+    done = await console.post(
+        "/console/rewards", data={"csrf": csrf_of(page.text), "action": "fulfil", "redemption_id": waiting[0]}
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/console/rewards?done=fulfilled"
+    after = await console.get(done.headers["location"])
+    assert "Marked as handed over" in after.text
+    queue = after.text.split('id="pending"')[1].split("</table>")[0]
+    assert f'value="{waiting[0]}"' not in queue and f'value="{waiting[1]}"' in queue
+    assert (await admin.get("/v1/customers/queue-ann/reward-redemptions")).json()["items"][0]["status"] == "fulfilled"
+
+    # a second fulfilment of the same item changes nothing and says so
+    again = await console.post(
+        "/console/rewards", data={"csrf": csrf_of(after.text), "action": "fulfil", "redemption_id": waiting[0]}
+    )
+    assert again.status_code == 303
+
+    # a key that reads points sees the queue but has no button; one that cannot read points is told why
+    reader = (await admin.post("/v1/api-keys", json={"name": "queue reader", "scopes": ["points:read"]})).json()
+    async with browser_client(platform) as client:
+        assert (await sign_in(client, reader["key"])).status_code == 303
+        seen = await client.get("/console/rewards")
+        queue = seen.text.split('id="pending"')[1].split("</table>")[0]
+        assert "queue-bob" in queue and "Fulfil" not in queue
+        refused = await client.post(
+            "/console/rewards", data={"csrf": csrf_of(seen.text), "action": "fulfil", "redemption_id": waiting[1]}
+        )
+        assert refused.status_code == 403
+    assert (await admin.get("/v1/customers/queue-bob/reward-redemptions")).json()["items"][0]["status"] == "pending"
+    outsider = (await admin.post("/v1/api-keys", json={"name": "queue outsider", "scopes": ["coupons:read"]})).json()
+    async with browser_client(platform) as client:
+        assert (await sign_in(client, outsider["key"])).status_code == 303
+        seen = await client.get("/console/rewards")
+        assert seen.status_code == 200 and 'id="pending"' not in seen.text and "queue-bob" not in seen.text

@@ -286,6 +286,85 @@ class TestFulfilmentAndCancellation:
         await audit_clean(points)
 
 
+class TestFulfilmentQueue:
+    """`GET /v1/reward-redemptions?status=pending`: every customer's items waiting to be handed over."""
+
+    async def test_pending_items_of_all_customers_newest_first_page_by_page(self, admin: httpx.AsyncClient) -> None:
+        reward = await create_reward(admin, name="Queue mug", cost_points=10)
+        customers = [new_id(), new_id(), new_id()]
+        ours: list[str] = []
+        for n, customer in enumerate(customers * 2):
+            await earn(admin, customer, 10, reference=f"q{n}")
+            redeemed = await redeem(admin, customer, reward["id"], f"queue-{n}")
+            assert redeemed.status_code == 201, redeemed.text
+            ours.append(redeemed.json()["redemption_id"])
+        fulfilled, cancelled = ours[1], ours[4]
+        assert (await admin.post(f"/v1/reward-redemptions/{fulfilled}/fulfilment")).status_code == 200
+        assert (await admin.post(f"/v1/reward-redemptions/{cancelled}/cancellation")).status_code == 200
+        waiting = [r for r in reversed(ours) if r not in (fulfilled, cancelled)]  # newest first
+
+        first = await admin.get("/v1/reward-redemptions", params={"status": "pending", "limit": 2})
+        assert first.status_code == 200, first.text
+        assert [r["redemption_id"] for r in first.json()["items"]] == waiting[:2]
+        assert first.json()["items"][0]["customer_id"] == customers[2]
+        assert first.json()["items"][0]["reward_name"] == "Queue mug"
+        second = await admin.get(
+            "/v1/reward-redemptions", params={"status": "pending", "limit": 2, "cursor": first.json()["next_cursor"]}
+        )
+        assert [r["redemption_id"] for r in second.json()["items"]] == waiting[2:4]
+
+        # the whole queue, followed to its end: pending only, each once, newest first
+        seen: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"status": "pending", "limit": 7}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await admin.get("/v1/reward-redemptions", params=params)).json()
+            seen.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        ids = [r["redemption_id"] for r in seen]
+        assert len(ids) == len(set(ids))
+        assert {r["status"] for r in seen} == {"pending"}
+        assert set(waiting) <= set(ids) and not {fulfilled, cancelled} & set(ids)
+        keys = [(r["created_at"], r["redemption_id"]) for r in seen]
+        assert keys == sorted(keys, reverse=True)
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {},
+            {"status": "fulfilled"},
+            {"status": "pending", "cursor": "not-a-cursor"},
+            {"status": "pending", "limit": 0},
+        ],
+    )
+    async def test_bad_query_is_422(self, admin: httpx.AsyncClient, params: dict[str, Any]) -> None:
+        response = await admin.get("/v1/reward-redemptions", params=params)
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+
+    async def test_keys_that_read_points_see_it_customers_do_not(
+        self, platform: Platform, admin: httpx.AsyncClient
+    ) -> None:
+        pending = {"status": "pending"}
+        reader = await admin.post("/v1/api-keys", json={"name": new_id("k"), "scopes": ["points:read"]})
+        other = await admin.post("/v1/api-keys", json={"name": new_id("k"), "scopes": ["coupons:read"]})
+        async with platform.client(reader.json()["key"]) as client:
+            assert (await client.get("/v1/reward-redemptions", params=pending)).status_code == 200
+        async with platform.client(other.json()["key"]) as client:
+            assert (await client.get("/v1/reward-redemptions", params=pending)).status_code == 403
+        customer = new_id()
+        async with platform.client(await customer_token(admin, customer)) as client:
+            assert (await client.get("/v1/reward-redemptions", params=pending)).status_code == 403
+        # the service checks again: a customer's identity straight to it is refused too
+        headers = {"X-Caller-Kind": "customer", "X-Caller-Id": customer}
+        async with platform.service_client("points", **headers) as client:
+            assert (await client.get("/v1/reward-redemptions", params=pending)).status_code == 403
+
+
 class TestCustomerView:
     async def test_affordable_points_needed_and_why_not(self, platform: Platform, admin: httpx.AsyncClient) -> None:
         customer = new_id()

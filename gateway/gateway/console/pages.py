@@ -916,12 +916,27 @@ async def change_webhook(endpoint_id: uuid.UUID, console: ConsoleDep) -> Respons
 async def _rewards_page(
     console: Console, status: int = 200, error: str | None = None, form: dict[str, str] | None = None
 ) -> HTMLResponse:
-    rewards, campaigns_listed = await asyncio.gather(
+    """The catalogue, and the fulfilment queue (every customer's pending items, newest first, `?cursor=` pages)."""
+    cursor = console.request.query_params.get("cursor")
+    rewards, campaigns_listed, pending = await asyncio.gather(
         console.caller.call("GET", "/v1/rewards", params={"limit": 100}),
         console.caller.call("GET", "/v1/coupon-campaigns", params={"limit": 100}),
+        console.caller.call(
+            "GET", "/v1/reward-redemptions", params={"status": "pending", "limit": 50, "cursor": cursor}
+        ),
     )
     names = {c["id"]: c["name"] for c in _results_or_refusal(campaigns_listed)}
-    return _render(console, "rewards.html", status, rewards=rewards, campaigns=names, error=error, form=form or {})
+    return _render(
+        console,
+        "rewards.html",
+        status,
+        rewards=rewards,
+        campaigns=names,
+        pending=pending,
+        paged=bool(cursor),
+        error=error,
+        form=form or {},
+    )
 
 
 @router.get("/console/rewards")
@@ -933,7 +948,15 @@ async def rewards(console: ConsoleDep) -> HTMLResponse:
 async def change_rewards(console: ConsoleDep) -> Response:
     form = await form_of(console.request)
     action = form.get("action")
-    if action in ("deactivate", "activate"):
+    if action == "fulfil":
+        redemption_id = form.get("redemption_id", "")
+        try:
+            uuid.UUID(redemption_id)
+        except ValueError:
+            raise NotFound("No such redemption.") from None
+        result = await console.caller.call("POST", f"/v1/reward-redemptions/{redemption_id}/fulfilment")
+        done = "fulfilled"
+    elif action in ("deactivate", "activate"):
         reward_id = form.get("reward_id", "")
         try:
             uuid.UUID(reward_id)

@@ -300,6 +300,26 @@ async def list_redemptions(
     ).all()
 
 
+async def list_pending(
+    session: AsyncSession, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Sequence[Row[Any]]:
+    """Every customer's redemptions waiting to be handed over, newest first (index
+    ix_reward_redemptions_pending: the page is read in order, however many have been fulfilled)."""
+    return (
+        await session.execute(
+            text(
+                f"""
+                SELECT {REDEMPTION_COLUMNS} FROM reward_redemptions d JOIN rewards w ON w.id = d.reward_id
+                 WHERE d.status = 'pending'
+                   AND (CAST(:after_at AS timestamptz) IS NULL OR (d.created_at, d.id) < (:after_at, :after_id))
+                 ORDER BY d.created_at DESC, d.id DESC LIMIT :limit
+                """
+            ),
+            {"after_at": after[0] if after else None, "after_id": after[1] if after else None, "limit": limit},
+        )
+    ).all()
+
+
 async def fulfil(session: AsyncSession, redemption_id: uuid.UUID) -> bool:
     """Mark a pending item handed over; False when it was not pending."""
     done = (

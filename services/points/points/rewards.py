@@ -11,6 +11,7 @@ the retry job, which asks again with the same key until the deadline and then vo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -309,6 +310,11 @@ async def settle_issuing(runtime: RewardsRuntime) -> int:
 
 async def list_redemptions(session: AsyncSession, customer_id: str, page: PageParams) -> Page[RewardRedemption]:
     rows = await repo.list_redemptions(session, customer_id, page.after(datetime, uuid.UUID), page.limit + 1)
+    return _redemption_page(rows, page)
+
+
+def _redemption_page(rows: Sequence[Row[Any]], page: PageParams) -> Page[RewardRedemption]:
+    """Rows sorted by (created_at, id) descending, one more than the page when there is a next one."""
     items = [RewardRedemption.model_validate(r._mapping) for r in rows[: page.limit]]
     cursor = (
         encode_cursor([items[-1].created_at.isoformat(), str(items[-1].redemption_id)])
@@ -316,6 +322,12 @@ async def list_redemptions(session: AsyncSession, customer_id: str, page: PagePa
         else None
     )
     return Page[RewardRedemption](items=items, next_cursor=cursor)
+
+
+async def list_pending(session: AsyncSession, page: PageParams) -> Page[RewardRedemption]:
+    """Items waiting to be handed over, across all customers, newest first."""
+    rows = await repo.list_pending(session, page.after(datetime, uuid.UUID), page.limit + 1)
+    return _redemption_page(rows, page)
 
 
 async def _redemption(session: AsyncSession, redemption_id: uuid.UUID, caller: Caller) -> Row[Any]:

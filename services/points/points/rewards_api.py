@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import BackgroundTasks, Depends, Query, Request, Response
 
@@ -135,6 +135,21 @@ async def list_reward_redemptions(
 ) -> Page[RewardRedemption]:
     """Newest first."""
     return await rewards.list_redemptions(session, customer_id, page)
+
+
+@router.get(
+    "/v1/reward-redemptions",
+    dependencies=[requires("points:read")],
+    operation_id="list_pending_reward_redemptions",
+    responses=problem_responses(403, 422),
+)
+async def list_pending_reward_redemptions(
+    session: SessionDep,
+    page: PageParamsDep,
+    status: Annotated[Literal["pending"], Query(description="Which redemptions: `pending` (items to hand over).")],
+) -> Page[RewardRedemption]:
+    """Every customer's items waiting to be handed over, newest first: the shop's fulfilment queue."""
+    return await rewards.list_pending(session, page)
 
 
 @router.post(

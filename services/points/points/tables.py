@@ -198,6 +198,12 @@ reward_redemptions = Table(
     ),
     Index("ix_reward_redemptions_open", "reward_id", postgresql_where=text("status IN ('issuing', 'pending')")),
     Index("ix_reward_redemptions_issuing", "next_attempt_at", postgresql_where=text("status = 'issuing'")),
+    Index(
+        "ix_reward_redemptions_pending",
+        text("created_at DESC"),
+        text("id DESC"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
 
 # Which lots a redemption's points came from, so that a cancellation puts them back where they were (with
