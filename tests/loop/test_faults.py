@@ -7,60 +7,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.conftest import ARTIFACTS, Platform
+from tests.conftest import Platform
 from tests.loop.helpers import purchase_body, wait_for_deliveries
-from tests.support.database import create_database, drop_database, server_url
-from tests.support.servers import InProcessServer, ServiceProcess, free_port
+from tests.support.rigs import PointsRig, points_behind_gateway
+from tests.support.servers import InProcessServer
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Rig:
-    points: ServiceProcess
-    gateway: InProcessServer
-    headers: dict[str, str]
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.gateway.url, headers=self.headers, timeout=30)
-
-
 @pytest.fixture
-async def rig(platform: Platform) -> AsyncIterator[Rig]:
-    base = await asyncio.to_thread(server_url)
-    database_url, name = await create_database(base)
-    env = {**platform.env, "DATABASE_URL": database_url}
-    points = ServiceProcess("points", free_port(), env, ARTIFACTS / "logs" / "faults-points.log").start()
-    gateway: InProcessServer | None = None
-    try:
-        await points.wait_ready()
-        settings = GatewaySettings(  # type: ignore[call-arg]
-            DATABASE_URL=database_url,
-            POINTS_URL=points.url,
-            # the other services are not part of this rig: nothing listens there
-            COUPON_URL=f"http://127.0.0.1:{free_port()}",
-            RECOMMEND_URL=f"http://127.0.0.1:{free_port()}",
-            SURVEY_URL=f"http://127.0.0.1:{free_port()}",
-            OUTBOX_POLL_SECONDS=0.1,
-            OUTBOX_BASE_DELAY_SECONDS=0.2,
-            OUTBOX_MAX_DELAY_SECONDS=1.0,
-            OUTBOX_TIMEOUT_SECONDS=1.0,
-            OVERVIEW_BUDGET_MS=300,
-        )
-        gateway = await InProcessServer(create_app(settings)).start()
-        yield Rig(points, gateway, platform.client().headers)  # type: ignore[arg-type]
-    finally:
-        points.stop()
-        if gateway is not None:
-            await gateway.stop()
-        await drop_database(base, name)
+async def rig(platform: Platform) -> AsyncIterator[PointsRig]:
+    async with points_behind_gateway(
+        platform,
+        "faults-points",
+        OUTBOX_POLL_SECONDS=0.1,
+        OUTBOX_BASE_DELAY_SECONDS=0.2,
+        OUTBOX_MAX_DELAY_SECONDS=1.0,
+        OUTBOX_TIMEOUT_SECONDS=1.0,
+        OVERVIEW_BUDGET_MS=300,
+    ) as rig:
+        yield rig
 
 
 async def accept_while_down(client: httpx.AsyncClient) -> dict:
@@ -96,7 +68,7 @@ async def wait_points_delivered(client: httpx.AsyncClient, body: dict) -> int:
     return int(points["balance"])
 
 
-async def test_purchase_while_points_is_stopped(rig: Rig) -> None:
+async def test_purchase_while_points_is_stopped(rig: PointsRig) -> None:
     async with rig.client() as client:
         rig.points.kill()
         body = await accept_while_down(client)
@@ -111,7 +83,7 @@ async def test_purchase_while_points_is_stopped(rig: Rig) -> None:
         assert "points" not in overview["unavailable"]
 
 
-async def test_purchase_while_points_is_hung(rig: Rig) -> None:
+async def test_purchase_while_points_is_hung(rig: PointsRig) -> None:
     async with rig.client() as client:
         rig.points.pause()
         try:
@@ -132,7 +104,7 @@ async def test_purchase_while_points_is_hung(rig: Rig) -> None:
         assert overview["points"]["balance"] > 0
 
 
-async def test_a_hung_service_is_504_within_the_upstream_timeout(rig: Rig, platform: Platform) -> None:
+async def test_a_hung_service_is_504_within_the_upstream_timeout(rig: PointsRig, platform: Platform) -> None:
     settings = GatewaySettings(  # type: ignore[call-arg]
         DATABASE_URL=platform.env["DATABASE_URL"], POINTS_URL=rig.points.url, UPSTREAM_TIMEOUT_SECONDS=0.5
     )
