@@ -214,6 +214,27 @@ class TestExpiredLotsAreNeverSpent:
         ]
         await audit_clean(points)
 
+    async def test_a_debit_cannot_be_paid_with_expired_points(
+        self, points: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        """A negative adjustment (or a refund's reversal: the same ledger function) when a lot is past its date:
+        taking it would leave the customer the points of the lot still good once the job runs."""
+        customer = new_id()
+        await earn(points, customer, 100, reference="old")
+        await earn(points, customer, 40, reference="fresh")
+        await age_lot(db, customer, "old")
+        response = await points.post(
+            f"/v1/customers/{customer}/points/adjustments", json={"points": -40, "reference": "writeoff"}
+        )
+        assert response.status_code == 201, response.text
+        entries = [(e["type"], e["points"], e["balance_after"]) for e in await ledger(points, customer)]
+        assert entries == [("earn", 100, 100), ("earn", 40, 140), ("expire", -100, 40), ("adjust", -40, 0)]
+        remaining = {lot["reference"]: lot["remaining"] for lot in await lots_of(db, customer)}
+        assert remaining == {"old": 0, "fresh": 0}
+        assert (await points.post("/v1/points/expiry-runs")).status_code == 201
+        assert (await balance(points, customer))["balance"] == 0
+        await audit_clean(points)
+
     async def test_a_replayed_redemption_is_answered_as_before(
         self, points: httpx.AsyncClient, db: asyncpg.Connection
     ) -> None:
