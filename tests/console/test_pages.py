@@ -4,6 +4,8 @@ operation and what it made is there in the API afterwards."""
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -149,3 +151,31 @@ async def test_pending_fulfilments_of_every_customer_handed_over_from_the_reward
         assert (await sign_in(client, outsider["key"])).status_code == 303
         seen = await client.get("/console/rewards")
         assert seen.status_code == 200 and 'id="pending"' not in seen.text and "queue-bob" not in seen.text
+
+
+async def test_the_home_page_figures_count_a_purchase_as_soon_as_it_is_accepted(
+    console: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """The gateway keeps its last figures only while no purchase was added: the next view counts a new one."""
+
+    def shown(html: str) -> int:
+        found = re.search(r"([\d,]+) purchases over the last", html)
+        assert found, "the weekly chart's summary"
+        return int(found.group(1).replace(",", ""))
+
+    now = datetime.now(UTC)
+    for n, at in enumerate((now, now - timedelta(minutes=1))):
+        body = {
+            "purchase_id": f"console-home-{uuid.uuid4().hex}",
+            "customer_id": "console-home",
+            "occurred_at": at.isoformat(),
+            "currency": "EUR",
+            "total": "12.00",
+            "items": [{"product_id": "x", "name": "x", "category": "misc", "unit_price": "12.00", "quantity": 1}],
+        }
+        if n == 1:
+            before = shown((await console.get("/console/")).text)
+            assert shown((await console.get("/console/")).text) == before  # nothing new: the same figures
+        accepted = await admin.post("/v1/purchases", json=body)
+        assert accepted.status_code in (201, 202), accepted.text
+    assert shown((await console.get("/console/")).text) == before + 1
