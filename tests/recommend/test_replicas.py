@@ -1,5 +1,7 @@
-"""Two recommend replicas on one database: exactly one trains at a time, the model is stored (versioned), and the
-other replica loads each new version while it keeps answering."""
+"""Two recommend replicas on one database: the platform's own (PROCESS_ROLE all: it serves and trains) and an api
+replica beside it. Only a worker trains (exactly one at a time), the model is stored (versioned), and the api
+replica loads each new version while it keeps answering; a retrain asked of the api replica is trained by the
+worker."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 from recommend.app import create_app
 from recommend.engine import Engine
 from recommend.settings import RecommendSettings
+from recommend.trainer import Trainer
 from tests.conftest import Platform
 from tests.recommend.conftest import Retail, wait_for_model
 from tests.support.servers import InProcessServer, free_port
@@ -23,9 +26,11 @@ from tests.support.servers import InProcessServer, free_port
 
 @pytest.fixture
 async def second(platform: Platform, retail: Retail) -> AsyncIterator[InProcessServer]:
-    """A second replica beside the platform's own (same database, same settings, another port)."""
+    """An api replica beside the platform's own (same database, same settings, another port)."""
     port = free_port()
-    settings = RecommendSettings(RECOMMEND_PORT=port, RECOMMEND_MODEL_POLL_SECONDS=0.2)  # type: ignore[call-arg]
+    settings = RecommendSettings(  # type: ignore[call-arg]
+        RECOMMEND_PORT=port, RECOMMEND_MODEL_POLL_SECONDS=0.2, PROCESS_ROLE="api"
+    )
     server = await InProcessServer(create_app(settings), port=port).start()
     yield server
     await server.stop()
@@ -33,6 +38,10 @@ async def second(platform: Platform, retail: Retail) -> AsyncIterator[InProcessS
 
 def engine_of(server: InProcessServer) -> Engine:
     return server.server.config.app.state.engine  # type: ignore[no-any-return]
+
+
+def trainer_of(server: InProcessServer) -> Trainer | None:
+    return getattr(server.server.config.app.state, "trainer", None)
 
 
 def client(platform: Platform, url: str) -> httpx.AsyncClient:
@@ -60,22 +69,24 @@ async def serving(api: httpx.AsyncClient, version: int, timeout: float = 120) ->
     raise AssertionError(f"the replica did not load model {version}")
 
 
-async def test_the_second_replica_starts_from_the_stored_model_and_trains_nothing(
+async def test_an_api_replica_starts_from_the_stored_model_and_has_no_trainer(
     platform: Platform, retail: Retail, second: InProcessServer
 ) -> None:
     async with client(platform, platform.urls["recommend"]) as first_api, client(platform, second.url) as second_api:
         current = (await first_api.get("/v1/recommend/model")).json()
         model = await serving(second_api, current["version"], timeout=10)
         assert model["version"] == current["version"] and model["interactions"] == current["interactions"]
-    assert not engine_of(second).training and engine_of(second).last_training_seconds is None
+    assert trainer_of(second) is None and trainer_of(platform.servers["recommend"]) is not None
+    jobs = {t.get_name() for t in second.server.config.app.state.background_tasks}
+    assert jobs == {"recommend.catalog_reload", "recommend.model_poll"}
 
 
-async def test_one_replica_trains_and_the_other_loads_the_new_version_without_a_pause(
+async def test_a_retrain_asked_of_the_api_replica_is_trained_by_the_worker_and_served_without_a_pause(
     platform: Platform, retail: Retail, second: InProcessServer
 ) -> None:
     customer = sorted(retail.history)[0]
     async with client(platform, platform.urls["recommend"]) as first_api, client(platform, second.url) as second_api:
-        retrain = await first_api.post("/v1/recommend/model/retrain")
+        retrain = await second_api.post("/v1/recommend/model/retrain")
         assert retrain.status_code == 202
         version = retrain.json()["version"]
         statuses: list[int] = []
@@ -92,9 +103,12 @@ async def test_one_replica_trains_and_the_other_loads_the_new_version_without_a_
 
         await asyncio.wait_for(keep_asking(), timeout=180)
         first = await wait_for_model(first_api, version)
+        loaded = await wait_for_model(second_api, first["version"])
     assert set(statuses) == {200}
     assert versions == sorted(versions) and versions[0] < version <= versions[-1]
-    assert engine_of(second).last_training_seconds is None  # it loaded the model, it did not train one
+    assert trainer_of(second) is None  # it loaded the model, it did not train one
+    # how long the worker took, as stored with the model
+    assert loaded["training_seconds"] == pytest.approx(first["training_seconds"], abs=0.5)
     rows = await stored(platform)
     assert rows[-1]["version"] == first["version"]
     assert rows[-1]["trained_by"].endswith(f":{platform.env['RECOMMEND_PORT']}/{os.getpid()}")

@@ -20,7 +20,7 @@ BACKGROUND = {
     "gateway": {"outbox.relay", "webhooks.dispatcher"},
     "coupon": {"outbox.relay"},
     "points": {"points.expiry", "outbox.relay"},
-    "recommend": set(),
+    "recommend": {"recommend.training_requests", "recommend.retrain"},
     "survey": {"outbox.relay", "survey.mail_sender"},
 }
 
@@ -61,6 +61,8 @@ async def test_a_worker_serves_health_and_metrics_only_and_runs_the_background_w
         assert {"idempotency.purge", *BACKGROUND[name]} <= job_names(app)
         if name == "coupon":
             assert app.state.code_jobs is not None
+        if name == "recommend":
+            assert app.state.trainer is not None
 
 
 @pytest.mark.parametrize("name", PROCESSES)
@@ -73,6 +75,7 @@ async def test_an_api_process_serves_requests_and_leaves_the_background_work(pla
         assert not (job_names(app) & background), "no background job runs in an api process"
         assert getattr(app.state, "outbox_relay", None) is None
         assert getattr(app.state, "code_jobs", None) is None
+        assert getattr(app.state, "trainer", None) is None, "an api process never trains"
 
 
 async def test_all_is_the_default_and_does_both(platform: Platform) -> None:

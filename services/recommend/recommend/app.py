@@ -8,11 +8,11 @@ from fastapi import FastAPI
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
 from kit.db import POOLER_ASYNCPG_ARGS, raw_dsn
-from recommend import repository
 from recommend.api import reads, router
 from recommend.engine import Engine
 from recommend.events import purchase_created, purchase_refunded, survey_detractor, survey_preference
 from recommend.settings import RecommendSettings
+from recommend.trainer import Trainer
 from recommend.training import Connection
 
 SCHEMA = "recommend"
@@ -26,69 +26,76 @@ async def _reset(_connection: asyncpg.Connection) -> None:
 def create_app(settings: RecommendSettings | None = None) -> FastAPI:
     settings = settings or RecommendSettings()  # type: ignore[call-arg]
 
-    # The model lives in the memory of each process that serves recommendations, so training stays with them
-    # (PROCESS_ROLE api or all): a worker of this service runs only the kit's upkeep.
+    # The api processes (PROCESS_ROLE api or all) serve the newest stored model from memory and poll for a newer
+    # one; the workers (worker or all) train it: at start and on the schedule when the history changed, and for
+    # every retrain request recorded through the API.
     async def start(app: FastAPI) -> None:
-        if not settings.serves_api:
-            return
         database = app.state.database
-        server_settings = {"application_name": "reciprocity-recommend-serving"}
+        server_settings = {"application_name": f"reciprocity-recommend-{settings.process_role}"}
         if database.role and not settings.behind_pooler:
             server_settings["role"] = database.role
         pool = await asyncpg.create_pool(
             raw_dsn(settings.database_url),
-            min_size=2,
-            max_size=settings.serving_pool_size,
+            min_size=1 if not settings.serves_api else 2,
+            max_size=settings.serving_pool_size if settings.serves_api else 2,
             server_settings=server_settings,
             reset=_reset,
             **(POOLER_ASYNCPG_ARGS if settings.behind_pooler else {}),
         )
-        # Training reads in one long snapshot with the schema as its search_path: straight to the database.
-        training = Connection(raw_dsn(settings.migration_url), SCHEMA, database.role)
-        engine = Engine(
-            pool,
-            training,
-            subprocess=settings.train_in_subprocess,
-            tuning_budget_seconds=settings.tuning_budget_seconds,
-            name=f"{socket.gethostname()}:{settings.port}/{os.getpid()}",
-        )
-        app.state.engine = engine
-        # serve the newest stored model at once; train (or wait for the replica that trains) only when the history
-        # changed since; requests are served (popular, then personal) meanwhile
-        await engine.load_latest()
-        if await repository.interaction_count(pool) != engine.trained_interactions:
-            engine.request_training(await repository.new_model_version(pool))
+        app.state.pool = pool
+        engine: Engine | None = None
+        if settings.serves_api:
+            engine = Engine(pool)
+            app.state.engine = engine
+            # serve the newest stored model at once (popular, then personal, until there is one)
+            await engine.load_latest()
+        if settings.runs_background:
+            # Training reads in one long snapshot with the schema as its search_path, and listens for requests:
+            # straight to the database.
+            trainer = Trainer(
+                pool,
+                Connection(raw_dsn(settings.migration_url), SCHEMA, database.role),
+                subprocess=settings.train_in_subprocess,
+                tuning_budget_seconds=settings.tuning_budget_seconds,
+                name=f"{socket.gethostname()}:{settings.port}/{os.getpid()}",
+                install=engine.install if engine is not None else None,
+            )
+            app.state.trainer = trainer
+            if engine is not None:
+                engine.trainer = trainer
+            await trainer.start()
 
     async def stop(app: FastAPI) -> None:
-        if not settings.serves_api:
-            return
+        trainer: Trainer | None = getattr(app.state, "trainer", None)
+        if trainer is not None:
+            await trainer.close()
+        await app.state.pool.close()
+
+    def api_jobs(app: FastAPI) -> list[PeriodicJob]:
         engine: Engine = app.state.engine
-        await engine.close()
-        await engine.pool.close()
-
-    def jobs(app: FastAPI) -> list[PeriodicJob]:
-        engine: Engine = app.state.engine
-
-        async def retrain_if_new() -> None:
-            count = await repository.interaction_count(engine.pool)
-            if count != engine.trained_interactions and not engine.training:
-                engine.request_training(await repository.new_model_version(engine.pool))
-
-        async def load_newer() -> None:
-            await engine.load_latest()
-
         return [
             PeriodicJob("recommend.catalog_reload", 60, engine.reload_catalog, initial_delay_seconds=60),
             PeriodicJob(
                 "recommend.model_poll",
                 settings.model_poll_seconds,
-                load_newer,
+                engine.load_latest,
+                initial_delay_seconds=settings.model_poll_seconds,
+            ),
+        ]
+
+    def jobs(app: FastAPI) -> list[PeriodicJob]:
+        trainer: Trainer = app.state.trainer
+        return [
+            PeriodicJob(
+                "recommend.training_requests",
+                settings.model_poll_seconds,
+                trainer.poll,
                 initial_delay_seconds=settings.model_poll_seconds,
             ),
             PeriodicJob(
                 "recommend.retrain",
                 settings.retrain_interval_seconds,
-                retrain_if_new,
+                trainer.retrain_if_new,
                 initial_delay_seconds=settings.retrain_interval_seconds,
             ),
         ]
@@ -107,6 +114,7 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         },
         on_startup=start,
         on_shutdown=stop,
-        api_jobs=jobs,
+        jobs=jobs,
+        api_jobs=api_jobs,
     )
     return create_service_app(spec, settings)

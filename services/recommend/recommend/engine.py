@@ -1,25 +1,22 @@
-"""The serving side: one immutable :class:`View` (a trained model plus the catalog as this process last saw
-it), replaced by a single reference assignment when a model finishes training or the catalog changes.
-Requests read whichever view is current; they never wait for training.
+"""The serving side (PROCESS_ROLE api or all): one immutable :class:`View` (a trained model plus the catalog as
+this process last saw it), replaced by a single reference assignment when a newer stored model is loaded or the
+catalog changes. Requests read whichever view is current; they never wait for a load.
 
-Training runs in a child process (or a thread, by setting): the request loop keeps its GIL.
+Models are trained by the recommend workers (recommend.trainer) and stored in the `models` table; each api process
+polls for the newest and swaps it in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 import numpy as np
 import structlog
-from threadpoolctl import threadpool_limits
 
 from recommend import repository
 from recommend.model import (
@@ -28,7 +25,6 @@ from recommend.model import (
     Ints,
     Mode,
     Model,
-    Params,
     Pick,
     ReasonKind,
     describe_interval,
@@ -38,14 +34,21 @@ from recommend.model import (
     similar,
 )
 from recommend.store import loads
-from recommend.training import Connection, train_from_database
 from recommend.tuning import settings_dict
+
+if TYPE_CHECKING:
+    from recommend.trainer import Trainer
 
 __all__ = ["Engine", "Item", "Result", "View"]
 
 log = structlog.get_logger("recommend.engine")
-TRAINING_LOCK = 0x7265636F6D6D656E  # "recommen": one advisory lock key for the service's training
-MODELS_KEPT = 3
+
+_NEWEST = """
+SELECT m.version, extract(epoch FROM m.finished_at - m.started_at)::float8 AS seconds,
+       coalesce((SELECT max(version) FROM recommend.training_requests), 0) AS requested
+  FROM (SELECT 1) AS one
+  LEFT JOIN (SELECT version, started_at, finished_at FROM recommend.models ORDER BY version DESC LIMIT 1) AS m ON true
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,41 +123,14 @@ class View:
 
 
 class Engine:
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        connection: Connection,
-        *,
-        subprocess: bool = True,
-        params: Params = Params(),
-        tuning_budget_seconds: float = 30.0,
-        name: str = "recommend",
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.name = name  # which replica: recorded with each model it trains
-        self.connection = connection
-        self.params = params  # where the tuner starts from
-        self.tuning_budget_seconds = tuning_budget_seconds
         self.view = View.build(empty_model(), {}, 0)
         self._catalog_lock = asyncio.Lock()
-        self._training: asyncio.Task[None] | None = None
-        self._again = False
-        self._subprocess = subprocess
-        self._executor = self._new_executor()
-        self.last_training_seconds: float | None = None
-        self.trained_interactions = -1
-
-    def _new_executor(self) -> Executor:
-        if self._subprocess:
-            return ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_background_priority
-            )
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend-train")
-
-    async def close(self) -> None:
-        if self._training:
-            self._training.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._load_lock = asyncio.Lock()
+        self.requested = 0  # the newest training request seen (through this process or the poll)
+        self.trainer: Trainer | None = None  # PROCESS_ROLE all: this process's own trainer, for `training`
+        self.model_seconds: float | None = None  # how long the served model took to train
 
     # -- catalog -------------------------------------------------------------------------------------------
     async def ensure_catalog(self, seq: int) -> View:
@@ -184,108 +160,30 @@ class Engine:
             newest = max((r["seq"] for r in rows), default=0)
             self.view = View.build(self.view.model, catalog, max(newest, self.view.seq))
 
-    # -- training ------------------------------------------------------------------------------------------
-    @property
-    def training(self) -> bool:
-        return self._training is not None and not self._training.done()
-
-    def request_training(self, version: int) -> None:
-        """Start training unless it is running; a request during a run schedules one more run after it."""
-        if self.training:
-            self._again = True
-            return
-        self._training = asyncio.create_task(self._train(version), name="recommend.train")
-
-    async def _train(self, version: int) -> None:
-        while True:
-            try:
-                await self._train_once(version)
-            except asyncio.CancelledError:
-                raise
-            except BrokenExecutor:
-                # the training child died (killed, out of memory): the next run gets a new one
-                log.exception("recommend.training_process_lost", version=version)
-                self._executor = self._new_executor()
-                return
-            except Exception:
-                log.exception("recommend.training_failed", version=version)
-                return
-            if not self._again:
-                return
-            self._again = False
-            version = await repository.new_model_version(self.pool)
-
-    async def _train_once(self, version: int) -> None:
-        """Train under the training lock, unless a model already made covers this request.
-
-        Every replica asks for training (at start, on a retrain call, when interactions changed); exactly one trains
-        at a time: the lock is a PostgreSQL advisory lock held on a connection of the training's own. A replica
-        that waited finds the model the other just stored and loads it instead when that model's version is at
-        least the one it was asked for: the trainer stores under the sequence's latest value, which every request
-        made before it started has reserved."""
-        conn = await self.connection.connect()
-        try:
-            await conn.execute("SELECT pg_advisory_lock($1)", TRAINING_LOCK)
-            latest = await conn.fetchval("SELECT max(version) FROM models")
-            if latest is not None and latest >= version:
-                await self.load_latest()
-                return
-            version = max(version, int(await conn.fetchval("SELECT last_value FROM model_version_seq")))
-            started_at = now_utc()
-            started = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            blob = await loop.run_in_executor(
-                self._executor,
-                train_from_database,
-                self.connection,
-                version,
-                self.params,
-                self.tuning_budget_seconds,
-            )
-            model = await asyncio.to_thread(loads, blob)
-            await conn.execute(
-                "INSERT INTO models (version, trained_by, started_at, finished_at, interactions, body)"
-                " VALUES ($1, $2, $3, now(), $4, $5)",
-                version, self.name, started_at, model.interactions, blob,
-            )  # fmt: skip
-            # the newest few stay (a look back after a bad training); older ones go
-            await conn.execute(
-                "DELETE FROM models WHERE version < (SELECT min(version) FROM"
-                " (SELECT version FROM models ORDER BY version DESC LIMIT $1) AS kept)",
-                MODELS_KEPT,
-            )
-        finally:
-            await conn.close()  # releases the lock, also when cancelled or failed
-        self.trained_interactions = model.interactions
-        await self.install(model)
-        self.last_training_seconds = time.perf_counter() - started
-        log.info(
-            "recommend.model_trained",
-            version=model.version,
-            seconds=round(self.last_training_seconds, 2),
-            customers=model.customers,
-            products=model.products,
-        )
-
     async def load_latest(self) -> bool:
-        """Swap in the newest stored model when it is newer than the one served (another replica trained it);
-        requests go on with the current model meanwhile."""
-        latest = await self.pool.fetchval("SELECT max(version) FROM recommend.models")
-        if latest is None or latest <= self.view.model.version:
-            return False
-        blob = await self.pool.fetchval("SELECT body FROM recommend.models WHERE version = $1", latest)
-        if blob is None:
-            return False
-        model = await asyncio.to_thread(loads, blob)
-        self.trained_interactions = model.interactions
-        await self.install(model)
+        """Swap in the newest stored model when it is newer than the one served (a worker trained it); requests
+        go on with the current model meanwhile (the blob is decoded in a thread). Also notes the newest training
+        request, for `training` in the model info."""
+        async with self._load_lock:
+            row = await self.pool.fetchrow(_NEWEST)
+            assert row is not None
+            self.requested = max(self.requested, int(row["requested"]))
+            latest = row["version"]
+            if latest is None or latest <= self.view.model.version:
+                return False
+            blob = await self.pool.fetchval("SELECT body FROM recommend.models WHERE version = $1", latest)
+            if blob is None:
+                return False
+            model = await asyncio.to_thread(loads, blob)
+            await self.install(model, seconds=row["seconds"])
         log.info("recommend.model_loaded", version=model.version)
         return True
 
-    async def install(self, model: Model) -> None:
+    async def install(self, model: Model, seconds: float | None = None) -> None:
         """Swap a trained model in, aligned with the freshest catalog."""
         if model.version < self.view.model.version:
             return
+        self.model_seconds = seconds
         async with self._catalog_lock:
             seq = await repository.catalog_seq(self.pool)
             view = self.view
@@ -395,8 +293,9 @@ class Engine:
             "customers": model.customers,
             "products": model.products,
             "interactions": model.interactions,
-            "training": self.training,
-            "training_seconds": None if self.last_training_seconds is None else round(self.last_training_seconds, 3),
+            # a newer model is asked for and not served yet (a worker trains it), or this process trains
+            "training": self.requested > model.version or (self.trainer is not None and self.trainer.training),
+            "training_seconds": None if self.model_seconds is None else round(self.model_seconds, 3),
             "settings": settings_dict(model.params),
             "validation": model.report or None,
         }
@@ -407,12 +306,6 @@ def _shown(entry: CatalogEntry, category: str | None, excluded: Sequence[str]) -
     if not entry.active or (category is not None and folded != category.casefold()):
         return False
     return all(folded != c.casefold() for c in excluded)
-
-
-def _background_priority() -> None:
-    """The training child yields the CPU to request handling, and uses one BLAS thread (2-core machines)."""
-    os.nice(10)
-    threadpool_limits(1)
 
 
 def _reason(view: View, pick: Pick) -> str:
@@ -427,7 +320,3 @@ def _reason(view: View, pick: Pick) -> str:
         return "you bought this before"
     category = view.categories[pick.index]
     return f"popular in {category}" if category else "popular right now"
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

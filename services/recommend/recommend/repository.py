@@ -23,9 +23,10 @@ __all__ = [
     "get_preferences",
     "get_product",
     "insert_interactions",
-    "next_model_version",
     "put_preferences",
     "read_for_serving",
+    "request_training",
+    "training_state",
     "upsert_products",
 ]
 
@@ -195,8 +196,31 @@ async def get_preferences(session: AsyncSession, customer_id: str) -> Any:
     return result.first()
 
 
-async def next_model_version(session: AsyncSession) -> int:
-    return int(await session.scalar(text("SELECT nextval('model_version_seq')")) or 0)
+# Workers listen on this channel for training requests (and poll `training_requests`, should a notice be missed).
+TRAINING_CHANNEL = "recommend_training"
+
+
+async def request_training(session: AsyncSession) -> int:
+    """Record a training request in the request's transaction and wake the workers when it commits (NOTIFY is
+    delivered at commit, so a request replayed from its Idempotency-Key asks for nothing twice); returns the
+    version the newest model will have reached once a worker trained for it."""
+    connection = await driver(session)
+    version = await connection.fetchval(
+        "INSERT INTO recommend.training_requests (version) VALUES (nextval('recommend.model_version_seq'))"
+        " RETURNING version"
+    )
+    await connection.execute("SELECT pg_notify($1, $2)", TRAINING_CHANNEL, str(version))
+    return int(version)
+
+
+async def training_state(pool: asyncpg.Pool) -> tuple[int, int]:
+    """The newest stored model's version and the newest training request's (0 when none)."""
+    row = await pool.fetchrow(
+        "SELECT coalesce((SELECT max(version) FROM recommend.models), 0),"
+        " coalesce((SELECT max(version) FROM recommend.training_requests), 0)"
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 # Serving reads: one statement, one round trip, on the serving pool (no transaction needed for one SELECT).

@@ -259,8 +259,10 @@ def model_info(engine: Engine) -> ModelInfo:
 
 
 async def retrain(session: AsyncSession, engine: Engine) -> RetrainAccepted:
-    version = await repository.next_model_version(session)
-    engine.request_training(version)
+    """Ask the recommend workers for a new model (recorded in this request's transaction); this process serves
+    it once a worker stored it."""
+    version = await repository.request_training(session)
+    engine.requested = max(engine.requested, version)
     return RetrainAccepted(status="accepted", version=version)
 
 

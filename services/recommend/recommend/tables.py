@@ -84,8 +84,8 @@ preferences = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# Trained models (recommend.store's format), newest kept with a few before it: the replica holding the training
-# lock writes one, every replica loads the newest.
+# Trained models (recommend.store's format), newest kept with a few before it: the worker holding the training
+# lock writes one, every api replica loads the newest.
 models = Table(
     "models",
     metadata,
@@ -95,6 +95,15 @@ models = Table(
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Column("interactions", BigInteger, nullable=False),
     Column("body", LargeBinary, nullable=False),
+)
+
+# Retraining asked for through the API (one row per request, made in the request's transaction with a NOTIFY on
+# `recommend_training`): a recommend worker trains until the newest stored model covers the newest request.
+training_requests = Table(
+    "training_requests",
+    metadata,
+    Column("version", BigInteger, primary_key=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # What a customer's feedback says about a product bought: `refunded` (never offered back to that customer) or
