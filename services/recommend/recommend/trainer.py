@@ -70,11 +70,11 @@ class Trainer:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend-train")
 
     async def start(self) -> None:
-        """Listen for requests, then train when the history changed since the newest stored model (or there is
-        none) or a request waits."""
+        """Listen for requests, then train when the history changed since the newest stored model (an empty
+        history and no model: nothing to train) or a request waits."""
         self.trained_interactions = await self._stored_interactions()
         await self.listen()
-        if await repository.interaction_count(self.pool) != self.trained_interactions:
+        if await repository.interaction_count(self.pool) != max(self.trained_interactions, 0):
             self.request_training(await repository.new_model_version(self.pool))
         else:
             await self.take_requests()
@@ -119,7 +119,7 @@ class Trainer:
         """The schedule: train when interactions came or went since the newest stored model."""
         self.trained_interactions = max(self.trained_interactions, await self._stored_interactions())
         count = await repository.interaction_count(self.pool)
-        if count != self.trained_interactions and not self.training:
+        if count != max(self.trained_interactions, 0) and not self.training:
             self.request_training(await repository.new_model_version(self.pool))
 
     # -- training ------------------------------------------------------------------------------------------
