@@ -248,3 +248,12 @@ async def test_each_process_logs_in_as_a_role_that_cannot_become_another() -> No
             await connection.close()
     finally:
         await asyncio.to_thread(server.cleanup)
+
+
+def test_the_recommend_worker_runs_with_the_api_process_settings(compose: dict[str, Any]) -> None:
+    """The worker trains the model the api process serves: the same settings but the role."""
+    api = dict(compose["services"]["recommend"]["environment"])
+    worker = dict(compose["services"]["recommend-worker"]["environment"])
+    assert (api.pop("PROCESS_ROLE"), worker.pop("PROCESS_ROLE")) == ("api", "worker")
+    assert api == worker
+    assert compose["services"]["recommend-worker"]["command"] == compose["services"]["recommend"]["command"]

@@ -162,3 +162,21 @@ def test_the_rendered_base_is_what_deploy_k8s_documents() -> None:
     for secret in ("reciprocity-secrets", "reciprocity-database", "reciprocity-smtp"):
         assert secret in text
     assert yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"] == ["base"]
+
+
+def test_the_recommender_trains_in_its_worker_with_the_memory_for_it(base: list[dict[str, Any]]) -> None:
+    deployments = of_kind(base, "Deployment")
+    (api,) = deployments["recommend"]["spec"]["template"]["spec"]["containers"]
+    (worker,) = deployments["recommend-worker"]["spec"]["template"]["spec"]["containers"]
+    # the same settings (training, polling, the direct database URL its LISTEN and training reads use) but the role
+    same = {e["name"]: e for e in api["env"] if e["name"] != "PROCESS_ROLE"}
+    assert same == {e["name"]: e for e in worker["env"] if e["name"] != "PROCESS_ROLE"}
+    assert "DATABASE_DIRECT_URL" in same
+    # training reads the whole history: the worker gets at least the api's memory
+    for kind in ("requests", "limits"):
+        assert memory(worker["resources"][kind]["memory"]) >= memory(api["resources"][kind]["memory"])
+
+
+def memory(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
