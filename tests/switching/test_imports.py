@@ -84,6 +84,41 @@ class TestOpeningBalances:
         ledger = (await admin.get(f"/v1/customers/{erin}/points/transactions")).json()["items"]
         assert [(t["points"], t["balance_after"]) for t in reversed(ledger)] == [(10, 10), (20, 30)]
 
+    async def test_a_line_that_would_leave_the_balance_range_is_refused_alone(self, admin: httpx.AsyncClient) -> None:
+        frank, gina = uid(), uid()
+        half = 2**52
+        lines = [
+            {"customer_id": frank, "points": half, "reference": "a"},
+            {"customer_id": gina, "points": 7, "reference": "a"},
+            {"customer_id": frank, "points": half, "reference": "b"},  # 2^53 is past the range
+            {"customer_id": frank, "points": 5, "reference": "c"},
+        ]
+        report = (await admin.post("/v1/points/balances:import", content=ndjson(lines), headers=NDJSON)).json()
+        assert (report["accepted"], report["duplicates"]) == (3, 0)
+        assert [(r["line"], r["errors"][0]["field"]) for r in report["rejected"]] == [(3, "points")]
+        assert (await points_of(admin, frank))["balance"] == half + 5
+        assert (await points_of(admin, gina))["balance"] == 7
+        again = (await admin.post("/v1/points/balances:import", content=ndjson(lines), headers=NDJSON)).json()
+        assert (again["accepted"], again["duplicates"], len(again["rejected"])) == (0, 3, 1)
+        assert (await points_of(admin, frank))["balance"] == half + 5
+        audit = (await admin.get("/v1/points/audit")).json()
+        assert not [m for m in audit.get("mismatches", []) if m.get("customer_id") in (frank, gina)]
+
+    async def test_an_opening_balance_first_repays_what_the_member_owes(self, admin: httpx.AsyncClient) -> None:
+        hal = uid()
+        owed = await admin.post(
+            f"/v1/customers/{hal}/points/adjustments", json={"points": -100, "reference": "owed"}
+        )
+        assert owed.status_code in (200, 201), owed.text
+        expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+        line = {"customer_id": hal, "points": 150, "reference": "open", "expires_at": expires.isoformat()}
+        report = (await admin.post("/v1/points/balances:import", content=ndjson([line]), headers=NDJSON)).json()
+        assert report["accepted"] == 1
+        standing = await points_of(admin, hal)
+        assert standing["balance"] == 50
+        # only the 50 points left after repaying the debt can be spent, and expire
+        assert [(e["points"], datetime.fromisoformat(e["expires_at"])) for e in standing["expiring"]] == [(50, expires)]
+
     async def test_csv_with_a_header(self, admin: httpx.AsyncClient) -> None:
         dave = uid()
         body = f"customer_id,points,reference,expires_at\n{dave},45,csv-1,\n{dave},x,csv-2,\n".encode()

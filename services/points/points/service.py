@@ -365,34 +365,47 @@ async def adjust(session: AsyncSession, customer_id: str, body: AdjustmentReques
 async def import_balances(session: AsyncSession, lines: ParsedLines[OpeningBalance]) -> ImportReport:
     """Opening balances: each line an `adjust` transaction and a lot expiring at its `expires_at` (by the rules
     from now when absent), idempotent by `reference` per customer. `qualifying_points` carry a tier over: they
-    count as earned now. One round trip credits every line; each line is one call of the ledger's credit
-    function, so it commits whole or not at all."""
+    count as earned now. Every line is applied by one set-based statement in the request's transaction
+    (`repository.credit_lines`), so each commits whole or not at all; the rare member whose balance would
+    leave the range goes line by line through the ledger's credit function, which refuses just that line."""
     rules = await get_rules(session)
-    now = await repository.now(session)
+    now = await repository.now(session)  # also begins the transaction the raw statements run in
+    default_expiry = _expires_at(rules, now)
     credits = [
-        repository.Credit(
+        repository.OpeningCredit(
             line.customer_id,
             line.points,
             line.reference,
             line.description or "Opening balance",
-            utc(line.expires_at) if line.expires_at else _expires_at(rules, now),
+            utc(line.expires_at) if line.expires_at else default_expiry,
+            line.qualifying_points or None,
         )
         for _, line in lines.valid
     ]
-    movements = await repository.credit_many(session, "adjust", credits) if credits else []
-    accepted = duplicates = 0
+    outcomes = await repository.credit_lines(session, "adjust", credits) if credits else {}
+    deferred = [index for index, outcome in outcomes.items() if outcome == "deferred"]
+    if deferred:
+        slow = [credits[index] for index in deferred]
+        movements = await repository.credit_many(
+            session,
+            "adjust",
+            [repository.Credit(c.customer_id, c.points, c.reference, c.description, c.expires_at) for c in slow],
+        )
+        qualifications: list[tuple[int, datetime, int]] = []
+        for index, credit, movement in zip(deferred, slow, movements, strict=True):
+            outcomes[index] = movement.outcome
+            if movement.outcome == "created" and movement.transaction_id is not None and credit.qualifying_points:
+                qualifications.append((movement.transaction_id, now, credit.qualifying_points))
+        await repository.record_qualifications(session, qualifications)
+    duplicates = 0
     refused: list[RejectedLine] = []
-    qualifications: list[tuple[int, datetime, int]] = []
-    for (number, line), movement in zip(lines.valid, movements, strict=True):
-        if movement.outcome == "replayed":
+    for index, outcome in outcomes.items():
+        if outcome == "replayed":
             duplicates += 1
-        elif movement.outcome != "created" or movement.transaction_id is None:
-            refused.append(RejectedLine(line=number, errors=[FieldError("points", movement.outcome)]))
-        else:
-            accepted += 1
-            if line.qualifying_points:
-                qualifications.append((movement.transaction_id, now, line.qualifying_points))
-    await repository.record_qualifications(session, qualifications)
+        elif outcome != "created":
+            number = lines.valid[index][0]
+            refused.append(RejectedLine(line=number, errors=[FieldError("points", outcome)]))
+    accepted = len(credits) - duplicates - len(refused)
     log.info("points.balances.imported", accepted=accepted, duplicates=duplicates, rejected=len(refused))
     return lines.report(accepted, duplicates, refused)
 
