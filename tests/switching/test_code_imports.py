@@ -65,3 +65,27 @@ async def test_codes_from_another_programme(admin: httpx.AsyncClient) -> None:
     assert valid.json()["valid"] is True, valid.text
     unknown = await admin.post(f"/v1/coupons/NOPE-{tag}/redemptions", json=order(bob))
     assert unknown.status_code == 404
+
+
+async def test_uses_made_in_the_old_programme_count_toward_the_customers_limit(admin: httpx.AsyncClient) -> None:
+    campaign = await create_campaign(admin, limits={"per_code": 5, "per_customer": 3})
+    tag = uuid.uuid4().hex[:8].upper()
+    used, spare = f"USED-{tag}", f"SPARE-{tag}"
+    alice, bob = uid(), uid()
+    lines = [{"code": used, "customer_id": alice, "redeemed": 2}, {"code": spare}]
+    path = f"/v1/coupon-campaigns/{campaign['id']}/codes:import"
+    assert (await admin.post(path, content=ndjson(lines), headers=NDJSON)).json()["accepted"] == 2
+    # the same file again changes nothing: alice's two old uses are counted once
+    assert (await admin.post(path, content=ndjson(lines), headers=NDJSON)).json()["duplicates"] == 2
+
+    third = await admin.post(f"/v1/coupons/{spare}/redemptions", json=order(alice))
+    assert third.status_code == 201, third.text
+    check = await admin.post(
+        f"/v1/coupons/{used}/validation", json={"customer_id": alice, "order_total": "50.00", "currency": "EUR"}
+    )
+    assert check.json() == {"valid": False, "discount_amount": None, "reason": "customer_limit_reached"}
+    fourth = await admin.post(f"/v1/coupons/{used}/redemptions", json=order(alice))
+    assert fourth.status_code == 409, fourth.text
+    assert fourth.json()["code"] == "customer_limit_reached"
+    # the limit is alice's: another customer still redeems the unassigned code
+    assert (await admin.post(f"/v1/coupons/{spare}/redemptions", json=order(bob))).status_code == 201

@@ -2,8 +2,9 @@
 
 Each code keeps its spelling and is matched like a generated one (without case, separators ignored); codes are
 unique across all campaigns, so one that exists in another campaign is rejected, one that exists in this
-campaign is a duplicate (a file sent twice changes nothing). `redeemed` uses count toward the code's limit and
-the campaign's total; a `customer_id` puts the code in that customer's wallet. Redemptions, rollbacks and the
+campaign is a duplicate (a file sent twice changes nothing). `redeemed` uses count toward the code's limit, the
+campaign's total and, for a code with a `customer_id` (which also puts it in that customer's wallet), that
+customer's limit in the campaign, as the same uses made here would. Redemptions, rollbacks and the
 guessing throttle then treat imported codes as they treat generated ones.
 """
 
@@ -42,25 +43,20 @@ async def import_codes(
             refused.append(RejectedLine(line=number, errors=[FieldError("redeemed", message)]))
         else:
             wanted[code] = (number, line)
-    owners = await repo.code_owners(session, list(wanted))
-    fresh: list[repo.ImportedCode] = []
-    for code, (number, line) in wanted.items():
-        owner = owners.get(code)
+    fresh = [
+        repo.ImportedCode(code, line.code if line.code != code else None, line.customer_id, line.redeemed)
+        for code, (_, line) in wanted.items()
+    ]
+    numbers = [number for number, _ in wanted.values()]
+    kept_out = await repo.insert_imported_codes(session, campaign, fresh) if fresh else {}
+    for index, owner in kept_out.items():
         if owner == campaign_id:
             duplicates += 1
-        elif owner is not None:
-            refused.append(
-                RejectedLine(line=number, errors=[FieldError("code", "This code exists in another campaign.")])
-            )
         else:
-            spelling = line.code if line.code != code else None
-            fresh.append(repo.ImportedCode(code, spelling, line.customer_id, line.redeemed))
-    stored = await repo.insert_imported_codes(session, campaign, fresh) if fresh else set()
-    for imported in fresh:
-        if imported.code not in stored:  # another import took it between our look and our write
-            number = wanted[imported.code][0]
-            refused.append(RejectedLine(line=number, errors=[FieldError("code", "This code exists already.")]))
+            message = "This code exists in another campaign." if owner is not None else "This code exists already."
+            refused.append(RejectedLine(line=numbers[index], errors=[FieldError("code", message)]))
+    stored = len(fresh) - len(kept_out)
     if stored:
         runtime.formats.note_imported()
-    log.info("coupon.codes.imported", campaign_id=str(campaign_id), accepted=len(stored), duplicates=duplicates)
-    return lines.report(len(stored), duplicates, refused)
+    log.info("coupon.codes.imported", campaign_id=str(campaign_id), accepted=stored, duplicates=duplicates)
+    return lines.report(stored, duplicates, refused)

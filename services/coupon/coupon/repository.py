@@ -214,17 +214,10 @@ GIVE_BACK = (
 async def lock_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> Row[Any] | None:
     return (
         await session.execute(
-            text("SELECT id, per_code_limit, total_limit FROM campaigns WHERE id = :id FOR UPDATE"), {"id": campaign_id}
+            text("SELECT id, per_code_limit, total_limit, reserved FROM campaigns WHERE id = :id FOR UPDATE"),
+            {"id": campaign_id},
         )
     ).first()
-
-
-async def code_owners(session: AsyncSession, codes: Sequence[str]) -> dict[str, uuid.UUID]:
-    """The campaign of each of these (normalised) codes that exists already."""
-    rows = await session.execute(
-        text("SELECT code, campaign_id FROM codes WHERE code = ANY(CAST(:codes AS varchar[]))"), {"codes": list(codes)}
-    )
-    return {code: campaign for code, campaign in rows}
 
 
 @dataclass(frozen=True)
@@ -235,51 +228,57 @@ class ImportedCode:
     uses: int
 
 
-_INSERT_IMPORTED = text(
-    """
-    INSERT INTO codes (code, campaign_id, seq, customer_id, uses, issued_at, spelling)
-    SELECT u.code, :campaign, :start + u.ord, u.customer, u.uses,
-           CASE WHEN u.customer IS NULL THEN NULL ELSE now() END, u.spelling
-      FROM unnest(CAST(:codes AS varchar[]), CAST(:customers AS varchar[]), CAST(:uses AS integer[]),
-                  CAST(:spellings AS varchar[])) WITH ORDINALITY AS u(code, customer, uses, spelling, ord)
-    ON CONFLICT (code) DO NOTHING
-    RETURNING code, customer_id, uses
-    """
-)
+# One statement for every code of a call (the campaign row is locked by the caller, so its `reserved` read then
+# is the start of the codes' sequence range): the codes go in, a code that exists already stays out; uses the
+# old programme recorded count toward the limits as a redemption's do (the customer's, on `customer_uses`,
+# in customer order; the campaign's total, on the campaign row when it has one); the campaign counts them.
+# Answers, for each code not stored, the campaign that holds it (in this statement's snapshot: none when another
+# import stored it meanwhile).
+_INSERT_IMPORTED = """
+    WITH line AS (
+        SELECT * FROM unnest($2::varchar[], $3::varchar[], $4::integer[], $5::varchar[])
+                      WITH ORDINALITY AS u(code, customer, uses, spelling, ord)
+    ), stored AS (
+        INSERT INTO codes (code, campaign_id, seq, customer_id, uses, issued_at, spelling)
+        SELECT code, $1, $6 + ord, customer, uses, CASE WHEN customer IS NULL THEN NULL ELSE now() END, spelling
+          FROM line
+        ON CONFLICT (code) DO NOTHING
+        RETURNING code, customer_id, uses
+    ), customer AS (
+        INSERT INTO customer_uses AS u (campaign_id, customer_id, uses)
+        SELECT $1, customer_id, sum(uses) FROM stored
+         WHERE customer_id IS NOT NULL AND uses > 0 GROUP BY customer_id ORDER BY customer_id
+        ON CONFLICT (campaign_id, customer_id) DO UPDATE SET uses = u.uses + excluded.uses
+    ), campaign AS (
+        UPDATE campaigns k
+           SET reserved = k.reserved + $7, generated = k.generated + s.stored, imported = k.imported + s.stored,
+               issued = k.issued + s.assigned,
+               uses = k.uses + CASE WHEN k.total_limit IS NULL THEN 0 ELSE s.uses END
+          FROM (SELECT count(*) AS stored, count(customer_id) AS assigned, coalesce(sum(uses), 0) AS uses
+                  FROM stored) s
+         WHERE k.id = $1
+    )
+    SELECT l.ord, c.campaign_id
+      FROM line l LEFT JOIN codes c ON c.code = l.code
+     WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.code = l.code)
+"""
 
 
-async def insert_imported_codes(session: AsyncSession, campaign: Row[Any], codes: Sequence[ImportedCode]) -> set[str]:
-    """Store the codes in the campaign (locked by the caller) and count them in its figures; answers the codes
-    stored (a code another import stored meanwhile is not)."""
-    reserved = await session.execute(
-        text("UPDATE campaigns SET reserved = reserved + :n WHERE id = :id RETURNING reserved - :n AS start"),
-        {"id": campaign.id, "n": len(codes)},
+async def insert_imported_codes(
+    session: AsyncSession, campaign: Row[Any], codes: Sequence[ImportedCode]
+) -> dict[int, uuid.UUID | None]:
+    """Store the codes in the campaign (locked by the caller) and count them in its figures and its customers'
+    uses; answers the codes (by index) not stored, with the campaign that holds each (None: stored meanwhile
+    by another import)."""
+    connection = await driver_connection(session)
+    rows = await connection.fetch(
+        _INSERT_IMPORTED,
+        campaign.id,
+        [c.code for c in codes],
+        [c.customer_id for c in codes],
+        [c.uses for c in codes],
+        [c.spelling for c in codes],
+        campaign.reserved,
+        len(codes),
     )
-    start = int(reserved.scalar_one())
-    rows = (
-        await session.execute(
-            _INSERT_IMPORTED,
-            {
-                "campaign": campaign.id,
-                "start": start,
-                "codes": [c.code for c in codes],
-                "customers": [c.customer_id for c in codes],
-                "uses": [c.uses for c in codes],
-                "spellings": [c.spelling for c in codes],
-            },
-        )
-    ).all()
-    await session.execute(
-        text(
-            "UPDATE campaigns SET generated = generated + :stored, imported = imported + :stored, "
-            "issued = issued + :assigned, uses = uses + CASE WHEN total_limit IS NULL THEN 0 ELSE :uses END "
-            "WHERE id = :id"
-        ),
-        {
-            "id": campaign.id,
-            "stored": len(rows),
-            "assigned": sum(1 for r in rows if r.customer_id is not None),
-            "uses": sum(int(r.uses) for r in rows),
-        },
-    )
-    return {r.code for r in rows}
+    return {row[0] - 1: row[1] for row in rows}
