@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import orjson
 
-from scripts.benchlib import CpuMeter, cpu_cell, fresh_database, platform, print_table
+from scripts.benchlib import CpuMeter, Stack, cpu_cell, fresh_database, platform, print_table
 
 LINES_PER_CALL = 10_000
 CALLS = 6
@@ -37,10 +38,32 @@ def opt_out_lines(run: str, call: int) -> bytes:
     return b"\n".join(orjson.dumps({"customer_id": f"o{run}-{call}-{i}"}) for i in range(LINES_PER_CALL))
 
 
-async def through_gateway(client: httpx.AsyncClient, path: str, bodies: list[bytes]) -> tuple[float, float, int]:
-    """(lines per second, CPU ms per line, lines accepted) for the bodies sent one call after another."""
+def _pid(stack: Stack, name: str) -> int:
+    process = stack.processes[name].process
+    assert process is not None
+    return process.pid
+
+
+@dataclass
+class Row:
+    rate: float  # lines a second
+    cpu: float  # CPU ms a line, all platform processes and the database's backends
+    parts: dict[str, float]  # of which, by process: gateway, the service, the database
+    accepted: int
+
+
+async def through_gateway(client: httpx.AsyncClient, stack: Stack, service: str, path: str, bodies: list[bytes]) -> Row:
+    """The bodies sent one call after another; CPU per line in all and by process."""
     accepted = 0
-    with CpuMeter.current() as meter:
+    active = CpuMeter.current()
+    meters = {
+        "gateway": CpuMeter(roots=[_pid(stack, "gateway")]),
+        service: CpuMeter(roots=[_pid(stack, service)]),
+        "database": CpuMeter(database=active.database),
+    }
+    for meter in meters.values():
+        meter.start()
+    with active:
         started = time.perf_counter()
         for body in bodies:
             response = await client.post(path, content=body, headers={"Content-Type": "application/x-ndjson"})
@@ -48,7 +71,8 @@ async def through_gateway(client: httpx.AsyncClient, path: str, bodies: list[byt
             accepted += response.json()["accepted"]
         elapsed = time.perf_counter() - started
     lines = LINES_PER_CALL * len(bodies)
-    return lines / elapsed, meter.ms_per_op(lines), accepted
+    parts = {name: (meter.stop(), meter.ms_per_op(lines))[1] for name, meter in meters.items()}
+    return Row(lines / elapsed, active.ms_per_op(lines), parts, accepted)
 
 
 async def copy_floor(database_url: str, run: str) -> tuple[float, float]:
@@ -80,10 +104,10 @@ async def measure() -> None:
         async with client:
             floor_rate, floor_cpu = await copy_floor(database_url, run)
             balances = await through_gateway(
-                client, "/v1/points/balances:import", [balance_lines(run, c) for c in range(CALLS)]
+                client, stack, "points", "/v1/points/balances:import", [balance_lines(run, c) for c in range(CALLS)]
             )
             replay = await through_gateway(
-                client, "/v1/points/balances:import", [balance_lines(run, c) for c in range(2)]
+                client, stack, "points", "/v1/points/balances:import", [balance_lines(run, c) for c in range(2)]
             )
             campaign = await client.post(
                 "/v1/coupon-campaigns",
@@ -91,20 +115,38 @@ async def measure() -> None:
             )
             campaign.raise_for_status()
             codes_path = f"/v1/coupon-campaigns/{campaign.json()['id']}/codes:import"
-            codes = await through_gateway(client, codes_path, [code_lines(run, c) for c in range(CALLS)])
-            opt_outs = await through_gateway(
-                client, "/v1/survey-opt-outs:import", [opt_out_lines(run, c) for c in range(CALLS)]
+            codes = await through_gateway(
+                client, stack, "coupon", codes_path, [code_lines(run, c) for c in range(CALLS)]
             )
-    rows = [
-        ["opening balances, new lines", balances[0], cpu_cell(balances[1]), f"{balances[0] / floor_rate:.0%}"],
-        ["opening balances, replayed file", replay[0], cpu_cell(replay[1]), f"{replay[0] / floor_rate:.0%}"],
-        ["existing codes, new lines", codes[0], cpu_cell(codes[1]), f"{codes[0] / floor_rate:.0%}"],
-        ["opt-outs, new lines", opt_outs[0], cpu_cell(opt_outs[1]), "-"],
-        ["floor: bare COPY of the balance lines", floor_rate, cpu_cell(floor_cpu), "100%"],
+            codes_replay = await through_gateway(
+                client, stack, "coupon", codes_path, [code_lines(run, c) for c in range(2)]
+            )
+            opt_outs = await through_gateway(
+                client, stack, "survey", "/v1/survey-opt-outs:import", [opt_out_lines(run, c) for c in range(CALLS)]
+            )
+    measured = [
+        ("opening balances, new lines", balances, "points"),
+        ("opening balances, replayed file", replay, "points"),
+        ("existing codes, new lines", codes, "coupon"),
+        ("existing codes, replayed file", codes_replay, "coupon"),
+        ("opt-outs, new lines", opt_outs, "survey"),
     ]
+    rows: list[list[object]] = [
+        [
+            what,
+            row.rate,
+            f"{row.cpu:.3f}",
+            f"{row.parts['gateway']:.3f}",
+            f"{row.parts[service]:.3f}",
+            f"{row.parts['database']:.3f}",
+            f"{row.rate / floor_rate:.0%}",
+        ]
+        for what, row, service in measured
+    ]
+    rows.append(["floor: bare COPY of the balance lines", floor_rate, cpu_cell(floor_cpu), "-", "-", "-", "100%"])
     print_table(
         f"imports, {LINES_PER_CALL:,} lines a call through the gateway (goals: 20,000 balance lines/s, 50,000 codes/s)",
-        ["what", "lines/s", "CPU ms/line", "vs. COPY floor"],
+        ["what", "lines/s", "CPU ms/line", "gateway", "service", "database", "vs. COPY floor"],
         rows,
     )
 
