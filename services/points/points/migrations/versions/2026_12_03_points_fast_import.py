@@ -6,7 +6,7 @@ opening balances send no webhook), but calling it still cost a PL/pgSQL call per
 events written are the same.
 
 Revision ID: points_fast_import
-Revises: points_pending_redemptions
+Revises: points_debit_expires_first
 Create Date: 2026-12-03
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "points_fast_import"
-down_revision: str | None = "points_pending_redemptions"
+down_revision: str | None = "points_debit_expires_first"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
