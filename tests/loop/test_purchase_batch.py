@@ -131,18 +131,21 @@ async def own_platform(platform_env: dict[str, str]) -> AsyncIterator[tuple[str,
 
 
 def history() -> list[dict[str, Any]]:
-    """Recent purchases (so that coupons and surveys follow them), several per customer, interleaved."""
+    """A history being imported (old purchases: they earn and count, but wake no one), then recent purchases (so
+    that coupons and surveys follow them), several per customer, interleaved."""
     now = datetime.now(UTC)
     bodies = []
-    for n in range(30):
+    for n in range(-12, 30):
         customer = f"c{n % LEVER_CUSTOMERS}"
-        total = f"{40 + 17 * n}.00"
+        total = f"{40 + 17 * abs(n)}.00"
+        # the old ones from 400 days ago on: the earliest fall out of the tiers' 365 days before the later ones
+        occurred_at = now - (timedelta(hours=30 - n) if n >= 0 else timedelta(days=400 + 4 * n))
         bodies.append(
             {
                 "purchase_id": f"p{n}",
                 "customer_id": customer,
                 "email": f"{customer}@example.com",
-                "occurred_at": (now - timedelta(hours=30 - n)).isoformat(),
+                "occurred_at": occurred_at.isoformat(),
                 "currency": "GBP",
                 "total": total,
                 "items": [
@@ -221,6 +224,17 @@ async def state_of(client: httpx.AsyncClient, database: asyncpg.Connection, pref
         "ORDER BY product_id",
         who,
     )
+    interactions = await database.fetch(
+        "SELECT product_id, quantity, occurred_at, substr(source, $2) FROM recommend.interactions"
+        " WHERE customer_id = $1 ORDER BY occurred_at, product_id",
+        who,
+        len("purchase:" + prefix) + 1,
+    )
+    counted = await database.fetch(
+        "SELECT substr(purchase_id, $2), ordinal FROM coupon.purchases_seen WHERE customer_id = $1 ORDER BY 1",
+        who,
+        len(prefix) + 1,
+    )
     expiring = [(e["points"], e["expires_at"][:10]) for e in points["expiring"]]
     return {
         "points": (points["balance"], points["tier"], points["qualifying_points"], expiring),
@@ -230,6 +244,8 @@ async def state_of(client: httpx.AsyncClient, database: asyncpg.Connection, pref
         "wallet": sorted((c["campaign_id"], c.get("status")) for c in wallet),
         "surveys": [tuple(r) for r in surveys],
         "recommend": [tuple(r) for r in products],
+        "interactions": [tuple(r) for r in interactions],
+        "counted": [tuple(r) for r in counted],
     }
 
 

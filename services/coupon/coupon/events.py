@@ -1,8 +1,9 @@
 """Surprise rules applied to the platform's events.
 
 `purchase.created`: the service counts each customer's purchases itself (once per `purchase_id`, whatever
-the event ids), then every active `nth_purchase` rule whose n is that count and every `order_total_at_least`
-rule the order meets issues a code to the customer. `survey.detractor`: every active `survey_detractor`
+the event ids; a batch's purchases in a few statements, in their order), then every active `nth_purchase`
+rule whose n is that count and every `order_total_at_least` rule the order meets issues a code to the
+customer. `survey.detractor`: every active `survey_detractor`
 rule does. Each rule fires at most once per event (`rule_firings` is keyed by rule and purchase or
 response id); a rule whose campaign cannot issue (inactive, expired, out of codes) is skipped, not retried.
 A gift rule (`reward_id`) publishes `reward.gift_granted` to the points service instead, in the same
@@ -11,7 +12,9 @@ transaction as its firing, so the gift is granted once (docs/rewards.md says why
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -23,7 +26,7 @@ from coupon import repository as repo
 from coupon.experiments import grant_gift, issue_or_withhold
 from coupon.service import CouponRuntime
 from kit.errors import DomainError
-from kit.events import Event, EventHandler
+from kit.events import Batched, Event, EventHandler
 from kit.purchases import purchase_wakes_customer
 
 log = structlog.get_logger("coupon.events")
@@ -77,58 +80,116 @@ def _text(payload: Mapping[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 64 else None
 
 
+_SEEN = """
+    INSERT INTO purchases_seen (purchase_id, customer_id, ordinal)
+    SELECT p, c, 0 FROM unnest($1::varchar[], $2::varchar[]) AS t (p, c)
+    ON CONFLICT DO NOTHING
+    RETURNING purchase_id
+"""
+# the counter rows serialise one customer's concurrent purchases: each gets its own ordinal (sorted: concurrent
+# runs lock them in one order)
+_COUNT = """
+    INSERT INTO customer_purchase_counts AS n (customer_id, purchases)
+    SELECT * FROM unnest($1::varchar[], $2::int[])
+    ON CONFLICT (customer_id) DO UPDATE SET purchases = n.purchases + excluded.purchases
+    RETURNING customer_id, purchases
+"""
+_ORDINALS = """
+    UPDATE purchases_seen AS s SET ordinal = u.o FROM unnest($1::varchar[], $2::int[]) AS u (p, o)
+     WHERE s.purchase_id = u.p
+"""
+
+
+@dataclass(slots=True)
+class _Purchase:
+    event: Event
+    purchase_id: str
+    customer_id: str
+    total: Decimal | None
+    currency: Any
+    ordinal: int = 0
+
+
+def _purchase(event: Event) -> _Purchase | None:
+    purchase_id = _text(event.payload, "purchase_id")
+    customer_id = _text(event.payload, "customer_id")
+    try:
+        total: Decimal | None = Decimal(str(event.payload.get("total")))
+    except InvalidOperation:
+        total = None
+    if total is not None and not total.is_finite():
+        total = None
+    if purchase_id is None or customer_id is None:
+        log.warning("coupon.purchase.ignored", event_id=str(event.id), reason="missing ids")
+        return None
+    return _Purchase(event, purchase_id, customer_id, total, event.payload.get("currency"))
+
+
 def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
-    async def purchase_created(session: AsyncSession, event: Event) -> None:
-        purchase_id = _text(event.payload, "purchase_id")
-        customer_id = _text(event.payload, "customer_id")
-        currency = event.payload.get("currency")
-        try:
-            total: Decimal | None = Decimal(str(event.payload.get("total")))
-        except InvalidOperation:
-            total = None
-        if total is not None and not total.is_finite():
-            total = None
-        if purchase_id is None or customer_id is None:
-            log.warning("coupon.purchase.ignored", event_id=str(event.id), reason="missing ids")
+    async def purchases_created(session: AsyncSession, events: Sequence[Event]) -> None:
+        """A run of purchases in a few statements: each counted once (by purchase_id) with its ordinal in its
+        customer's order, then the rules of the recent ones fired in order, as one by one would."""
+        first: dict[str, _Purchase] = {}
+        for event in events:
+            purchase = _purchase(event)
+            if purchase is not None:
+                first.setdefault(purchase.purchase_id, purchase)
+        if not first:
             return
-        first = await repo.fetch_one(
-            session,
-            "INSERT INTO purchases_seen (purchase_id, customer_id, ordinal) VALUES (:p, :c, 0) "
-            "ON CONFLICT DO NOTHING RETURNING purchase_id",
-            p=purchase_id,
-            c=customer_id,
-        )
-        if first is None:
+        connection = await repo.driver_connection(session)
+        candidates = list(first.values())
+        seen = {
+            row[0]
+            for row in await connection.fetch(
+                _SEEN, [p.purchase_id for p in candidates], [p.customer_id for p in candidates]
+            )
+        }
+        fresh = [p for p in candidates if p.purchase_id in seen]
+        if not fresh:
             return
-        # the counter row serialises one customer's concurrent purchases: each gets its own ordinal
-        counted = await repo.fetch_one(
-            session,
-            "INSERT INTO customer_purchase_counts AS n (customer_id, purchases) VALUES (:c, 1) "
-            "ON CONFLICT (customer_id) DO UPDATE SET purchases = n.purchases + 1 RETURNING purchases",
-            c=customer_id,
-        )
-        assert counted is not None
-        ordinal = int(counted.purchases)
-        await repo.execute(
-            session, "UPDATE purchases_seen SET ordinal = :o WHERE purchase_id = :p", o=ordinal, p=purchase_id
-        )
-        if not purchase_wakes_customer(event, runtime.settings.recent_purchase_hours):
-            # counted toward nth_purchase above, but an old (imported) purchase surprises no one
-            log.info("coupon.purchase.not_recent", purchase_id=purchase_id, customer_id=customer_id)
+        counts = Counter(p.customer_id for p in fresh)
+        customers = sorted(counts)
+        totals = dict(await connection.fetch(_COUNT, customers, [counts[c] for c in customers]))
+        # the customer's k-th new purchase of this run follows the purchases counted before it
+        given = {customer: int(totals[customer]) - counts[customer] for customer in customers}
+        for purchase in fresh:
+            given[purchase.customer_id] += 1
+            purchase.ordinal = given[purchase.customer_id]
+        await connection.execute(_ORDINALS, [p.purchase_id for p in fresh], [p.ordinal for p in fresh])
+        recent = []
+        for purchase in fresh:
+            if purchase_wakes_customer(purchase.event, runtime.settings.recent_purchase_hours):
+                recent.append(purchase)
+            else:
+                # counted toward nth_purchase above, but an old (imported) purchase surprises no one
+                log.debug("coupon.purchase.not_recent", purchase_id=purchase.purchase_id)
+        if not recent:
             return
         rules = await repo.fetch_all(
             session,
             "SELECT id, campaign_id, reward_id, trigger_type, n, amount, currency FROM coupon_rules "
             "WHERE active AND trigger_type IN ('nth_purchase', 'order_total_at_least') ORDER BY created_at, id",
         )
-        for rule in rules:
-            if rule.trigger_type == "nth_purchase":
-                matches = rule.n == ordinal
-            else:
-                matches = total is not None and currency == rule.currency and total >= rule.amount
-            if matches:
-                occurred_at = _time(event.payload, "occurred_at", event.occurred_at)
-                await _fire(session, runtime, rule, f"purchase:{purchase_id}", customer_id, occurred_at)
+        for purchase in recent:
+            for rule in rules:
+                if rule.trigger_type == "nth_purchase":
+                    matches = rule.n == purchase.ordinal
+                else:
+                    matches = (
+                        purchase.total is not None
+                        and purchase.currency == rule.currency
+                        and purchase.total >= rule.amount
+                    )
+                if matches:
+                    occurred_at = _time(purchase.event.payload, "occurred_at", purchase.event.occurred_at)
+                    await _fire(
+                        session,
+                        runtime,
+                        rule,
+                        f"purchase:{purchase.purchase_id}",
+                        purchase.customer_id,
+                        occurred_at,
+                    )
 
     async def survey_detractor(session: AsyncSession, event: Event) -> None:
         response_id = _text(event.payload, "response_id") or str(event.payload.get("response_id") or "")
@@ -145,4 +206,4 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
             occurred_at = _time(event.payload, "submitted_at", event.occurred_at)
             await _fire(session, runtime, rule, f"survey:{response_id[:100]}", customer_id, occurred_at)
 
-    return {"purchase.created": purchase_created, "survey.detractor": survey_detractor}
+    return {"purchase.created": Batched(purchases_created), "survey.detractor": survey_detractor}

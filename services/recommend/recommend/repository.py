@@ -136,17 +136,23 @@ ON CONFLICT (customer_id, product_id) DO UPDATE
 """
 
 
-async def insert_interactions(session: AsyncSession, rows: Sequence[InteractionRow], source: str) -> None:
-    """Append the raw lines and fold them into each (customer, product) history.
+async def insert_interactions(
+    session: AsyncSession, rows: Sequence[InteractionRow], source: str | Sequence[str]
+) -> None:
+    """Append the raw lines and fold them into each (customer, product) history. `source` names where they
+    came from: one for all, or one per row (a run of purchases, each its own).
 
     A purchase is one point in time: lines of the same customer and product at the same time count once (an
     invoice listing a product twice, or split across import batches)."""
     if not rows:
         return
+    sources = [source] * len(rows) if isinstance(source, str) else source
     connection = await driver(session)
     await connection.copy_records_to_table(
         "interactions",
-        records=[(r.customer_id, r.product_id, r.quantity, r.occurred_at, source) for r in rows],
+        records=[
+            (r.customer_id, r.product_id, r.quantity, r.occurred_at, s) for r, s in zip(rows, sources, strict=True)
+        ],
         columns=["customer_id", "product_id", "quantity", "occurred_at", "source"],
     )
     grouped: dict[tuple[str, str], Aggregate] = {}

@@ -174,14 +174,14 @@ async def get_preferences(session: AsyncSession, customer_id: str) -> Preference
 
 
 # -- purchases ------------------------------------------------------------------------------------------------
-async def record_purchase(session: AsyncSession, event: Event) -> None:
-    """`purchase.created`: one interaction per product; unknown products join the catalog from the item."""
+def _purchase_lines(event: Event) -> tuple[dict[str, CatalogRow], list[InteractionRow]] | None:
+    """A `purchase.created` event's products (for the catalog) and interactions, or None when malformed."""
     payload = event.payload
     customer = payload.get("customer_id")
     items = payload.get("items") or []
     if not isinstance(customer, str) or not IDENTIFIER.match(customer) or not isinstance(items, list):
         log.warning("recommend.purchase_ignored", event_id=str(event.id), reason="malformed")
-        return
+        return None
     try:
         occurred_at = _timestamp(payload.get("occurred_at"))
     except ValueError:
@@ -207,11 +207,34 @@ async def record_purchase(session: AsyncSession, event: Event) -> None:
             currency if isinstance(currency, str) and len(currency) == 3 and _price(item.get("unit_price")) else None,
             True,
         )
+    rows = [InteractionRow(customer, p, q, occurred_at) for p, q in sorted(quantities.items())]
+    return catalog, rows
+
+
+async def record_purchase(session: AsyncSession, event: Event) -> None:
+    """`purchase.created`: one interaction per product; unknown products join the catalog from the item."""
+    await record_purchases(session, [event])
+
+
+async def record_purchases(session: AsyncSession, events: Sequence[Event]) -> None:
+    """A run of `purchase.created` events in three statements: the products the catalog lacks (each as the
+    first purchase in the run names it, as one by one would), then every interaction with its purchase."""
+    catalog: dict[str, CatalogRow] = {}
+    rows: list[InteractionRow] = []
+    sources: list[str] = []
+    for event in events:
+        lines = _purchase_lines(event)
+        if lines is None or not lines[0]:
+            continue
+        for product, row in lines[0].items():
+            catalog.setdefault(product, row)
+        source = f"purchase:{str(event.payload.get('purchase_id', ''))[:64]}"
+        rows += lines[1]
+        sources += [source] * len(lines[1])
     if not catalog:
         return
     await repository.upsert_products(session, sorted(catalog.values(), key=lambda r: r.product_id), only_missing=True)
-    rows = [InteractionRow(customer, p, q, occurred_at) for p, q in sorted(quantities.items())]
-    await repository.insert_interactions(session, rows, f"purchase:{str(payload.get('purchase_id', ''))[:64]}")
+    await repository.insert_interactions(session, rows, sources)
 
 
 def _price(value: Any) -> Decimal | None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.events import Event, EventHandler
+from kit.events import Batched, Event, EventHandler
 from kit.purchases import purchase_wakes_customer
 from kit.types import IDENTIFIER_PATTERN
 from survey import service
@@ -46,4 +47,9 @@ def purchase_created_handler(
             purchase_id=purchase_id if isinstance(purchase_id, str) and 0 < len(purchase_id) <= 64 else None,
         )
 
-    return on_purchase_created
+    async def on_purchases_created(session: AsyncSession, events: Sequence[Event]) -> None:
+        # a history import's purchases are old: nothing to do but look at them; recent ones are scheduled in order
+        for event in events:
+            await on_purchase_created(session, event)
+
+    return Batched(on_purchases_created)
