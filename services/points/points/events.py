@@ -7,12 +7,14 @@ independently, so a refund may arrive first).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import Conflict, NotFound
-from kit.events import Event
+from kit.events import Batched, Event, EventHandler
 from kit.types import MAX_POINTS
 from points import rewards, service
 from points.schemas import GiftGranted, PurchaseCreated, PurchaseRefunded, SurveyResponded
@@ -20,13 +22,18 @@ from points.schemas import GiftGranted, PurchaseCreated, PurchaseRefunded, Surve
 log = structlog.get_logger("points.events")
 
 
-async def on_purchase_created(session: AsyncSession, event: Event) -> None:
-    try:
-        purchase = PurchaseCreated.model_validate(event.payload)
-    except ValidationError as exc:
-        log.warning("points.event.ignored", event_id=str(event.id), type=event.type, reason=str(exc)[:300])
-        return
-    await service.earn_for_purchase(session, purchase)
+async def _on_purchases_created(session: AsyncSession, events: Sequence[Event]) -> None:
+    purchases = []
+    for event in events:
+        try:
+            purchases.append(PurchaseCreated.model_validate(event.payload))
+        except ValidationError as exc:
+            log.warning("points.event.ignored", event_id=str(event.id), type=event.type, reason=str(exc)[:300])
+    await service.earn_for_purchases(session, purchases)
+
+
+# a batch's run of purchases is earned set-based (service.earn_for_purchases), one alone as before
+on_purchase_created = Batched(_on_purchases_created)
 
 
 async def on_purchase_refunded(session: AsyncSession, event: Event) -> None:
@@ -63,7 +70,7 @@ async def on_gift_granted(session: AsyncSession, event: Event) -> None:
     await rewards.grant_gift(session, gift)
 
 
-HANDLERS = {
+HANDLERS: dict[str, EventHandler] = {
     "purchase.created": on_purchase_created,
     "purchase.refunded": on_purchase_refunded,
     "survey.responded": on_survey_responded,

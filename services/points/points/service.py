@@ -24,6 +24,7 @@ from kit import experiments
 from kit.db import Database
 from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from kit.imports import ImportReport, ParsedLines, RejectedLine
+from kit.json import loads
 from kit.purchases import utc
 from kit.types import CURRENCY_DECIMALS, MAX_POINTS
 from kit.webhooks import TierChanged, publish_webhook
@@ -334,6 +335,116 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
         )
     log.info("points.purchase.earned", purchase_id=purchase.purchase_id, points=points, tier=tier and tier.name)
     return movement
+
+
+class _RunDiverged(Exception):
+    """A run's ledger answered other than planned (a purchase credited before, a balance out of range): the
+    caller undoes the run and applies its purchases one at a time."""
+
+
+_QUALIFYING_ROWS = """
+    SELECT t.customer_id, coalesce(q.qualifies_at, t.created_at) AS at,
+           coalesce(q.qualifying_points, CASE WHEN t.type IN ('earn', 'reverse') THEN t.points ELSE 0 END) AS points
+      FROM transactions t LEFT JOIN transaction_qualification q ON q.transaction_id = t.id
+     WHERE t.customer_id = ANY($1::varchar[]) AND coalesce(q.qualifies_at, t.created_at) > $2
+"""
+_CONTEXT = (
+    "SELECT now(), (SELECT value FROM settings WHERE key = 'rules'), (SELECT value FROM settings WHERE key = 'tiers')"
+)
+_RECORD_PURCHASES = """
+    INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency, occurred_at)
+    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::bigint[], $5::numeric[], $6::varchar[],
+                         $7::timestamptz[])
+    ON CONFLICT DO NOTHING
+"""
+_YEAR = timedelta(days=365)
+
+
+def _qualifying(entries: Sequence[tuple[datetime, int]], at: datetime) -> int:
+    """What `repository.earning_context` sums: the points qualifying in the 365 days up to `at`."""
+    return sum(points for when, points in entries if at - _YEAR < when <= at)
+
+
+async def earn_for_purchases(session: AsyncSession, purchases: Sequence[PurchaseCreated]) -> None:
+    """A run of `purchase.created` events (in their order) leaving exactly what `earn_for_purchase` one at a
+    time leaves, in five statements: each purchase's tier is computed from the customer's qualifying points in
+    the 365 days before its own time, the earlier purchases of the run included, as the ledger would have them.
+
+    One purchase, bonus campaigns (experiments may hold their bonus back), or a tier that changes now (its
+    webhook goes between two purchases' entries) go one at a time."""
+    if len(purchases) <= 1:
+        for purchase in purchases:
+            await earn_for_purchase(session, purchase)
+        return
+    connection = await repository._driver_connection(session)
+    now, rules_value, tiers_value = await connection.fetchrow(_CONTEXT)
+    rules_value, tiers_value = (loads(v) if isinstance(v, str) else v for v in (rules_value, tiers_value))
+    rules = EarningRules.model_validate(rules_value) if rules_value is not None else EarningRules()
+    tiers = _tiers(tiers_value)
+    if rules.bonus_campaigns:
+        for purchase in purchases:
+            await earn_for_purchase(session, purchase)
+        return
+    customers = sorted({p.customer_id for p in purchases})
+    since = min([now, *(utc(p.occurred_at) for p in purchases)]) - _YEAR
+    entries: dict[str, list[tuple[datetime, int]]] = {c: [] for c in customers}
+    for customer, at, points in await connection.fetch(_QUALIFYING_ROWS, customers, since):
+        entries[customer].append((at, int(points)))
+    credits: list[repository.Credit] = []
+    earned: list[tuple[PurchaseCreated, int, datetime]] = []
+    for purchase in purchases:
+        occurred_at = utc(purchase.occurred_at)
+        history = entries[purchase.customer_id]
+        tier, _ = tier_for(tiers, max(0, _qualifying(history, occurred_at)))
+        earning = purchase_points(
+            rules, tier.earn_multiplier if tier else Decimal(1), occurred_at, purchase.total, purchase.items
+        )
+        if earning.points >= MAX_POINTS:
+            log.warning("points.purchase.refused", purchase_id=purchase.purchase_id, reason="points_out_of_range")
+            continue
+        if earning.points > 0:
+            before, _ = tier_for(tiers, max(0, _qualifying(history, now)))
+            history.append((occurred_at, earning.points))
+            after, _ = tier_for(tiers, max(0, _qualifying(history, now)))
+            if (before and before.name) != (after and after.name):
+                # nothing written yet: the run goes one at a time, each announcing its change in its place
+                for one in purchases:
+                    await earn_for_purchase(session, one)
+                return
+            credits.append(
+                repository.Credit(
+                    purchase.customer_id,
+                    earning.points,
+                    purchase.purchase_id,
+                    f"Purchase {purchase.purchase_id}",
+                    _expires_at(rules, occurred_at),
+                )
+            )
+        earned.append((purchase, earning.points, occurred_at))
+    movements = iter(await repository.credit_many(session, "earn", credits) if credits else [])
+    qualifications: list[tuple[int, datetime, int | None]] = []
+    lots: list[int | None] = []
+    for purchase, points, occurred_at in earned:
+        if points <= 0:
+            lots.append(None)
+            continue
+        movement = next(movements)
+        if movement.outcome != "created" or movement.transaction_id is None or movement.points != points:
+            raise _RunDiverged(f"purchase {purchase.purchase_id}: {movement.outcome}")
+        qualifications.append((movement.transaction_id, occurred_at, None))
+        lots.append(movement.lot_id)
+    await repository.record_qualifications(session, qualifications)  # type: ignore[arg-type]
+    await connection.execute(
+        _RECORD_PURCHASES,
+        [p.customer_id for p, _, _ in earned],
+        [p.purchase_id for p, _, _ in earned],
+        [points for _, points, _ in earned],
+        lots,
+        [p.total for p, _, _ in earned],
+        [p.currency for p, _, _ in earned],
+        [at for _, _, at in earned],
+    )
+    log.info("points.purchases.earned", purchases=len(earned), credited=len(credits))
 
 
 async def earn_survey_reward(session: AsyncSession, customer_id: str, invitation_id: str, points: int) -> None:
