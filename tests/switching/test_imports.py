@@ -156,6 +156,18 @@ class TestOptOuts:
         status = await admin.get(f"/v1/surveys/{survey['id']}/invitations/{invitation}")
         assert status.json()["status"] == "cancelled"
 
+    async def test_a_file_naming_someone_twice(self, admin: httpx.AsyncClient) -> None:
+        survey = await create_survey(admin)
+        ann, other, email = uid(), uid(), address()
+        # the second line adds nothing (ann is suppressed by the first), so its address is not suppressed by it:
+        # the third line is what suppresses the address
+        body = ndjson([{"customer_id": ann}, {"customer_id": ann, "email": email}, {"email": email.upper()}])
+        report = (await admin.post("/v1/survey-opt-outs:import", content=body, headers=NDJSON)).json()
+        assert (report["accepted"], report["duplicates"], report["rejected"]) == (2, 1, [])
+        refused = await invite(admin, survey["id"], other, email)
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "customer_opted_out"
+
 
 class TestLimits:
     @pytest.mark.parametrize("path", ["/v1/points/balances:import", "/v1/survey-opt-outs:import"])

@@ -568,12 +568,9 @@ async def unsubscribe(session: AsyncSession, token: str) -> None:
 
 async def import_opt_outs(session: AsyncSession, lines: ParsedLines[OptOutLine]) -> ImportReport:
     """Opt-outs from another programme: never invited again, and what waits to be sent them is cancelled."""
-    accepted = duplicates = 0
-    for _, line in lines.valid:
-        if await repository.import_opt_out(session, line.customer_id, line.email):
-            accepted += 1
-        else:
-            duplicates += 1
+    added = await repository.import_opt_outs(session, [(line.customer_id, line.email) for _, line in lines.valid])
+    accepted = sum(added)
+    duplicates = len(added) - accepted
     log.info("survey.opt_outs.imported", accepted=accepted, duplicates=duplicates, rejected=len(lines.rejected))
     return lines.report(accepted, duplicates)
 
