@@ -25,19 +25,25 @@ def december() -> Purchases:
     )
 
 
-def blocks(*, same_time: bool, seed: int = 1) -> Purchases:
+def blocks(*, same_time: bool, repeats: bool = False, seed: int = 1) -> Purchases:
     """A catalogue without repeats: 300 people, 6 tastes of 20 products each; each person takes 8 products of
-    their taste and 2 at random, each once."""
+    their taste and 2 at random, each once (`repeats`: and buys the first 3 again, a month after the last)."""
     rng = np.random.default_rng(seed)
     customers, products, times = [], [], []
     for person in range(300):
         taste = person % 6
         mine = rng.choice(20, size=8, replace=False) + 20 * taste
-        others = rng.choice(120, size=2, replace=False)
+        others = rng.choice(np.setdiff1d(np.arange(120), mine), size=2, replace=False)
         for n, product in enumerate([*mine, *others]):
             customers.append(f"p{person}")
             products.append(f"i{product}")
             times.append(0.0 if same_time else person * 3600.0 + n * 2 * DAY)
+        if repeats:
+            again = times[-1] + 30 * DAY
+            for product in mine[:3]:
+                customers.append(f"p{person}")
+                products.append(f"i{product}")
+                times.append(again)
     return Purchases.from_rows(customers, products, np.array(times))
 
 
@@ -52,16 +58,18 @@ def test_occasions_count_once_and_aggregate_like_the_service() -> None:
     assert pairs.interactions == 4
 
 
-def test_the_slice_is_the_latest_where_time_spreads_and_random_where_it_does_not() -> None:
-    spread = holdout(blocks(same_time=False))
+def test_the_slice_is_the_latest_where_time_spreads_and_customers_come_back_else_random() -> None:
+    spread = holdout(blocks(same_time=False, repeats=True))
     assert spread is not None and spread.split == "temporal"
     trained = max(spread.training.last_at)
     assert trained < spread.now  # nothing after the cut is trained on
-    flat = holdout(blocks(same_time=True))
-    assert flat is not None and flat.split == "random"
-    # each (customer, product) pair is wholly on one side
-    for customer, held in flat.everything.items():
-        assert not held & {h.product_id for h in flat.histories[customer]}
+    for flat in (blocks(same_time=True), blocks(same_time=False)):
+        # one sitting, or a catalogue nobody buys twice from (whatever its timestamps): a random slice
+        data = holdout(flat)
+        assert data is not None and data.split == "random"
+        # each (customer, product) pair is wholly on one side
+        for customer, held in data.everything.items():
+            assert not held & {h.product_id for h in data.histories[customer]}
 
 
 def test_search_beats_the_defaults_on_a_catalogue_of_another_kind() -> None:

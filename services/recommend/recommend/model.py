@@ -11,7 +11,8 @@ quantity, the first and the last purchase time. It learns
 
 Serving (:func:`recommend`) folds in a customer's *current* history at request time (so a new purchase changes
 the next answer without retraining): the discover score is the history's EASE row sum; the buy-again score
-of a product already bought combines its learned repeat rate with the customer's own frequency and recency;
+of a product already bought combines its learned repeat rate with the customer's own frequency and recency (and,
+where the tuner finds it pays, how well the product sells now: Christmas lights are re-bought in November);
 ``mixed`` ranks both on one scale. Nothing here touches the database or the web framework.
 """
 
@@ -77,6 +78,7 @@ class Params:
     rate_power: float = 0.5
     popularity_blend: float = 0.05
     min_repeat_rate: float = 0.03  # mixed mode leaves out bought products less likely than this to be re-bought
+    trend_power: float = 0.0  # > 0: a bought product that sells well now (recency-weighted popularity) is more due
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,8 @@ def _buy_again_scores(model: Model, idx: Ints, purchases: Floats, age_days: Floa
     frequency = np.power(purchases, params.frequency_power)
     recency = np.power(0.5, age_days / params.repeat_half_life_days)
     result: Floats = rate * frequency * recency
+    if params.trend_power:
+        result = result * np.power(model.popularity[idx], params.trend_power)
     top = result.max(initial=0.0)
     return result / top if top > 0 else result
 

@@ -4,14 +4,16 @@ A platform serves shops it has never seen (groceries bought every week, films ne
 setting fits all. At each training :func:`tune`
 
 1. holds out the latest slice of the history (the last 15% of purchase occasions by time) where timestamps
-   spread (the median customer bought on more than one day), or, where they do not (an import with one date,
-   ratings given in one sitting), a random fifth of the (customer, product) pairs;
+   spread (the median customer bought on more than one day) and customers come back for products (at least 1% of
+   the (customer, product) pairs bought on several occasions), or, where either is missing (an import with one
+   date, ratings given in one sitting, a catalogue nobody buys twice from), a random fifth of the (customer,
+   product) pairs;
 2. searches a small space of settings on it, one setting at a time from the defaults (coordinate ascent, two
    passes while the time budget lasts): first what ranks products new to the customer (EASE's λ, neighbours kept,
    how recency weighs in the item-item matrix and in the customer's history, the popularity blend), picked by
    NDCG@10 of `mode=discover` on the held-out products the customer had not bought; then what ranks buying again
-   (its weight against discovery, the repeat rate's and the frequency's powers, its recency, the cut-off rate),
-   picked by NDCG@10 of `mode=mixed` on every held-out product;
+   (its weight against discovery, the repeat rate's and the frequency's powers, its recency, the cut-off rate, how
+   much more due a product is that sells well now), picked by NDCG@10 of `mode=mixed` on every held-out product;
 3. scores the baselines on the same slice (popularity, each customer's own most bought, EASE with the fixed
    default settings), so the report says whether tuning paid;
 4. and the caller retrains on everything with the chosen settings.
@@ -51,6 +53,7 @@ SLICE = 0.15  # the latest share of purchase occasions held out
 RANDOM_SHARE = 0.2  # without spread timestamps: this share of each customer's products
 MIN_CUSTOMERS = 20
 SPREAD_SECONDS = 86_400.0  # fewer customers on both sides of the time cut: the split is random instead
+MIN_REPEAT_SHARE = 0.01  # fewer (customer, product) pairs bought on several occasions: a catalogue without repeats
 EVAL_CUSTOMERS = 1_000
 SEARCH_EASE_ITEMS = 2_000
 
@@ -71,6 +74,7 @@ REPEAT_SPACE: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("frequency_power", (0.5, 1.0, 2.0)),
     ("repeat_half_life_days", (30.0, 120.0, 365.0, 3650.0)),
     ("min_repeat_rate", (0.0, 0.03, 0.1, 0.3)),
+    ("trend_power", (0.0, 0.1, 0.25, 0.5, 1.0)),
 )
 RETRAIN_FIELDS = frozenset(
     {"ease_lambda", "gram_half_life_days", "neighbours", "popularity_half_life_days", "ease_max_items"}
@@ -194,6 +198,14 @@ def _spread(purchases: Purchases) -> bool:
     return bool(np.median(last[several] - first[several]) >= SPREAD_SECONDS)
 
 
+def _repeats(purchases: Purchases) -> bool:
+    """Whether customers come back for the same product: at least 1% of the (customer, product) pairs were bought on
+    more than one occasion. A catalogue without repeats (films, books, or a shop's pairs each counted once) is not."""
+    pair = purchases.customer * max(len(purchases.product_ids), 1) + purchases.product
+    pairs, counts = np.unique(pair, return_counts=True)
+    return len(pairs) > 0 and bool((counts > 1).mean() >= MIN_REPEAT_SHARE)
+
+
 def holdout(purchases: Purchases, *, seed: int = 0, max_customers: int = EVAL_CUSTOMERS) -> Holdout | None:
     """The validation slice, or None when the history is too small to hold anything out."""
     n = len(purchases)
@@ -203,7 +215,9 @@ def holdout(purchases: Purchases, *, seed: int = 0, max_customers: int = EVAL_CU
     at = purchases.at
     cutoff = float(np.quantile(at, 1.0 - SLICE))
     later = at >= cutoff
-    split = "temporal" if _spread(purchases) else "random"
+    # a time slice where time orders the purchases and customers come back for products (what sells next season, what
+    # they buy again); a random slice for a catalogue without repeats (what else fits this customer's taste)
+    split = "temporal" if _spread(purchases) and _repeats(purchases) else "random"
     if split == "temporal":
         before = np.zeros(len(purchases.customer_ids), dtype=np.bool_)
         before[purchases.customer[~later]] = True
@@ -286,7 +300,7 @@ class Score:
     new: float  # NDCG@10 of mode=discover over the held-out products the customer had not bought
 
     def as_dict(self) -> dict[str, float]:
-        return {"ndcg_at_10": round(self.everything, 4), "ndcg_at_10_new_products": round(self.new, 4)}
+        return {"ndcg_at_10": round(float(self.everything), 4), "ndcg_at_10_new_products": round(float(self.new), 4)}
 
 
 def _score(model: Model, data: Holdout, params: Params | None = None, *, parts: str = "both") -> Score:
