@@ -7,9 +7,11 @@ model on everything and its stored form. Reading the lines from PostgreSQL comes
 "training" row measures the service end to end on the 397k lines).
 
 Each step is reported in wall seconds and in CPU seconds of this process (one BLAS thread, so CPU is what the step
-costs on an idle core; on a shared machine the wall time is longer). The tuning step is bounded by its wall-clock
-budget: on a busy machine it tries fewer settings. The chosen settings (those that differ from the defaults) and the
-validation scores are printed under the table.
+costs on an idle core; on a shared machine the wall time is longer). The service bounds the search by wall time;
+here its 30 s are counted in CPU seconds of this process, so the search tries what it would on an idle core however
+busy the machine, and the CPU total is the wall time an idle core would take (RECOMMEND_BENCH_WALL_BUDGET=1 counts
+wall time, as the service does). The chosen settings (those that differ from the defaults) and the validation
+scores are printed under the table.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from scripts.online_retail import FULL, category_for, rows
 
 COPIES = 3
 BUDGET = 30.0
+# the budget in CPU seconds of this process: the search tries what it would on an idle core, however busy the machine
+# (then the CPU column is what the wall time would be on an idle core); RECOMMEND_BENCH_WALL_BUDGET=1: wall time, as
+# the service counts it
+CPU_BUDGET = os.environ.get("RECOMMEND_BENCH_WALL_BUDGET", "") != "1"
 
 
 def main() -> None:
@@ -45,19 +51,20 @@ def main() -> None:
     marks = [(time.perf_counter(), time.process_time())]
     purchases = Purchases.from_rows(customers, products, np.array(times), categories=categories)
     marks.append((time.perf_counter(), time.process_time()))
-    report = tune(purchases, budget_seconds=BUDGET)
+    report = tune(purchases, budget_seconds=BUDGET, clock=time.process_time if CPU_BUDGET else time.perf_counter)
     marks.append((time.perf_counter(), time.process_time()))
     model = train(aggregate(purchases), version=1, params=report.params)
     blob = dumps(model)
     marks.append((time.perf_counter(), time.process_time()))
     steps = [
         "occasions from the lines",
-        f"tuning (budget {BUDGET:.0f} s, {report.split} slice, {report.tried} settings tried)",
+        f"tuning (budget {BUDGET:.0f} s {'CPU' if CPU_BUDGET else 'wall'}, {report.split} slice,"
+        f" {report.tried} settings tried)",
         "final training on everything + stored form",
     ]
     rows_ = [
         [step, after[0] - before[0], after[1] - before[1]]
-        for step, before, after in zip(steps, marks, marks[1:], strict=True)
+        for step, before, after in zip(steps, marks[:-1], marks[1:], strict=True)
     ]
     wall, cpu = marks[-1][0] - marks[0][0], marks[-1][1] - marks[0][1]
     rows_.append(["total", wall, cpu])
@@ -73,7 +80,8 @@ def main() -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"model {len(blob) / 2**20:.1f} MiB stored; load average {load};"
-        f" goal under 60 s: {'met' if wall < 60 else 'NOT met'} (wall), {'met' if cpu < 60 else 'NOT met'} (CPU)"
+        f" goal under 60 s: {'met' if wall < 60 else 'NOT met'} in wall time here,"
+        f" {'met' if cpu < 60 else 'NOT met'} in CPU time (the wall time of an idle core)"
     )
 
 
