@@ -160,13 +160,15 @@ async def test_the_console_in_a_browser(platform: Platform, admin: httpx.AsyncCl
         await browser.goto(origin + "/console/rewards")
         html = await browser.html()
         assert f'value="{second_id}"' in html and f'value="{redemption_id}"' not in html
+        assert "Refused" not in html
+        assert_local(html, browser, origin)
+        await shots(browser, artifacts, "rewards")
         await browser.submit(f"form:has(input[name='redemption_id'][value='{second_id}'])", {})
         assert "Marked as handed over" in await browser.html()
         mine = (await admin.get(f"/v1/customers/{rich}/reward-redemptions")).json()["items"]
         assert next(r for r in mine if r["redemption_id"] == second_id)["status"] == "fulfilled"
 
         for name, path in (
-            ("rewards", "/console/rewards"),
             ("experiments", "/console/experiments"),
             ("webhooks", "/console/webhooks"),
             ("points", "/console/points"),
