@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -109,6 +110,24 @@ experiment_exposures = Table(
     Column("arm", String(9), nullable=False),
     Column("exposed_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("experiment_id", "customer_id"),
+    Index("ix_experiment_exposures_customer", "customer_id"),
+    Index("ix_experiment_exposures_arm", "experiment_id", "arm"),
+)
+
+# Each exposed customer's purchases after their exposure, by day after it (day d: more than d - 1 and at most d
+# days of 24 hours later, up to 365), kept by triggers on purchases and exposures (migration
+# gateway_experiment_outcomes): the results over a window of W days add up the rows with day <= W.
+experiment_outcomes = Table(
+    "experiment_outcomes",
+    metadata,
+    Column("experiment_id", UUID(as_uuid=True), nullable=False),
+    Column("arm", String(9), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("purchases", Integer, nullable=False),
+    Column("revenue", Numeric, nullable=False),
+    PrimaryKeyConstraint("experiment_id", "arm", "customer_id", "day", postgresql_include=["purchases", "revenue"]),
+    Index("ix_experiment_outcomes_customer", "customer_id"),
 )
 
 experiment_rewards = Table(

@@ -209,6 +209,37 @@ class TestResults:
         assert shorter["arms"]["holdout"]["customers_returned"] == 0
 
 
+async def test_results_do_not_depend_on_the_order_events_arrive(admin: httpx.AsyncClient, platform: Platform) -> None:
+    """A replay can store a customer's purchases before the reward that exposed them, and an earlier trigger can
+    arrive after a later one: the results are those of the exposure's final time, whatever the order."""
+    rule = await coupon_rule(admin, n=95)
+    experiment = await start(admin, "coupon_rule", rule["id"], holdout=50)
+    customer = uid("late")
+    arm = assign_arm(experiment["id"], customer, 50)
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    day = timedelta(days=1)
+    await purchase(admin, customer, t0 + 3 * day, "25.00")
+    await purchase(admin, customer, t0 + 10 * day, "70.00")
+
+    async def returned(window: int) -> tuple[int, int, str]:
+        found = (await results(admin, experiment["id"], window_days=window))["arms"][arm]
+        return found["customers_returned"], found["purchases"], found["revenue"]
+
+    async with httpx.AsyncClient(base_url=platform.gateway_url) as internal:
+        await reward_event(internal, experiment, customer, t0)
+        assert await returned(10) == (1, 2, "95.00")
+        assert await returned(9) == (1, 1, "25.00")
+        # an earlier trigger arrives: the exposure moves to t0 - 5 days, the purchases are now days 8 and 15
+        await reward_event(internal, experiment, customer, t0 - 5 * day)
+    assert await returned(10) == (1, 1, "25.00")
+    assert await returned(7) == (0, 0, "0.00")
+    # a purchase stored after the exposure is counted at once
+    await purchase(admin, customer, t0 - 4 * day, "5.00")
+    assert await returned(1) == (1, 1, "5.00")
+    assert await returned(15) == (1, 3, "100.00")
+    await admin.post(f"/v1/experiments/{experiment['id']}/stop")
+
+
 async def test_an_orphan_attachment_gives_way_to_the_gateways_next_experiment(
     admin: httpx.AsyncClient, platform: Platform
 ) -> None:
