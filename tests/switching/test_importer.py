@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import orjson
 
 from tests.conftest import ADMIN_KEY, Platform
 from tests.points.conftest import DEFAULT_TIERS
@@ -17,8 +18,9 @@ from tests.points.conftest import DEFAULT_TIERS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def run_importer(platform: Platform, *args: str) -> tuple[int, str]:
+async def run_importer(platform: Platform, *args: str, chunk_lines: int = 5000) -> tuple[int, str]:
     env = {**os.environ, "LOYALTY_ADMIN_KEY": ADMIN_KEY, "PUBLIC_BASE_URL": platform.gateway_url}
+    env["IMPORT_CHUNK_LINES"] = str(chunk_lines)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "scripts.importer", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -76,3 +78,20 @@ async def test_an_export_without_references_is_idempotent_by_member(
     assert status == 0 and "0 accepted, 1 duplicates" in output, output
     ledger = (await admin.get(f"/v1/customers/{member}/points/transactions")).json()["items"]
     assert [(t["points"], t["reference"]) for t in ledger] == [(90, f"smile-{member}")]
+
+
+async def test_many_chunks_two_in_flight_keep_the_files_line_numbers(
+    platform: Platform, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    members = [f"k-{uuid.uuid4().hex[:10]}" for _ in range(9)]
+    lines = [{"customer_id": m, "points": 10 + i, "reference": "open"} for i, m in enumerate(members)]
+    lines[6]["points"] = -1  # line 7 of the file, in the fourth chunk of two lines
+    lines.append(lines[0])  # the first member again, in the last chunk: a duplicate
+    export = tmp_path / "members.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    status, output = await run_importer(platform, "balances", str(export), chunk_lines=2)
+    assert status == 1, output
+    assert "line 7: points:" in output
+    assert "8 accepted, 1 duplicates, 1 rejected" in output, output
+    balances = [(await admin.get(f"/v1/customers/{m}/points")).json()["balance"] for m in members]
+    assert balances == [10 + i if i != 6 else 0 for i in range(9)]
