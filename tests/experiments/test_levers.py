@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 
 from tests.conftest import Platform
@@ -18,13 +20,15 @@ from tests.support.mail import Mailbox
 from tests.survey.conftest import create_survey, links
 
 
-async def _buy(admin: httpx.AsyncClient, customers: list[str], total: str = "40.00") -> None:
-    ids = []
+async def _buy(admin: httpx.AsyncClient, customers: list[str], total: str = "40.00") -> dict[str, dict[str, Any]]:
+    """Each customer's purchase, by customer."""
+    bodies = {}
     for customer in customers:
         body = purchase_body(customer, total=total)
         assert (await admin.post("/v1/purchases", json=body)).status_code == 202
-        ids.append(body["purchase_id"])
-    await asyncio.gather(*(wait_for_deliveries(admin, p) for p in ids))
+        bodies[customer] = body
+    await asyncio.gather(*(wait_for_deliveries(admin, b["purchase_id"]) for b in bodies.values()))
+    return bodies
 
 
 async def test_surprise_coupon_rule(admin: httpx.AsyncClient) -> None:
@@ -56,7 +60,7 @@ async def test_surprise_coupon_rule(admin: httpx.AsyncClient) -> None:
     await admin.post(f"/v1/experiments/{experiment['id']}/stop")
 
 
-async def test_gift_rule(admin: httpx.AsyncClient) -> None:
+async def test_gift_rule(admin: httpx.AsyncClient, database_url: str) -> None:
     reward = await create_reward(admin, name=uid("Thank-you tea "), cost_points=300, stock=100)
     created = await admin.post(
         "/v1/coupon-rules",
@@ -76,7 +80,7 @@ async def test_gift_rule(admin: httpx.AsyncClient) -> None:
     experiment = await start(admin, "reward", rule["id"], holdout=50)
     try:
         arms = customers_by_arm(experiment, 3)
-        await _buy(admin, arms["treatment"] + arms["holdout"], total="4321.00")
+        bought = await _buy(admin, arms["treatment"] + arms["holdout"], total="4321.00")
 
         async def granted() -> bool:
             for customer in arms["treatment"]:
@@ -103,6 +107,29 @@ async def test_gift_rule(admin: httpx.AsyncClient) -> None:
         assert (treatment["customers_exposed"], treatment["rewards_given"], treatment["rewards_withheld"]) == (3, 3, 0)
         assert (holdout["customers_exposed"], holdout["rewards_given"], holdout["rewards_withheld"]) == (3, 0, 3)
         assert holdout["reward_cost_points"] == 0
+
+        # the lever's record: a withheld gift exactly as a given one, with the trigger's key and business time
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch(
+                "SELECT customer_id, key, occurred_at, arm, withheld FROM coupon.experiment_rewards "
+                "WHERE experiment_id = $1 AND exposes",
+                uuid.UUID(experiment["id"]),
+            )
+        finally:
+            await connection.close()
+        recorded = {r["customer_id"]: (r["key"], r["occurred_at"], r["arm"], r["withheld"]) for r in rows}
+        assert recorded == {
+            customer: (
+                f"purchase:{body['purchase_id']}",
+                datetime.fromisoformat(body["occurred_at"]),
+                arm,
+                arm == "holdout",
+            )
+            for arm in ("treatment", "holdout")
+            for customer, body in bought.items()
+            if customer in arms[arm]
+        }
 
         # the rule cannot be deactivated while its experiment runs
         refused = await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})
