@@ -129,7 +129,7 @@ async def credit_many(session: AsyncSession, type_: str, credits: Sequence[Credi
 # line, which refuses just the line that overflows.
 _LOCK_ACCOUNTS = """
     INSERT INTO accounts (customer_id)
-    SELECT DISTINCT c FROM unnest($1::varchar[]) AS c ORDER BY 1
+    SELECT DISTINCT c FROM unnest(string_to_array($1, ',')) AS c ORDER BY 1
     ON CONFLICT (customer_id) DO UPDATE SET customer_id = excluded.customer_id
 """
 
@@ -139,8 +139,12 @@ _CREDIT_LINES = f"""
                row_number() OVER (PARTITION BY u.customer, u.reference ORDER BY u.ord) > 1
                OR EXISTS (SELECT 1 FROM transactions t
                            WHERE t.customer_id = u.customer AND t.type = $1 AND t.reference = u.reference) AS replayed
-          FROM unnest($2::varchar[], $3::bigint[], $4::varchar[], $5::varchar[], $6::timestamptz[], $7::bigint[])
-               WITH ORDINALITY AS u(customer, points, reference, description, expires_at, qualifying, ord)
+          FROM (SELECT u.customer, u.points, u.reference, coalesce(u.description, $8) AS description,
+                       CASE WHEN u.ord <= cardinality($6::timestamptz[]) THEN u.expires_at ELSE $9 END AS expires_at,
+                       u.qualifying, u.ord
+                  FROM unnest(string_to_array($2, ','), string_to_array($3, ',')::bigint[], string_to_array($4, ','),
+                              $5::varchar[], $6::timestamptz[], $7::bigint[])
+                       WITH ORDINALITY AS u(customer, points, reference, description, expires_at, qualifying, ord)) u
     ), fresh AS (
         SELECT l.*, a.balance + sum(l.points) OVER (PARTITION BY l.customer ORDER BY l.ord) AS balance_after
           FROM line l JOIN accounts a ON a.customer_id = l.customer
@@ -187,17 +191,26 @@ async def credit_lines(session: AsyncSession, type_: str, lines: Sequence[Openin
     """Credit every line at once (see `_CREDIT_LINES`); answers the lines (0-based) not `created`: `replayed`,
     or `deferred` (for `credit_many`). Runs in the session's transaction, which the caller has begun."""
     connection = await _driver_connection(session)
-    customers = [line.customer_id for line in lines]
+    customers = ",".join([line.customer_id for line in lines])
     await connection.execute(_LOCK_ACCOUNTS, customers)
+    # Customer ids and references hold no comma (their pattern), so each goes as one text the database splits:
+    # asyncpg checks every element of an array parameter against collections.abc, a Python-level isinstance
+    # that cost more than the rest of the encoding. A column whose lines all hold one value (the description,
+    # the expiry, no qualifying points: the usual file) goes as that value and an empty array.
+    description, expires_at = lines[0].description, lines[0].expires_at
+    same_description = all(line.description == description for line in lines)
+    same_expiry = all(line.expires_at == expires_at for line in lines)
     rows = await connection.fetch(
         _CREDIT_LINES,
         type_,
         customers,
-        [line.points for line in lines],
-        [line.reference for line in lines],
-        [line.description for line in lines],
-        [line.expires_at for line in lines],
-        [line.qualifying_points for line in lines],
+        ",".join([str(line.points) for line in lines]),
+        ",".join([line.reference for line in lines]),
+        [] if same_description else [line.description for line in lines],
+        [] if same_expiry else [line.expires_at for line in lines],
+        [line.qualifying_points for line in lines] if any(line.qualifying_points for line in lines) else [],
+        description,
+        expires_at,
     )
     return {row[0] - 1: row[1] for row in rows}
 
