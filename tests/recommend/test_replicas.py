@@ -129,3 +129,21 @@ async def test_retrains_asked_of_both_replicas_at_once_never_overlap(
     assert 1 <= len(trained) <= 2  # one, or one each when the second request came after the first training began
     for earlier, later in itertools.pairwise(trained):
         assert earlier["finished_at"] <= later["started_at"]  # the lock: never two at once
+
+
+async def test_a_request_whose_notice_was_missed_is_trained_for_from_the_table(
+    platform: Platform, retail: Retail, second: InProcessServer
+) -> None:
+    """A request recorded while no worker listened (no NOTIFY reaches anyone): the worker's poll finds it."""
+    connection = await asyncpg.connect(platform.env["DATABASE_URL"].replace("+asyncpg", ""))
+    try:
+        version = await connection.fetchval(
+            "INSERT INTO recommend.training_requests (version) VALUES (nextval('recommend.model_version_seq'))"
+            " RETURNING version"
+        )
+    finally:
+        await connection.close()
+    async with client(platform, second.url) as second_api:
+        model = await serving(second_api, version, timeout=120)
+    assert model["version"] >= version
+    assert (await stored(platform))[-1]["version"] == model["version"]
