@@ -27,7 +27,7 @@ async def wait_ok(url: str, timeout: float) -> httpx.Response:
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             try:
-                response = await client.get(url, timeout=2)
+                response = await client.get(url, timeout=10)
                 if response.status_code == 200:
                     return response
             except httpx.HTTPError:
@@ -68,7 +68,7 @@ async def test_run_supervises_the_platform(platform: Platform) -> None:
         await wait_ok(gateway + "/readyz", timeout=180)  # five migrations and five processes on a busy machine
         docs = await wait_ok(gateway + "/docs", timeout=5)
         assert "swagger" in docs.text.lower()
-        paths = (await wait_ok(gateway + "/openapi.json", timeout=5)).json()["paths"]
+        paths = (await wait_ok(gateway + "/openapi.json", timeout=30)).json()["paths"]
         for path in (
             "/v1/purchases",
             "/v1/customers/{customer_id}/points",
