@@ -49,11 +49,11 @@ async def import_codes(
     ]
     numbers = [number for number, _ in wanted.values()]
     kept_out = await repo.insert_imported_codes(session, campaign, fresh) if fresh else {}
-    for index, owner in kept_out.items():
-        if owner == campaign_id:
+    for index, where in kept_out.items():
+        if where == "here":
             duplicates += 1
         else:
-            message = "This code exists in another campaign." if owner is not None else "This code exists already."
+            message = "This code exists in another campaign." if where is not None else "This code exists already."
             refused.append(RejectedLine(line=numbers[index], errors=[FieldError("code", message)]))
     stored = len(fresh) - len(kept_out)
     if stored:

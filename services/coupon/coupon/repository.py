@@ -232,8 +232,8 @@ class ImportedCode:
 # is the start of the codes' sequence range): the codes go in, a code that exists already stays out; uses the
 # old programme recorded count toward the limits as a redemption's do (the customer's, on `customer_uses`,
 # in customer order; the campaign's total, on the campaign row when it has one); the campaign counts them.
-# Answers, for each code not stored, the campaign that holds it (in this statement's snapshot: none when another
-# import stored it meanwhile).
+# Answers, for each code not stored, where it is: `here` (this campaign), `elsewhere`, or NULL (in this
+# statement's snapshot: another import stored it meanwhile).
 _INSERT_IMPORTED = """
     WITH line AS (
         SELECT * FROM unnest(string_to_array($2, ','), string_to_array($3, ',', ''),
@@ -259,7 +259,7 @@ _INSERT_IMPORTED = """
                   FROM stored) s
          WHERE k.id = $1
     )
-    SELECT l.ord, c.campaign_id
+    SELECT l.ord, CASE WHEN c.campaign_id = $1 THEN 'here' WHEN c.campaign_id IS NOT NULL THEN 'elsewhere' END
       FROM line l LEFT JOIN codes c ON c.code = l.code
      WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.code = l.code)
 """
@@ -267,10 +267,10 @@ _INSERT_IMPORTED = """
 
 async def insert_imported_codes(
     session: AsyncSession, campaign: Row[Any], codes: Sequence[ImportedCode]
-) -> dict[int, uuid.UUID | None]:
+) -> dict[int, str | None]:
     """Store the codes in the campaign (locked by the caller) and count them in its figures and its customers'
-    uses; answers the codes (by index) not stored, with the campaign that holds each (None: stored meanwhile
-    by another import)."""
+    uses; answers the codes (by index) not stored, with where each is: `here`, `elsewhere` or None (stored
+    meanwhile by another import)."""
     connection = await driver_connection(session)
     # Each column goes as one text, split by the database: asyncpg checks every element of an array parameter
     # against collections.abc (a Python-level isinstance), which cost more than the rest of the encoding. Codes,
