@@ -17,7 +17,7 @@ from gateway.console import metrics
 from scripts.demo import EXPERIMENT, set_up
 from scripts.replay import purchases
 from tests.conftest import ADMIN_KEY, Platform
-from tests.console.browser import CHROMIUM, Browser, chromium
+from tests.support.browser import CHROMIUM, Browser, chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")]
 
