@@ -74,6 +74,7 @@ async def bench() -> None:
     bodies = [orjson.dumps(p) for p in payloads]
     ids = [(p["purchase_id"], p["customer_id"]) for p in payloads]
     files = [b"\n".join(bodies[i : i + FILE_LINES]) for i in range(0, len(bodies), FILE_LINES)]
+    load_before = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     async with fresh_database() as database_url:
         ceiling, ceiling_cpu = await copy_ceiling(database_url, bodies, ids)
         async with platform(database_url, extra_env={"OUTBOX_POLL_SECONDS": "0.2"}) as stack:
@@ -94,9 +95,10 @@ async def bench() -> None:
                 total_seconds = time.perf_counter() - started
     deliveries = accepted * len(CONSUMERS)
     rate = accepted / import_seconds
+    load_after = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     print_table(
         f"The Online Retail year imported: {accepted:,} purchases ({len(files)} files of up to {FILE_LINES:,} lines), "
-        f"{deliveries:,} deliveries",
+        f"{deliveries:,} deliveries; load average {load_before} before, {load_after} after (1/5/15 min)",
         ["what", "seconds", "per second", "CPU ms/op", "vs. ceiling", "goal"],
         [
             ["ceiling: COPY of the same rows (purchase, event, 4 deliveries), bare asyncpg",
