@@ -348,21 +348,25 @@ _QUALIFYING_ROWS = """
       FROM transactions t LEFT JOIN transaction_qualification q ON q.transaction_id = t.id
      WHERE t.customer_id = ANY($1::varchar[]) AND coalesce(q.qualifies_at, t.created_at) > $2
 """
-_CONTEXT = (
-    "SELECT now(), (SELECT value FROM settings WHERE key = 'rules'), (SELECT value FROM settings WHERE key = 'tiers')"
-)
+# now, the rules and tiers, and each time's window start as the ledger computes it (`interval '365 days'` in the
+# session's time zone: a calendar year of days, not always 365 x 24 hours)
+_CONTEXT = """
+    SELECT now(), (SELECT value FROM settings WHERE key = 'rules'), (SELECT value FROM settings WHERE key = 'tiers'),
+           now() - interval '365 days',
+           ARRAY(SELECT t - interval '365 days' FROM unnest($1::timestamptz[]) WITH ORDINALITY AS u (t, n) ORDER BY n)
+"""
 _RECORD_PURCHASES = """
     INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency, occurred_at)
     SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::bigint[], $5::numeric[], $6::varchar[],
                          $7::timestamptz[])
     ON CONFLICT DO NOTHING
 """
-_YEAR = timedelta(days=365)
 
 
-def _qualifying(entries: Sequence[tuple[datetime, int]], at: datetime) -> int:
-    """What `repository.earning_context` sums: the points qualifying in the 365 days up to `at`."""
-    return sum(points for when, points in entries if at - _YEAR < when <= at)
+def _qualifying(entries: Sequence[tuple[datetime, int]], since: datetime, at: datetime) -> int:
+    """What `repository.earning_context` sums: the points qualifying after `since` (365 days before `at`) up to
+    `at`."""
+    return sum(points for when, points in entries if since < when <= at)
 
 
 async def earn_for_purchases(session: AsyncSession, purchases: Sequence[PurchaseCreated]) -> None:
@@ -377,7 +381,8 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
             await earn_for_purchase(session, purchase)
         return
     connection = await repository._driver_connection(session)
-    now, rules_value, tiers_value = await connection.fetchrow(_CONTEXT)
+    times = [utc(p.occurred_at) for p in purchases]
+    now, rules_value, tiers_value, now_since, window_starts = await connection.fetchrow(_CONTEXT, times)
     rules_value, tiers_value = (loads(v) if isinstance(v, str) else v for v in (rules_value, tiers_value))
     rules = EarningRules.model_validate(rules_value) if rules_value is not None else EarningRules()
     tiers = _tiers(tiers_value)
@@ -386,16 +391,15 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
             await earn_for_purchase(session, purchase)
         return
     customers = sorted({p.customer_id for p in purchases})
-    since = min([now, *(utc(p.occurred_at) for p in purchases)]) - _YEAR
+    since = min([now_since, *window_starts])
     entries: dict[str, list[tuple[datetime, int]]] = {c: [] for c in customers}
     for customer, at, points in await connection.fetch(_QUALIFYING_ROWS, customers, since):
         entries[customer].append((at, int(points)))
     credits: list[repository.Credit] = []
     earned: list[tuple[PurchaseCreated, int, datetime]] = []
-    for purchase in purchases:
-        occurred_at = utc(purchase.occurred_at)
+    for purchase, occurred_at, window_start in zip(purchases, times, window_starts, strict=True):
         history = entries[purchase.customer_id]
-        tier, _ = tier_for(tiers, max(0, _qualifying(history, occurred_at)))
+        tier, _ = tier_for(tiers, max(0, _qualifying(history, window_start, occurred_at)))
         earning = purchase_points(
             rules, tier.earn_multiplier if tier else Decimal(1), occurred_at, purchase.total, purchase.items
         )
@@ -403,9 +407,9 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
             log.warning("points.purchase.refused", purchase_id=purchase.purchase_id, reason="points_out_of_range")
             continue
         if earning.points > 0:
-            before, _ = tier_for(tiers, max(0, _qualifying(history, now)))
+            before, _ = tier_for(tiers, max(0, _qualifying(history, now_since, now)))
             history.append((occurred_at, earning.points))
-            after, _ = tier_for(tiers, max(0, _qualifying(history, now)))
+            after, _ = tier_for(tiers, max(0, _qualifying(history, now_since, now)))
             if (before and before.name) != (after and after.name):
                 # nothing written yet: the run goes one at a time, each announcing its change in its place
                 for one in purchases:
