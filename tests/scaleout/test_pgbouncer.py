@@ -111,6 +111,17 @@ async def test_the_core_paths_work_through_pgbouncer_in_transaction_mode(pooled:
         recommendations = await admin.get(f"/v1/customers/{customer}/recommendations")
         assert recommendations.status_code == 200, recommendations.text
 
+        # a retrain request recorded (and NOTIFY sent) through the pooler; the trainer listens straight to the
+        # database, trains, and the model is served
+        retrain = await admin.post("/v1/recommend/model/retrain")
+        assert retrain.status_code == 202, retrain.text
+        for _ in range(600):
+            model = (await admin.get("/v1/recommend/model")).json()
+            if model["version"] >= retrain.json()["version"] and not model["training"]:
+                break
+            await asyncio.sleep(0.1)
+        assert model["version"] >= retrain.json()["version"] and model["interactions"] > 0, model
+
     # coupon's hot paths run on the raw driver connection (COPY for codes, prepared redemption statements)
     async with httpx.AsyncClient(
         base_url=pooled.urls["coupon"], headers={"X-Internal-Token": INTERNAL_TOKEN}, timeout=60
