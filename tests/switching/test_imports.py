@@ -3,6 +3,7 @@ line judged alone, each file idempotent, admin only."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,6 +117,24 @@ class TestOpeningBalances:
         assert standing["balance"] == 50
         # only the 50 points left after repaying the debt can be spent, and expire
         assert [(e["points"], datetime.fromisoformat(e["expires_at"])) for e in standing["expiring"]] == [(50, expires)]
+
+    async def test_the_same_file_sent_twice_at_once_counts_once(self, admin: httpx.AsyncClient) -> None:
+        members = [uid() for _ in range(200)]
+        lines = [{"customer_id": m, "points": 5 + i, "reference": "open"} for i, m in enumerate(members)]
+        body = ndjson(lines)
+        first, second = await asyncio.gather(
+            *(admin.post("/v1/points/balances:import", content=body, headers=NDJSON) for _ in range(2))
+        )
+        reports = sorted(
+            [
+                (first.json()["accepted"], first.json()["duplicates"]),
+                (second.json()["accepted"], second.json()["duplicates"]),
+            ]
+        )
+        assert reports == [(0, 200), (200, 0)]
+        for i in (0, 99, 199):
+            standing = await points_of(admin, members[i])
+            assert standing["balance"] == 5 + i
 
     async def test_csv_with_a_header(self, admin: httpx.AsyncClient) -> None:
         dave = uid()
