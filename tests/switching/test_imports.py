@@ -136,6 +136,21 @@ class TestOpeningBalances:
             standing = await points_of(admin, members[i])
             assert standing["balance"] == 5 + i
 
+    async def test_each_line_is_its_own_json(self, admin: httpx.AsyncClient) -> None:
+        # a string left open on one line must not swallow the next, even when the counts would add up
+        ivy, jon, kim = uid(), uid(), uid()
+        body = b"\n".join(
+            [
+                b'{"customer_id": "%s", "points": 1, "reference": "r", "description": "x}' % ivy.encode(),
+                b'{", "qualifying_points": 1}',
+                b'{"customer_id": "%s", "points": 1, "reference": "r"},' % jon.encode()
+                + b'{"customer_id": "%s", "points": 1, "reference": "r"}' % kim.encode(),
+            ]
+        )
+        report = (await admin.post("/v1/points/balances:import", content=body, headers=NDJSON)).json()
+        assert (report["accepted"], [r["line"] for r in report["rejected"]]) == (0, [1, 2, 3])
+        assert (await points_of(admin, ivy))["balance"] == 0
+
     async def test_csv_with_a_header(self, admin: httpx.AsyncClient) -> None:
         dave = uid()
         body = f"customer_id,points,reference,expires_at\n{dave},45,csv-1,\n{dave},x,csv-2,\n".encode()

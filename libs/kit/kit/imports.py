@@ -116,10 +116,10 @@ async def parse_lines(
 ) -> ParsedLines[M]:
     """Every non-blank line validated against `model`; numbers count the CSV header as line 1.
 
-    The common case, a file with no bad line, is validated in one call of pydantic-core over all its lines
-    (NDJSON straight from the bytes): per line that costs a seventh of decoding and validating it alone
-    (scripts/bench_switching.py). When that call finds any fault, every line is judged alone, so a bad line is
-    reported with its own number and errors, and the others go on as before."""
+    The common case, a file with no bad line, is validated in one call of pydantic-core over all its lines,
+    each decoded alone first: a third less CPU a line than a validation call per line. When that call finds any
+    fault, every line is judged alone, so a bad line is reported with its own number and errors, and the others
+    go on as before."""
     kind = media_kind(content_type)
     parsed: ParsedLines[M] = ParsedLines()
     lines: list[tuple[int, bytes]] = []
@@ -151,14 +151,15 @@ async def parse_lines(
         return parsed
     if not parsed.rejected:
         try:
+            # each line decoded alone (never the lines joined into one JSON text: a string left open on one
+            # line could swallow the next), then all validated at once
             if kind == "jsonl":
-                body = b"[" + b",".join(raw.rstrip(b"\r") for _, raw in lines) + b"]"
-                models = _batch_adapter(model).validate_json(body, strict=False)
+                records: list[Any] = [orjson.loads(raw) for _, raw in lines]
             else:
                 assert header is not None
                 records = [_csv_record(header, raw.rstrip(b"\r")) for _, raw in lines]
-                models = _batch_adapter(model).validate_python(records, strict=False)
-        except (ValidationError, ValueError):  # UnicodeDecodeError is a ValueError
+            models = _batch_adapter(model).validate_python(records, strict=False)
+        except (ValidationError, ValueError):  # orjson's and UTF-8's decoding errors are ValueErrors
             pass
         else:
             parsed.valid = [(n, m) for (n, _), m in zip(lines, models, strict=True)]
