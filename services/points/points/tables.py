@@ -83,6 +83,7 @@ lots = Table(
     CheckConstraint(f"points BETWEEN 0 AND {MAX_BALANCE}", name="ck_lots_points_range"),
     Index("ix_lots_open", "customer_id", "expires_at", "id", postgresql_where=text("remaining > 0")),
     Index("ix_lots_due", "expires_at", postgresql_where=text("remaining > 0")),
+    Index("ix_lots_transaction", "transaction_id"),
 )
 
 purchase_earnings = Table(
