@@ -9,8 +9,9 @@ counts them into an :class:`ImportReport` (accepted, duplicates, rejected).
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -78,7 +79,7 @@ def media_kind(content_type: str) -> Literal["csv", "jsonl"]:
     )
 
 
-async def numbered_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+async def numbered_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[tuple[int, bytes], None]:
     """Numbered lines of a streamed body (1 = the first), without loading the body whole."""
     buffer = b""
     number = 0
@@ -124,21 +125,12 @@ async def parse_lines(
     parsed: ParsedLines[M] = ParsedLines()
     lines: list[tuple[int, bytes]] = []
     header: list[str] | None = None
-    buffer = b""
-    number = 0
-    async for chunk in chunks:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for raw in complete:
-            number += 1
+    async with contextlib.aclosing(numbered_lines(chunks)) as numbered:
+        async for number, raw in numbered:
             if raw.strip():
                 lines.append((number, raw))
-        if len(buffer) > MAX_LINE_BYTES:
-            raise ValidationFailed([FieldError("body", f"Line {number + 1} is longer than {MAX_LINE_BYTES} bytes.")])
-        if len(lines) > max_lines + 1:  # the +1: a CSV header
-            break
-    if buffer.strip():
-        lines.append((number + 1, buffer))
+                if len(lines) > max_lines + 1:  # the +1: a CSV header; the rest of the body is not read
+                    break
     if kind == "csv" and lines:
         first, raw = lines.pop(0)
         try:
