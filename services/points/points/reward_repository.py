@@ -159,12 +159,6 @@ async def get_reward(session: AsyncSession, reward_id: uuid.UUID, *, lock: bool 
     ).first()
 
 
-async def reward_price(session: AsyncSession, reward_id: uuid.UUID) -> int:
-    """A reward's catalogue price in points (what a gift of it costs an experiment)."""
-    price = await session.scalar(text("SELECT cost_points FROM rewards WHERE id = :id"), {"id": reward_id})
-    return int(price or 0)
-
-
 async def standing_redemptions(session: AsyncSession, reward_id: uuid.UUID) -> int:
     return int(
         (

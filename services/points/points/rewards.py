@@ -414,7 +414,8 @@ async def grant_gift(session: AsyncSession, gift: GiftGranted) -> None:
         outcome=row.r_outcome,
     )
     if gift.experiment_id is not None and row.r_outcome == "created":
-        price = await repo.reward_price(session, gift.reward_id)
+        reward = await repo.get_reward(session, gift.reward_id)
+        price = reward.cost_points if reward is not None else 0
         await experiments.report_cost(
             session, gift.experiment_id, gift.customer_id, key=f"gift-cost:{gift.grant_id}", points=price
         )
