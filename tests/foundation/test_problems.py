@@ -91,3 +91,21 @@ async def test_an_unreachable_database_is_503_not_500(platform: Platform) -> Non
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "database_unavailable"
     assert response.headers["retry-after"] == "1"
+
+
+async def test_the_front_door_is_503_when_the_database_is_away_during_authentication(platform: Platform) -> None:
+    """The gateway's front door runs outside Starlette's error handling: a key it must look up in a database that
+    is down is still a problem the caller may retry (503), not uvicorn's bare 500."""
+    authenticator = platform.servers["gateway"].server.config.app.state.authenticator
+    healthy: Database = authenticator._database
+    broken = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none", "gateway")
+    authenticator._database = broken
+    try:
+        async with platform.client(f"rcp_{uuid4().hex}{uuid4().hex}") as client:  # not in the cache: looked up
+            response = await client.get("/v1/customers/c1/points")
+    finally:
+        authenticator._database = healthy
+        await broken.dispose()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "database_unavailable"
