@@ -6,7 +6,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from gateway.principals import SCOPES, Scope
-from kit.types import Currency, Identifier, Money, StrictModel, check_money
+from kit.types import Currency, Email, Identifier, Money, StrictModel, check_money
 
 
 class ApiKeyCreate(StrictModel):
@@ -67,9 +67,6 @@ class CustomerTokenRevocation(BaseModel):
     revoked_at: datetime
 
 
-EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
-
-
 class PurchaseItem(StrictModel):
     product_id: Identifier
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -81,7 +78,7 @@ class PurchaseItem(StrictModel):
 class PurchaseCreate(StrictModel):
     purchase_id: Identifier
     customer_id: Identifier
-    email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)] | None = None
+    email: Email | None = None
     occurred_at: AwareDatetime
     currency: Currency
     total: Money

@@ -12,6 +12,7 @@ __all__ = [
     "CURRENCY_DECIMALS",
     "Currency",
     "CustomerIdPath",
+    "Email",
     "Identifier",
     "Money",
     "Points",
@@ -23,6 +24,13 @@ IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 MAX_POINTS = 2**53
 
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+
+# An address as the front door accepts it, and as every service takes it from an event: any characters but
+# `@`, whitespace and control characters (so `josé@example.com`, sent with SMTPUTF8), a dot in the domain.
+# Nothing that could break a header line; the mail server judges the rest.
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]"
+EMAIL_PATTERN = rf"^{_EMAIL_PART}{{1,64}}@{_EMAIL_PART}+\.{_EMAIL_PART}+$"
+Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 CustomerIdPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="Customer id.")]
 Points = Annotated[int, Field(gt=0, lt=MAX_POINTS, strict=True)]
 
