@@ -27,10 +27,11 @@ run: install ## start the database (embedded unless DATABASE_URL), migrate, run 
 test: install ## run the whole suite (embedded PostgreSQL, or TEST_DATABASE_URL when set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy, and SQL only in repositories, tables and migrations
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_sql_placement.py
 
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
