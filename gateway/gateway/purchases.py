@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.schemas import PurchaseCreate, RefundCreate
 from gateway.tables import purchases, refunds
 from gateway.webhooks import domain as webhooks
-from kit.db import driver_connection
+from kit.db import request_driver_connection
 from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.events import delivery_states, publish
 from kit.imports import MAX_LINES, ImportReport, ParsedLines, RejectedLine, parse_lines
@@ -250,7 +250,7 @@ async def accept_batch(session: AsyncSession, parsed: ParsedLines[PurchaseCreate
             refused.append(_conflict(line))
     if not candidates:
         return parsed.report(0, duplicates, refused)
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     event_ids = {line.purchase_id: uuid.uuid4() for line in candidates}
     # inserted in purchase_id order: two batches sharing purchases wait for each other, never deadlock
     ordered = sorted(candidates, key=lambda line: line.purchase_id)

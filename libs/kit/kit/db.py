@@ -27,8 +27,9 @@ __all__ = [
     "Database",
     "SessionDep",
     "TransactionalRoute",
-    "driver_connection",
     "get_session",
+    "own_driver_connection",
+    "request_driver_connection",
     "role_for_schema",
     "service_router",
 ]
@@ -169,15 +170,34 @@ class Database:
         await self.engine.dispose()
 
 
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, inside the session's transaction, for bulk statements
-    (`unnest` arrays, COPY) where SQLAlchemy's per-row overhead would be most of the cost."""
+async def request_driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, joined to the session's transaction (the request's, under a
+    `service_router` route): what is sent on it commits or rolls back with everything else the request did.
+
+    For bulk statements (`unnest` arrays, COPY) and hot paths, where SQLAlchemy's per-statement overhead would be
+    most of the cost. SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its own first statement; statements
+    sent straight to asyncpg before that would each commit alone, so the transaction is begun here."""
     raw = await (await session.connection()).get_raw_connection()
     connection: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
     if not connection.is_in_transaction():
-        # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement
-        await session.execute(text("SELECT 1"))
+        adapted = raw.dbapi_connection
+        start = getattr(adapted, "_start_transaction", None)
+        if start is not None and getattr(adapted, "_transaction", False) is None:
+            await start()  # BEGIN alone: one round trip, where a first SQLAlchemy statement would cost two
+        else:
+            await session.execute(text("SELECT 1"))
     return connection
+
+
+@asynccontextmanager
+async def own_driver_connection(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection of its own, in no transaction: each statement commits by itself, whatever the
+    request around it does later (a reservation that must be stored before another service is asked to act on
+    it). Never hold it while the request's session holds a connection too: a pool of N would deadlock under N
+    such requests."""
+    async with database.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        yield raw.driver_connection  # type: ignore[misc]
 
 
 def get_session(request: Request) -> AsyncSession:

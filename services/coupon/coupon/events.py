@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coupon import repository as repo
 from coupon.experiments import grant_gift, issue_or_withhold
 from coupon.service import CouponRuntime
+from kit.db import request_driver_connection
 from kit.errors import DomainError
 from kit.events import Batched, Event, EventHandler
 from kit.purchases import purchase_wakes_customer
@@ -136,7 +137,7 @@ def handlers(runtime: CouponRuntime) -> dict[str, EventHandler]:
                 first.setdefault(purchase.purchase_id, purchase)
         if not first:
             return
-        connection = await repo.driver_connection(session)
+        connection = await request_driver_connection(session)
         candidates = list(first.values())
         seen = {
             row[0]

@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from coupon import repository as repo
 from coupon.codes import CodeFormat, generate_bodies
-from kit.db import Database
+from kit.db import Database, request_driver_connection
 
 log = structlog.get_logger("coupon.jobs")
 
@@ -106,7 +106,7 @@ class CodeJobRunner:
         if int(job.generated) == 0:
             return offsets
         async with self.database.transaction() as session:
-            connection = await repo.driver_connection(session)
+            connection = await request_driver_connection(session)
             done = {
                 offset
                 for offset in offsets
@@ -154,7 +154,7 @@ class CodeJobRunner:
     ) -> None:
         size = bodies.shape[0]
         async with self.database.transaction() as session:
-            connection = await repo.driver_connection(session)
+            connection = await request_driver_connection(session)
             await repo.store_batch(connection, campaign_id, fmt, bodies, seq_start)
             await connection.execute(
                 """

@@ -15,26 +15,11 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coupon.codes import CodeFormat, as_strings, copy_rows, generate_bodies
+from kit.db import request_driver_connection
 
 __all__ = [
-    "driver_connection",
     "store_codes",
 ]
-
-
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, inside the session's transaction (the hot paths and COPY
-    use it directly: asyncpg's prepared statements cost a fraction of SQLAlchemy's per-statement overhead)."""
-    raw = await (await session.connection()).get_raw_connection()
-    adapted = raw.dbapi_connection
-    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; statements sent straight to
-    # asyncpg before that would run outside the request's transaction.
-    if getattr(adapted, "_transaction", False) is None and hasattr(adapted, "_start_transaction"):
-        await adapted._start_transaction()  # type: ignore[union-attr]
-    connection: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
-    if not connection.is_in_transaction():
-        await session.execute(text("SELECT 1"))
-    return connection
 
 
 _INSERT_SKIPPING_DUPLICATES = """
@@ -94,7 +79,7 @@ async def _insert_with_retries(
 
 
 async def insert_one_code(session: AsyncSession, campaign_id: uuid.UUID, fmt: CodeFormat, seq: int) -> str:
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     while True:
         code = as_strings(generate_bodies(fmt, 1))[0]
         inserted = await connection.fetch(_INSERT_SKIPPING_DUPLICATES, [code], campaign_id, [seq])
@@ -271,7 +256,7 @@ async def insert_imported_codes(
     """Store the codes in the campaign (locked by the caller) and count them in its figures and its customers'
     uses; answers the codes (by index) not stored, with where each is: `here`, `elsewhere` or None (stored
     meanwhile by another import)."""
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     # Each column goes as one text, split by the database: asyncpg checks every element of an array parameter
     # against collections.abc (a Python-level isinstance), which cost more than the rest of the encoding. Codes,
     # spellings and customer ids hold no comma (their patterns); an empty cell is NULL.

@@ -54,6 +54,7 @@ from coupon.schemas import (
 from coupon.settings import CouponSettings
 from kit import experiments
 from kit.auth import Caller
+from kit.db import request_driver_connection
 from kit.errors import Conflict, DomainError, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.pagination import Page, PageParams, encode_cursor, paginate
 from kit.types import CURRENCY_DECIMALS
@@ -265,7 +266,7 @@ async def request_codes(
     job_id = uuid.uuid4()
     done = body.count <= runtime.settings.sync_codes_max
     if done:
-        connection = await repo.driver_connection(session)
+        connection = await request_driver_connection(session)
         await repo.store_codes(connection, campaign_id, _format(campaign), seq_start, body.count)
         await repo.execute(
             session, "UPDATE campaigns SET generated = generated + :n WHERE id = :id", id=campaign_id, n=body.count
@@ -315,7 +316,7 @@ async def list_codes(session: AsyncSession, campaign_id: uuid.UUID, page: PagePa
     answers well); sequence numbers are dense, so a window of `4 * limit` nearly always fills a page."""
     campaign = await _campaign_row(session, campaign_id)
     (after,) = page.after(int) or (0,)
-    connection = await repo.driver_connection(session)
+    connection = await request_driver_connection(session)
     last = int(campaign.reserved)
     rows: list[Any] = []
     window = 4 * page.limit
@@ -352,7 +353,7 @@ async def stream_codes_csv(
     after = 0
     while after < last:
         async with sessionmaker() as session, session.begin():
-            connection = await repo.driver_connection(session)
+            connection = await request_driver_connection(session)
             rows = await connection.fetch(CODES_IN_WINDOW, campaign_id, after, after + CSV_BATCH, CSV_BATCH)
         after += CSV_BATCH
         if rows:
@@ -372,7 +373,7 @@ CASE WHEN EXISTS (SELECT 1 FROM code_jobs j WHERE j.campaign_id = :id AND j.stat
 
 async def _next_unassigned(session: AsyncSession, campaign: Row[Any]) -> Any:
     """The first unassigned, unused code after the campaign's issue cursor, window by window."""
-    connection = await repo.driver_connection(session)
+    connection = await request_driver_connection(session)
     upto = int(campaign.issue_cursor)
     while upto < int(campaign.reserved):
         start, upto = upto, min(int(campaign.reserved), upto + 1000)
@@ -578,7 +579,7 @@ async def validate(
     session: AsyncSession, runtime: CouponRuntime, caller: Caller, raw_code: str, body: ValidationRequest
 ) -> ValidationResult:
     code = await _checked_code(session, runtime, caller, raw_code, body.customer_id)
-    connection = await repo.driver_connection(session)
+    connection = await request_driver_connection(session)
     row = await connection.fetchrow(repo.READ_CODE, code, body.customer_id)
     if row is None:
         raise await _unknown(runtime, caller, body.customer_id)
@@ -618,7 +619,7 @@ async def redeem(
     """Idempotent by `order_id` per code: a repeat answers with the first redemption (even if it was since
     rolled back) and changes nothing. Two statements: lock the code row, then everything else at once."""
     code = await _checked_code(session, runtime, caller, raw_code, body.customer_id)
-    connection = await repo.driver_connection(session)
+    connection = await request_driver_connection(session)
     row = await connection.fetchrow(repo.LOCK_CODE, code)
     if row is None:
         raise await _unknown(runtime, caller, body.customer_id)

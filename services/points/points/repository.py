@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.db import request_driver_connection
 from kit.json import dumps
 from points.tables import MAX_BALANCE
 
@@ -32,23 +33,11 @@ class Movement:
     lot_id: int | None = None
 
 
-async def _driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session.
-
-    SQLAlchemy begins a transaction lazily, at the first statement it runs. When the request already began one
-    (an Idempotency-Key claim does), the statement runs inside it, so the key, the effect and the stored
-    response commit together. Otherwise the statement runs on its own: a value-moving function is one
-    statement, atomic by itself, and the request then costs one round trip instead of three (BEGIN, the
-    statement, COMMIT). It still commits before the response is sent."""
-    connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection
-
-
 _REDEEM = "SELECT r_outcome, r_transaction_id, r_points, r_balance FROM points_redeem($1, $2, $3, $4)"
 
 
 async def redeem(session: AsyncSession, customer_id: str, points: int, reference: str, description: str) -> Movement:
-    connection = await _driver_connection(session)
+    connection = await request_driver_connection(session)
     row = await connection.fetchrow(_REDEEM, customer_id, points, reference, description)
     return Movement(row[0], row[1], row[2], row[3])
 
@@ -190,7 +179,7 @@ class OpeningCredit:
 async def credit_lines(session: AsyncSession, type_: str, lines: Sequence[OpeningCredit]) -> dict[int, str]:
     """Credit every line at once (see `_CREDIT_LINES`); answers the lines (0-based) not `created`: `replayed`,
     or `deferred` (for `credit_many`). Runs in the session's transaction, which the caller has begun."""
-    connection = await _driver_connection(session)
+    connection = await request_driver_connection(session)
     customers = ",".join([line.customer_id for line in lines])
     await connection.execute(_LOCK_ACCOUNTS, customers)
     # Customer ids and references hold no comma (their pattern), so each goes as one text the database splits:

@@ -1,17 +1,16 @@
 """SQL of the rewards catalogue.
 
 Redemption and cancellation are PL/pgSQL functions of migration points_rewards, each one statement. A
-redemption runs on a connection in autocommit (`own_connection`) unless the request already holds a
-transaction: a coupon reward's reservation must be committed before the coupon service is asked for a code
-(were it rolled back after the code was issued, the customer would keep both). A request never holds two
-connections at once (a pool of N would deadlock under N concurrent requests).
+redemption runs on a connection of its own in autocommit (`kit.db.own_driver_connection`) unless the request
+already holds a transaction: a coupon reward's reservation must be committed before the coupon service is
+asked for a code (were it rolled back after the code was issued, the customer would keep both). A request never
+holds two connections at once (a pool of N would deadlock under N concurrent requests).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,6 @@ import asyncpg
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.db import Database
 from points.repository import _QUALIFYING
 
 REWARD_COLUMNS = """
@@ -31,20 +29,6 @@ REDEMPTION_COLUMNS = """
     d.id AS redemption_id, d.reward_id, w.name AS reward_name, w.kind, d.customer_id, d.reference, d.source,
     d.points, d.status, d.coupon_code, d.cancel_reason, d.created_at, d.fulfilled_at, d.cancelled_at
 """
-
-
-@asynccontextmanager
-async def own_connection(database: Database) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection in autocommit: each statement commits by itself."""
-    async with database.engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield raw.driver_connection  # type: ignore[misc]
-
-
-async def session_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the request's session (inside its transaction when one began)."""
-    connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection  # type: ignore[return-value]
 
 
 _REDEEM = "SELECT * FROM points_redeem_reward($1, $2, $3, $4, $5, $6::jsonb, $7, $8)"

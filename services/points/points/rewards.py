@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiments
 from kit.auth import Caller
-from kit.db import Database
+from kit.db import Database, own_driver_connection, request_driver_connection
 from kit.errors import Conflict, FieldError, NotFound, ServiceUnavailable, Unprocessable, ValidationFailed
 from kit.json import dumps
 from kit.pagination import Page, PageParams, encode_cursor
@@ -216,9 +216,9 @@ async def redeem(
         runtime.issue_deadline,
     )
     if in_transaction is not None:
-        row = await repo.redeem(await repo.session_connection(in_transaction), *args)
+        row = await repo.redeem(await request_driver_connection(in_transaction), *args)
     else:
-        async with repo.own_connection(runtime.database) as connection:
+        async with own_driver_connection(runtime.database) as connection:
             row = await repo.redeem(connection, *args)
     outcome = row["r_outcome"]
     if outcome == "reward_not_found":
@@ -252,7 +252,7 @@ async def redeem(
             return result, 202, None
         if settled == "cancelled":
             raise _not_issued(result.redemption_id)
-        async with repo.own_connection(runtime.database) as connection:
+        async with own_driver_connection(runtime.database) as connection:
             state = await repo.find_redemption_state(connection, result.redemption_id)
         assert state is not None
         result = result.model_copy(update={"status": state["status"], "coupon_code": state["coupon_code"]})
@@ -276,7 +276,7 @@ async def settle(
     if answer.status == "issued" and not answer.code:
         log.error("points.reward.coupon_without_code", redemption_id=str(redemption_id))
         return "issuing"  # not an answer to act on: only `refused` or `voided` may give the points back
-    async with repo.own_connection(runtime.database) as connection:
+    async with own_driver_connection(runtime.database) as connection:
         if answer.status == "issued" and answer.code:
             if await repo.fulfil_coupon(connection, redemption_id, answer.code):
                 log.info("points.reward.coupon_issued", redemption_id=str(redemption_id))
@@ -294,7 +294,7 @@ async def settle(
 
 async def settle_issuing(runtime: RewardsRuntime) -> int:
     """The retry job: every redemption whose code is still unknown and whose next attempt is due."""
-    async with repo.own_connection(runtime.database) as connection:
+    async with own_driver_connection(runtime.database) as connection:
         due = await repo.claim_issuing(
             connection,
             ISSUING_BATCH,
@@ -360,7 +360,7 @@ async def cancel(session: AsyncSession, caller: Caller, redemption_id: uuid.UUID
     by_customer = caller.kind == "customer"
     allowed = ["pending"] if by_customer or row.kind != "item" else ["pending", "fulfilled"]
     done = await repo.cancel(
-        await repo.session_connection(session),
+        await request_driver_connection(session),
         redemption_id,
         caller.id if by_customer else None,
         allowed,
@@ -384,7 +384,7 @@ async def cancel(session: AsyncSession, caller: Caller, redemption_id: uuid.UUID
 
 async def settle_one(runtime: RewardsRuntime, redemption_id: uuid.UUID) -> None:
     """Settle one redemption now if it still waits for its code (the retry job would, a little later)."""
-    async with repo.own_connection(runtime.database) as connection:
+    async with own_driver_connection(runtime.database) as connection:
         state = await repo.find_redemption_state(connection, redemption_id)
     if state is not None and state["status"] == "issuing":
         await settle(runtime, redemption_id, state["campaign_id"], state["customer_id"])

@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiments
-from kit.db import Database
+from kit.db import Database, request_driver_connection
 from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from kit.imports import ImportReport, ParsedLines, RejectedLine
 from kit.json import loads
@@ -380,7 +380,7 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
         for purchase in purchases:
             await earn_for_purchase(session, purchase)
         return
-    connection = await repository._driver_connection(session)
+    connection = await request_driver_connection(session)
     times = [utc(p.occurred_at) for p in purchases]
     now, rules_value, tiers_value, now_since, window_starts = await connection.fetchrow(_CONTEXT, times)
     rules_value, tiers_value = (loads(v) if isinstance(v, str) else v for v in (rules_value, tiers_value))

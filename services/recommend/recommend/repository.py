@@ -13,7 +13,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.db import driver_connection
+from kit.db import request_driver_connection
 
 __all__ = [
     "Aggregate",
@@ -71,17 +71,17 @@ def _columns(rows: Sequence[CatalogRow]) -> list[list[Any]]:
 
 
 async def upsert_products(session: AsyncSession, rows: Sequence[CatalogRow], *, only_missing: bool = False) -> None:
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     await connection.execute(_INSERT_MISSING_PRODUCTS if only_missing else _UPSERT_PRODUCTS, *_columns(rows))
 
 
 async def catalog_marker(session: AsyncSession) -> int:
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     return int(await connection.fetchval("SELECT coalesce(max(seq), 0) FROM products"))
 
 
 async def changed_since(session: AsyncSession, seq: int) -> int:
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     return int(await connection.fetchval("SELECT count(*) FROM products WHERE seq > $1", seq))
 
 
@@ -97,7 +97,7 @@ async def get_product(session: AsyncSession, product_id: str) -> Any:
 
 
 async def existing_products(session: AsyncSession, product_ids: Sequence[str]) -> set[str]:
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     rows = await connection.fetch("SELECT product_id FROM products WHERE product_id = ANY($1::varchar[])", product_ids)
     return {r[0] for r in rows}
 
@@ -141,7 +141,7 @@ async def insert_interactions(
     if not rows:
         return
     sources = [source] * len(rows) if isinstance(source, str) else source
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     await connection.copy_records_to_table(
         "interactions",
         records=[
@@ -204,7 +204,7 @@ async def request_training(session: AsyncSession) -> int:
     """Record a training request in the request's transaction and wake the workers when it commits (NOTIFY is
     delivered at commit, so a request replayed from its Idempotency-Key asks for nothing twice); returns the
     version the newest model will have reached once a worker trained for it."""
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     version = await connection.fetchval(
         "INSERT INTO recommend.training_requests (version) VALUES (nextval('recommend.model_version_seq'))"
         " RETURNING version"
@@ -300,7 +300,7 @@ async def interaction_count(pool: asyncpg.Pool) -> int:
 
 async def record_feedback(session: AsyncSession, customer_id: str, purchase_id: str, kind: str) -> int:
     """Mark the products of one purchase (recorded from its `purchase.created` event); returns how many."""
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     result = await connection.execute(
         "INSERT INTO recommend.feedback (customer_id, product_id, kind, purchase_id)"
         " SELECT DISTINCT customer_id, product_id, $3, $2 FROM recommend.interactions"
@@ -315,7 +315,7 @@ async def record_feedback(session: AsyncSession, customer_id: str, purchase_id: 
 
 async def add_preferred_categories(session: AsyncSession, customer_id: str, categories: Sequence[str]) -> None:
     """A survey answer: favour these categories (appended, at most 100 kept) and stop excluding them."""
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     await connection.execute(
         """
         INSERT INTO recommend.preferences AS p (customer_id, categories, excluded_categories)
@@ -334,7 +334,7 @@ async def add_preferred_categories(session: AsyncSession, customer_id: str, cate
 
 
 async def purchase_products(session: AsyncSession, customer_id: str, purchase_id: str) -> int:
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     return int(
         await connection.fetchval(
             "SELECT count(DISTINCT product_id) FROM recommend.interactions"

@@ -11,7 +11,7 @@ from sqlalchemy import Row, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.db import driver_connection
+from kit.db import request_driver_connection
 from survey.tables import response_scores, responses, suppressions, surveys
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -243,7 +243,7 @@ async def import_opt_outs(session: AsyncSession, lines: Sequence[tuple[str | Non
     """Suppress customers and addresses, (customer_id, email) a line, and cancel what waits to be sent them;
     answers, per line, whether it added a suppression (False: already suppressed, here or earlier in the file)."""
     await session.execute(text(_OPT_OUT_IMPORTS_LOCK))
-    connection = await driver_connection(session)
+    connection = await request_driver_connection(session)
     customers = [customer for customer, _ in lines]
     emails = [email for _, email in lines]
     known = await connection.fetch(_KNOWN_OPT_OUTS, customers, emails)
