@@ -52,6 +52,21 @@ class TestPerLineResults:
         for refused in (bad_total, unknown_field):
             assert (await admin.get(f"/v1/purchases/{refused['purchase_id']}")).status_code == 404
 
+    async def test_an_item_is_judged_as_strictly_as_the_purchase(self, admin: httpx.AsyncClient) -> None:
+        def with_item(**changes: object) -> dict[str, Any]:
+            body = purchase_body()
+            return {**body, "items": [{**body["items"][0], **changes}]}
+
+        lines = [with_item(colour="red"), with_item(unit_price="0.001"), with_item()]
+        response = await admin.post("/v1/purchases:batch", content=ndjson(*lines), headers=NDJSON)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["accepted"] == 1
+        rejected = {r["line"]: [e["field"] for e in r["errors"]] for r in result["rejected"]}
+        assert rejected == {1: ["items.0.colour"], 2: ["line"]}
+        single = await admin.post("/v1/purchases", json=with_item(colour="red"))
+        assert single.status_code == 422
+
     async def test_a_file_sent_again_changes_nothing(self, admin: httpx.AsyncClient) -> None:
         single = purchase_body(total="12.00")
         assert (await admin.post("/v1/purchases", json=single)).status_code == 202
