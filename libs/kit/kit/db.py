@@ -180,12 +180,9 @@ async def request_driver_connection(session: AsyncSession) -> asyncpg.Connection
     raw = await (await session.connection()).get_raw_connection()
     connection: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
     if not connection.is_in_transaction():
-        adapted = raw.dbapi_connection
-        start = getattr(adapted, "_start_transaction", None)
-        if start is not None and getattr(adapted, "_transaction", False) is None:
-            await start()  # BEGIN alone: one round trip, where a first SQLAlchemy statement would cost two
-        else:
-            await session.execute(text("SELECT 1"))
+        # the adapter's own BEGIN (SQLAlchemy is pinned in constraints.txt), so that SQLAlchemy knows of the
+        # transaction and commits or rolls it back: one round trip, where a first statement would cost two
+        await raw.dbapi_connection._start_transaction()  # type: ignore[union-attr]
     return connection
 
 

@@ -178,7 +178,7 @@ class OpeningCredit:
 
 async def credit_lines(session: AsyncSession, type_: str, lines: Sequence[OpeningCredit]) -> dict[int, str]:
     """Credit every line at once (see `_CREDIT_LINES`); answers the lines (0-based) not `created`: `replayed`,
-    or `deferred` (for `credit_many`). Runs in the session's transaction, which the caller has begun."""
+    or `deferred` (for `credit_many`). Runs in the request's transaction."""
     connection = await request_driver_connection(session)
     customers = ",".join([line.customer_id for line in lines])
     await connection.execute(_LOCK_ACCOUNTS, customers)

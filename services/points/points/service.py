@@ -484,7 +484,7 @@ async def import_balances(session: AsyncSession, lines: ParsedLines[OpeningBalan
     (`repository.credit_lines`), so each commits whole or not at all; the rare member whose balance would
     leave the range goes line by line through the ledger's credit function, which refuses just that line."""
     rules = await get_rules(session)
-    now = await repository.now(session)  # also begins the transaction the raw statements run in
+    now = await repository.now(session)
     default_expiry = _expires_at(rules, now)
     credits = [
         repository.OpeningCredit(
