@@ -39,7 +39,6 @@ ALLOWED: frozenset[str] = frozenset(
         "gateway/gateway/customer_tokens.py",  # gateway-sql
         "gateway/gateway/principals.py",  # gateway-sql
         "gateway/gateway/purchases.py",  # gateway-sql
-        "gateway/gateway/webhooks/delivery.py",  # kit-infra
         "gateway/gateway/webhooks/domain.py",  # gateway-sql
         "libs/kit/kit/db.py",  # gateway-sql (start-up probes), sql (the raw-connection helper)
         "libs/kit/kit/events.py",  # kit-infra (the outbox relay), events (publish)
@@ -55,7 +54,6 @@ ALLOWED: frozenset[str] = frozenset(
         "services/recommend/recommend/engine.py",  # sql
         "services/recommend/recommend/trainer.py",  # sql
         "services/recommend/recommend/training.py",  # sql
-        "services/survey/survey/mail.py",  # sql
     }
 )
 
