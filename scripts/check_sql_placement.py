@@ -2,7 +2,8 @@
 
 Where SQL may live, in the platform's packages (libs/kit/kit, gateway/gateway, services/<name>/<name>):
 `repository.py`, `*_repository.py`, any file under a `repositories/` folder, `tables.py`, and anything under
-`migrations/`. Everywhere else in those packages a statement is an offence, reported as `file:line: what`.
+`migrations/` (with the kit's migration runner, `kit/migrations.py`: see MIGRATION_MACHINERY). Everywhere else in
+those packages a statement is an offence, reported as `file:line: what`.
 
 What counts as SQL is read from the syntax tree, not grepped, so comments, docstrings and prose that say "select"
 do not count:
@@ -33,18 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Files still holding SQL, each with the helper moving it out. Remove a line when its file is clean.
 ALLOWED: frozenset[str] = frozenset(
     {
-        "gateway/gateway/api_keys.py",  # gateway-sql
-        "gateway/gateway/console/metrics.py",  # gateway-sql
-        "gateway/gateway/console/sessions.py",  # gateway-sql
-        "gateway/gateway/customer_tokens.py",  # gateway-sql
-        "gateway/gateway/principals.py",  # gateway-sql
-        "gateway/gateway/purchases.py",  # gateway-sql
-        "gateway/gateway/webhooks/domain.py",  # gateway-sql
-        "libs/kit/kit/db.py",  # gateway-sql (start-up probes), sql (the raw-connection helper)
+        "gateway/gateway/webhooks/delivery.py",  # kit-infra
         "libs/kit/kit/events.py",  # kit-infra (the outbox relay), events (publish)
-        "libs/kit/kit/experiments.py",  # gateway-sql
-        "libs/kit/kit/idempotency.py",  # gateway-sql
-        "libs/kit/kit/migrations.py",  # gateway-sql
         "services/coupon/coupon/events.py",  # coupon
         "services/coupon/coupon/experiments.py",  # coupon
         "services/coupon/coupon/guards.py",  # coupon
@@ -54,6 +45,7 @@ ALLOWED: frozenset[str] = frozenset(
         "services/recommend/recommend/engine.py",  # sql
         "services/recommend/recommend/trainer.py",  # sql
         "services/recommend/recommend/training.py",  # sql
+        "services/survey/survey/mail.py",  # sql
     }
 )
 
@@ -95,10 +87,17 @@ def in_scope(parts: tuple[str, ...]) -> bool:
     return len(parts) > 3 and parts[0] == "services" and parts[2] == parts[1]
 
 
+# The migration runner: its statements are the migrations' own kind (creating the schema and its role, the lock that
+# makes replicas migrate in turn, Alembic's version table), run on Alembic's synchronous connection before any
+# repository could have a schema to work in. It counts as part of migrations/.
+MIGRATION_MACHINERY = frozenset({("libs", "kit", "kit", "migrations.py")})
+
+
 def may_hold_sql(parts: tuple[str, ...]) -> bool:
     name = parts[-1]
     return (
-        name in {"repository.py", "tables.py"}
+        parts in MIGRATION_MACHINERY
+        or name in {"repository.py", "tables.py"}
         or name.endswith("_repository.py")
         or "repositories" in parts[:-1]
         or "migrations" in parts[:-1]

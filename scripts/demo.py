@@ -40,11 +40,10 @@ import httpx
 import orjson
 from tqdm import tqdm
 
+from scripts import importer
 from scripts.online_retail import SAMPLE, Invoice, invoices
 from scripts.replay import purchase_payload
 
-ROOT = Path(__file__).resolve().parents[1]
-SECRETS = ROOT / ".data" / "secrets.env"
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 SURPRISE_EVERY = 2
@@ -107,15 +106,9 @@ class DemoError(Exception):
 
 
 def admin_key(explicit: str | None = None) -> str:
-    if explicit:
-        return explicit
-    if os.environ.get("LOYALTY_ADMIN_KEY"):
-        return os.environ["LOYALTY_ADMIN_KEY"]
-    if SECRETS.exists():
-        for line in SECRETS.read_text().splitlines():
-            name, _, value = line.partition("=")
-            if name.strip() == "LOYALTY_ADMIN_KEY" and value.strip():
-                return value.strip().strip("'\"")
+    key = importer.admin_key(explicit)
+    if key is not None:
+        return key
     raise DemoError("No admin key: pass --key, set LOYALTY_ADMIN_KEY, or start the platform with `make run` first.")
 
 

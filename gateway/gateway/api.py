@@ -65,7 +65,7 @@ router = service_router(responses=problem_responses(401, 403, 422, 429))
 
 @router.post("/v1/api-keys", status_code=201, tags=["api-keys"], operation_id="create_api_key")
 async def create_api_key(body: ApiKeyCreate, session: SessionDep, _: PrincipalDep) -> ApiKeyCreated:
-    return ApiKeyCreated.model_validate(await api_keys.create(session, body.name, body.scopes))
+    return ApiKeyCreated.model_validate(await api_keys.create(session, body.name, body.scopes), from_attributes=True)
 
 
 @router.get("/v1/api-keys", tags=["api-keys"], operation_id="list_api_keys")
@@ -75,7 +75,7 @@ async def list_api_keys(session: SessionDep, page: PageParamsDep, _: PrincipalDe
         page.limit,
         key=lambda r: (r.created_at.isoformat(), str(r.id)),
     )
-    return Page[ApiKey](items=[ApiKey.model_validate(r._mapping) for r in rows], next_cursor=next_cursor)
+    return Page[ApiKey](items=[ApiKey.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor)
 
 
 @router.delete(

@@ -4,61 +4,39 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway import api_key_repository
+from gateway.api_key_repository import ApiKeyRow
 from gateway.principals import API_KEY_PREFIX, hash_api_key, new_api_key
-from gateway.tables import api_keys
 from kit.errors import NotFound
 
-_PUBLIC_COLUMNS = (
-    api_keys.c.id,
-    api_keys.c.name,
-    api_keys.c.prefix,
-    api_keys.c.scopes,
-    api_keys.c.created_at,
-    api_keys.c.revoked_at,
-)
+__all__ = ["CreatedKey", "create", "list_keys", "revoke"]
 
 
-async def create(session: AsyncSession, name: str, scopes: Sequence[str]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CreatedKey(ApiKeyRow):
+    """A new key, with the secret that is shown only in the answer to its creation."""
+
+    key: str
+
+
+async def create(session: AsyncSession, name: str, scopes: Sequence[str]) -> CreatedKey:
     key = new_api_key()
-    row = (
-        await session.execute(
-            insert(api_keys)
-            .values(
-                id=uuid.uuid4(),
-                name=name,
-                prefix=key[: len(API_KEY_PREFIX) + 6],
-                key_hash=hash_api_key(key),
-                scopes=list(scopes),
-            )
-            .returning(*_PUBLIC_COLUMNS)
-        )
-    ).one()
-    return {**row._mapping, "key": key}
+    row = await api_key_repository.insert_key(session, name, key[: len(API_KEY_PREFIX) + 6], hash_api_key(key), scopes)
+    return CreatedKey(**asdict(row), key=key)
 
 
-async def list_keys(session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[Any]:
-    query = select(*_PUBLIC_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id).limit(limit + 1)
-    if after is not None:
-        query = query.where(func.row(api_keys.c.created_at, api_keys.c.id) > func.row(*after))
-    return list((await session.execute(query)).all())
+async def list_keys(session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[ApiKeyRow]:
+    return await api_key_repository.list_page(session, limit, after)
 
 
 async def revoke(session: AsyncSession, key_id: uuid.UUID) -> str:
     """Returns the revoked key's hash so the caller can drop it from the authentication cache."""
-    row = (
-        await session.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id)
-            .values(revoked_at=func.coalesce(api_keys.c.revoked_at, func.now()))
-            .returning(api_keys.c.key_hash)
-        )
-    ).first()
-    if row is None:
+    key_hash = await api_key_repository.revoke(session, key_id)
+    if key_hash is None:
         raise NotFound("No API key with this id.")
-    return str(row.key_hash)
+    return key_hash

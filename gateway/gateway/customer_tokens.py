@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.tables import customer_token_cutoffs, revoked_customer_tokens
+from gateway import customer_token_repository
 
-__all__ = ["Revocation", "is_revoked", "purge_expired", "revoke"]
+__all__ = ["Revocation", "is_revoked", "revoke"]
 
 
 @dataclass(frozen=True)
@@ -32,41 +30,11 @@ async def revoke(
 ) -> Revocation:
     """Revoke one token (`token_id`), or every token of the customer issued until now (`token_id` None)."""
     if token_id is not None:
-        revoked_at = (
-            await session.execute(
-                insert(revoked_customer_tokens)
-                .values(token_id=token_id, customer_id=customer_id, expires_at=token_expires_at)
-                .on_conflict_do_update(
-                    index_elements=[revoked_customer_tokens.c.token_id],
-                    set_={"revoked_at": revoked_customer_tokens.c.revoked_at},
-                )
-                .returning(revoked_customer_tokens.c.revoked_at)
-            )
-        ).scalar_one()
+        revoked_at = await customer_token_repository.list_revoked(session, customer_id, token_id, token_expires_at)
         return Revocation(customer_id, token_id, revoked_at)
-    statement = insert(customer_token_cutoffs).values(customer_id=customer_id, not_before=func.clock_timestamp())
-    not_before = (
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[customer_token_cutoffs.c.customer_id],
-                set_={"not_before": statement.excluded.not_before},
-            ).returning(customer_token_cutoffs.c.not_before)
-        )
-    ).scalar_one()
-    return Revocation(customer_id, None, not_before)
+    return Revocation(customer_id, None, await customer_token_repository.cut_off(session, customer_id))
 
 
 async def is_revoked(session: AsyncSession, customer_id: str, token_id: str, issued_at: float) -> bool:
-    listed = select(revoked_customer_tokens.c.token_id).where(revoked_customer_tokens.c.token_id == token_id)
-    cutoff = select(func.extract("epoch", customer_token_cutoffs.c.not_before)).where(
-        customer_token_cutoffs.c.customer_id == customer_id
-    )
-    row = (await session.execute(select(listed.exists(), cutoff.scalar_subquery()))).one()
-    return bool(row[0]) or (row[1] is not None and issued_at < float(row[1]))
-
-
-async def purge_expired(session: AsyncSession) -> int:
-    result = await session.execute(
-        delete(revoked_customer_tokens).where(revoked_customer_tokens.c.expires_at < func.now())
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    state = await customer_token_repository.revocation_state(session, customer_id, token_id)
+    return state.listed or (state.not_before is not None and issued_at < state.not_before)

@@ -6,7 +6,7 @@ gateway_experiment_outcomes, docs/experiments.md "Why a rollup")."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,9 +16,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.tables import experiment_exposures, experiment_rewards, experiments
+from kit.experiment_repository import unstopped_on_lever
 
 __all__ = [
     "ArmAggregate",
+    "ExperimentRecord",
     "add_reward",
     "arm_aggregates",
     "close_ended",
@@ -30,49 +32,60 @@ __all__ = [
 ]
 
 
-async def get(session: AsyncSession, experiment_id: uuid.UUID, *, lock: bool = False) -> Any:
-    query = select(experiments).where(experiments.c.id == experiment_id)
+@dataclass(frozen=True, slots=True)
+class ExperimentRecord:
+    """An experiment in the gateway's registry."""
+
+    id: uuid.UUID
+    name: str
+    lever_type: str
+    lever_id: str
+    holdout_percent: int
+    starts_at: datetime
+    ends_at: datetime | None
+    stopped_at: datetime | None
+    created_at: datetime
+
+
+_COLUMNS = tuple(experiments.c[field.name] for field in fields(ExperimentRecord))
+
+
+async def get(session: AsyncSession, experiment_id: uuid.UUID, *, lock: bool = False) -> ExperimentRecord | None:
+    query = select(*_COLUMNS).where(experiments.c.id == experiment_id)
     if lock:
         query = query.with_for_update()
-    return (await session.execute(query)).first()
+    row = (await session.execute(query)).first()
+    return ExperimentRecord(**row._mapping) if row else None
 
 
 async def close_ended(session: AsyncSession, lever_type: str, lever_id: str) -> None:
     """An experiment past its `ends_at` no longer holds its lever."""
     await session.execute(
         update(experiments)
-        .where(
-            experiments.c.lever_type == lever_type,
-            experiments.c.lever_id == lever_id,
-            experiments.c.stopped_at.is_(None),
-            experiments.c.ends_at <= func.now(),
-        )
+        .where(unstopped_on_lever(experiments, lever_type, lever_id), experiments.c.ends_at <= func.now())
         .values(stopped_at=experiments.c.ends_at)
     )
 
 
 async def live_on_lever(session: AsyncSession, lever_type: str, lever_id: str) -> uuid.UUID | None:
     return await session.scalar(  # type: ignore[no-any-return]
-        select(experiments.c.id).where(
-            experiments.c.lever_type == lever_type,
-            experiments.c.lever_id == lever_id,
-            experiments.c.stopped_at.is_(None),
-        )
+        select(experiments.c.id).where(unstopped_on_lever(experiments, lever_type, lever_id))
     )
 
 
-async def insert_experiment(session: AsyncSession, values: dict[str, Any]) -> Any:
+async def insert_experiment(session: AsyncSession, values: dict[str, Any]) -> ExperimentRecord | None:
     """None when another live experiment took the lever meanwhile (the partial unique index decides)."""
-    return (
+    row = (
         await session.execute(
             insert(experiments)
             .values(**values)
             .on_conflict_do_nothing(
                 index_elements=["lever_type", "lever_id"], index_where=experiments.c.stopped_at.is_(None)
             )
-            .returning(*experiments.c)
+            .returning(*_COLUMNS)
         )
     ).first()
+    return ExperimentRecord(**row._mapping) if row else None
 
 
 async def stop(session: AsyncSession, experiment_id: uuid.UUID) -> None:
@@ -85,9 +98,9 @@ async def stop(session: AsyncSession, experiment_id: uuid.UUID) -> None:
 
 async def list_page(
     session: AsyncSession, status: str | None, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> list[Any]:
+) -> list[ExperimentRecord]:
     """Newest first."""
-    query = select(experiments).order_by(experiments.c.created_at.desc(), experiments.c.id.desc()).limit(limit + 1)
+    query = select(*_COLUMNS).order_by(experiments.c.created_at.desc(), experiments.c.id.desc()).limit(limit + 1)
     if status == "stopped":
         query = query.where(experiments.c.stopped_at.is_not(None))
     elif status == "ended":
@@ -99,7 +112,7 @@ async def list_page(
         )
     if after:
         query = query.where(func.row(experiments.c.created_at, experiments.c.id) < func.row(after[0], after[1]))
-    return list((await session.execute(query)).all())
+    return [ExperimentRecord(**row._mapping) for row in await session.execute(query)]
 
 
 async def add_reward(session: AsyncSession, values: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import experiment_repository as repo
+from gateway.experiment_repository import ExperimentRecord
 from gateway.experiment_schemas import (
     ArmResult,
     CostPerExtraCustomer,
@@ -52,7 +53,7 @@ LEVER_SERVICES: dict[str, str] = {
 CENT = Decimal("0.01")
 
 
-def status_of(row: Any, now: datetime | None = None) -> ExperimentStatus:
+def status_of(row: ExperimentRecord, now: datetime | None = None) -> ExperimentStatus:
     if row.stopped_at is not None:
         return "stopped"
     if row.ends_at is not None and row.ends_at <= (now or datetime.now(UTC)):
@@ -60,7 +61,7 @@ def status_of(row: Any, now: datetime | None = None) -> ExperimentStatus:
     return "running"
 
 
-def to_model(row: Any) -> Experiment:
+def to_model(row: ExperimentRecord) -> Experiment:
     return Experiment(
         id=row.id,
         name=row.name,

@@ -24,9 +24,7 @@ __all__ = ["HeadersTooLarge", "Limits", "PayloadTooLarge"]
 REFUSALS = Counter("gateway_refusals_total", "Requests the front door refused before routing them", ["reason"])
 
 
-class HeadersTooLarge(DomainError):
-    status = 431
-    code = "headers_too_large"
+class HeadersTooLarge(DomainError, status=431, code="headers_too_large"): ...
 
 
 class Limits:

@@ -13,10 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import jwt
-from sqlalchemy import select
 
-from gateway import customer_tokens
-from gateway.tables import api_keys
+from gateway import api_key_repository, customer_tokens
 from kit.db import Database
 from kit.errors import Unauthorized
 from kit.shared_state import SharedState
@@ -236,13 +234,7 @@ class Authenticator:
         if cached:
             return principal  # type: ignore[no-any-return]
         async with self._database.transaction() as session:
-            row = (
-                await session.execute(
-                    select(api_keys.c.id, api_keys.c.scopes).where(
-                        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-                    )
-                )
-            ).first()
-        principal = Principal("partner", str(row.id), frozenset(row.scopes)) if row else None
+            active = await api_key_repository.find_active(session, key_hash)
+        principal = Principal("partner", str(active.id), frozenset(active.scopes)) if active else None
         self._api_keys.put(key_hash, principal)
         return principal

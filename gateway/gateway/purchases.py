@@ -15,14 +15,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway import purchase_repository as repository
+from gateway.purchase_repository import NewPurchase, RefundRow
 from gateway.schemas import PurchaseCreate, RefundCreate
-from gateway.tables import purchases, refunds
 from gateway.webhooks import domain as webhooks
-from kit.db import request_driver_connection
 from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.events import delivery_states, publish
 from kit.imports import MAX_LINES, ImportReport, ParsedLines, RejectedLine, parse_lines
@@ -59,22 +57,9 @@ async def accept_purchase(session: AsyncSession, purchase: PurchaseCreate) -> No
     encoded, fingerprint = _encoded(purchase)
     body = loads(encoded)
     # The event id is chosen before the insert so the purchase row can name it; publishing only if we won.
-    inserted = await session.scalar(
-        insert(purchases)
-        .values(
-            purchase_id=purchase.purchase_id,
-            customer_id=purchase.customer_id,
-            body_hash=fingerprint,
-            body=body,
-            event_id=func.gen_random_uuid(),
-        )
-        .on_conflict_do_nothing(index_elements=["purchase_id"])
-        .returning(purchases.c.event_id)
-    )
+    inserted = await repository.insert_purchase(session, purchase.purchase_id, purchase.customer_id, fingerprint, body)
     if inserted is None:
-        existing = await session.scalar(
-            select(purchases.c.body_hash).where(purchases.c.purchase_id == purchase.purchase_id)
-        )
+        existing = await repository.body_hash(session, purchase.purchase_id)
         if existing != fingerprint:
             raise Conflict(
                 "A purchase with this purchase_id was already accepted with different contents.",
@@ -97,14 +82,10 @@ async def _enqueue_webhook(session: AsyncSession, event_id: uuid.UUID, body: dic
 
 
 async def get_purchase(session: AsyncSession, purchase_id: str) -> dict[str, Any]:
-    row = (await session.execute(select(purchases).where(purchases.c.purchase_id == purchase_id))).first()
+    row = await repository.find_purchase(session, purchase_id)
     if row is None:
         raise NotFound("No purchase with this id.")
-    refund_rows = (
-        await session.execute(
-            select(refunds).where(refunds.c.purchase_id == purchase_id).order_by(refunds.c.created_at)
-        )
-    ).all()
+    refund_rows = await repository.refunds_of(session, purchase_id)
     return {
         "purchase_id": row.purchase_id,
         "customer_id": row.customer_id,
@@ -121,9 +102,7 @@ async def get_purchase(session: AsyncSession, purchase_id: str) -> dict[str, Any
 
 async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundCreate) -> dict[str, Any]:
     """Refunds of one purchase never add up to more than its total: the purchase row is locked while checking."""
-    purchase = (
-        await session.execute(select(purchases).where(purchases.c.purchase_id == purchase_id).with_for_update())
-    ).first()
+    purchase = await repository.find_purchase(session, purchase_id, lock=True)
     if purchase is None:
         raise NotFound("No purchase with this id.")
     total = Decimal(purchase.body["total"])
@@ -134,7 +113,7 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
             # checked here, not left to the points service: a refund it refused would be parked, and the
             # purchase's points could never be reversed again
             raise ValidationFailed([FieldError("amount", str(exc))]) from None
-    existing = (await session.execute(select(refunds).where(refunds.c.refund_id == refund.refund_id))).first()
+    existing = await repository.find_refund(session, refund.refund_id)
     if existing is not None:
         same = existing.purchase_id == purchase_id and (
             existing.full_refund if refund.amount is None else existing.amount == refund.amount
@@ -142,10 +121,7 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
         if not same:
             raise Conflict("This refund_id was already used for another refund.", code="refund_conflict")
         return {"refund_id": existing.refund_id, "purchase_id": purchase_id, "amount": existing.amount}
-    refunded = await session.scalar(
-        select(func.coalesce(func.sum(refunds.c.amount), 0)).where(refunds.c.purchase_id == purchase_id)
-    )
-    remaining = total - Decimal(refunded or 0)
+    remaining = total - await repository.refunded_amount(session, purchase_id)
     amount = remaining if refund.amount is None else refund.amount
     if amount <= 0 or amount > remaining:
         raise Unprocessable(
@@ -176,14 +152,8 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
         {"customer_id": purchase.customer_id, "refund": refund_view},
         datetime.now(UTC),
     )
-    await session.execute(
-        insert(refunds).values(
-            refund_id=refund.refund_id,
-            purchase_id=purchase_id,
-            amount=amount,
-            full_refund=refund.amount is None,
-            event_id=event_id,
-        )
+    await repository.insert_refund(
+        session, RefundRow(refund.refund_id, purchase_id, amount, refund.amount is None, event_id)
     )
     return {"refund_id": refund.refund_id, "purchase_id": purchase_id, "amount": amount}
 
@@ -210,27 +180,6 @@ def _lines(parsed: ParsedLines[PurchaseCreate]) -> list[_Line]:
     return lines
 
 
-_INSERT_PURCHASES = """
-    INSERT INTO purchases (purchase_id, customer_id, body_hash, body, event_id)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]::jsonb[], $5::uuid[])
-    ON CONFLICT (purchase_id) DO NOTHING
-    RETURNING purchase_id
-"""
-_EXISTING = "SELECT purchase_id, body_hash FROM purchases WHERE purchase_id = ANY($1::text[])"
-_INSERT_EVENTS = """
-    INSERT INTO outbox_events (id, type, payload)
-    SELECT id, $2, payload FROM unnest($1::uuid[], $3::text[]::jsonb[]) AS e (id, payload)
-"""
-# delivery ids ascend in file order, consumer by consumer: the relay delivers in id order
-_INSERT_DELIVERIES = """
-    INSERT INTO outbox_deliveries (event_id, consumer)
-    SELECT e.id, c.consumer
-      FROM unnest($1::uuid[]) WITH ORDINALITY AS e (id, n)
-     CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS c (consumer, k)
-     ORDER BY e.n, c.k
-"""
-
-
 async def accept_batch(session: AsyncSession, parsed: ParsedLines[PurchaseCreate]) -> ImportReport:
     """Many purchases in one transaction: each valid line is accepted, a duplicate (the same purchase_id with the
     same contents, earlier in this file or before it), or rejected as a conflict; every accepted purchase is
@@ -251,24 +200,16 @@ async def accept_batch(session: AsyncSession, parsed: ParsedLines[PurchaseCreate
             refused.append(_conflict(line))
     if not candidates:
         return parsed.report(0, duplicates, refused)
-    connection = await request_driver_connection(session)
     event_ids = {line.purchase_id: uuid.uuid4() for line in candidates}
-    # inserted in purchase_id order: two batches sharing purchases wait for each other, never deadlock
-    ordered = sorted(candidates, key=lambda line: line.purchase_id)
-    inserted = {
-        row[0]
-        for row in await connection.fetch(
-            _INSERT_PURCHASES,
-            [line.purchase_id for line in ordered],
-            [line.customer_id for line in ordered],
-            [line.fingerprint for line in ordered],
-            [line.text for line in ordered],
-            [event_ids[line.purchase_id] for line in ordered],
-        )
-    }
+    # in purchase_id order: two imports sharing purchases wait for each other, never deadlock
+    new = [
+        NewPurchase(line.purchase_id, line.customer_id, line.fingerprint, line.text, event_ids[line.purchase_id])
+        for line in sorted(candidates, key=lambda line: line.purchase_id)
+    ]
+    inserted = await repository.insert_purchases(session, new)
     existing = [line for line in candidates if line.purchase_id not in inserted]
     if existing:
-        stored = dict(await connection.fetch(_EXISTING, [line.purchase_id for line in existing]))
+        stored = await repository.body_hashes(session, [line.purchase_id for line in existing])
         for line in existing:
             if stored.get(line.purchase_id) == line.fingerprint:
                 duplicates += 1
@@ -277,8 +218,7 @@ async def accept_batch(session: AsyncSession, parsed: ParsedLines[PurchaseCreate
     fresh = [line for line in candidates if line.purchase_id in inserted]
     if fresh:
         ids = [event_ids[line.purchase_id] for line in fresh]
-        await connection.execute(_INSERT_EVENTS, ids, PURCHASE_EVENT, [line.text for line in fresh])
-        await connection.execute(_INSERT_DELIVERIES, ids, list(PURCHASE_CONSUMERS))
+        await repository.insert_outbox(session, PURCHASE_EVENT, ids, [line.text for line in fresh], PURCHASE_CONSUMERS)
         if await webhooks.subscribed(session, PurchaseAccepted.type):
             for line in fresh:
                 await _enqueue_webhook(session, event_ids[line.purchase_id], loads(line.text))

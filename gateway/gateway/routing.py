@@ -135,48 +135,34 @@ def route(method: str, template: str, target: Target, access: Access, body: Body
 
 
 def _console_routes() -> tuple[Route, ...]:
-    pages = (
-        "/console",
-        "/console/",
-        "/console/login",
-        "/console/static/{asset}",
-        "/console/campaigns",
-        "/console/campaigns/{campaign_id}",
-        "/console/campaigns/{campaign_id}/codes.csv",
-        "/console/rules",
-        "/console/points",
-        "/console/surveys",
-        "/console/surveys/{survey_id}",
-        "/console/customers",
-        "/console/customers/{customer_id}",
-        "/console/deliveries",
-        "/console/api-keys",
-        "/console/experiments",
-        "/console/experiments/{experiment_id}",
-        "/console/webhooks",
-        "/console/webhooks/{endpoint_id}",
-        "/console/rewards",
-    )
-    forms = (
-        "/console/login",
-        "/console/logout",
-        "/console/campaigns",
-        "/console/campaigns/{campaign_id}",
-        "/console/rules",
-        "/console/points",
-        "/console/surveys",
-        "/console/customers/{customer_id}",
-        "/console/deliveries",
-        "/console/api-keys",
-        "/console/experiments",
-        "/console/experiments/{experiment_id}",
-        "/console/webhooks",
-        "/console/webhooks/{endpoint_id}",
-        "/console/rewards",
-    )
-    return (
-        *(route("GET", path, "gateway", PUBLIC) for path in pages),
-        *(route("POST", path, "gateway", PUBLIC, BodyClass.FORM) for path in forms),
+    # each console path and the methods it answers: pages are GET, forms POST
+    paths = {
+        "/console": "GET",
+        "/console/": "GET",
+        "/console/login": "GET POST",
+        "/console/static/{asset}": "GET",
+        "/console/campaigns": "GET POST",
+        "/console/campaigns/{campaign_id}": "GET POST",
+        "/console/campaigns/{campaign_id}/codes.csv": "GET",
+        "/console/rules": "GET POST",
+        "/console/points": "GET POST",
+        "/console/surveys": "GET POST",
+        "/console/surveys/{survey_id}": "GET",
+        "/console/customers": "GET",
+        "/console/customers/{customer_id}": "GET POST",
+        "/console/deliveries": "GET POST",
+        "/console/api-keys": "GET POST",
+        "/console/experiments": "GET POST",
+        "/console/experiments/{experiment_id}": "GET POST",
+        "/console/webhooks": "GET POST",
+        "/console/webhooks/{endpoint_id}": "GET POST",
+        "/console/rewards": "GET POST",
+        "/console/logout": "POST",
+    }
+    return tuple(
+        route(method, path, "gateway", PUBLIC, BodyClass.FORM if method == "POST" else None)
+        for path, methods in paths.items()
+        for method in methods.split()
     )
 
 
@@ -302,14 +288,10 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-class InvalidPath(DomainError):
-    status = 400
-    code = "invalid_path"
+class InvalidPath(DomainError, status=400, code="invalid_path"): ...
 
 
-class MethodNotAllowed(DomainError):
-    status = 405
-    code = "method_not_allowed"
+class MethodNotAllowed(DomainError, status=405, code="method_not_allowed"): ...
 
 
 _FORBIDDEN_IN_SEGMENT = frozenset(b"/?#\\%")

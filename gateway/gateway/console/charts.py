@@ -87,13 +87,26 @@ def _x_labels(labels: Sequence[str], centre: Callable[[int], float]) -> list[str
     ]
 
 
-def _table(
-    labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], fmt: Callable[[float], str]
-) -> list[list[str]]:
+def _finish(
+    parts: list[str],
+    chart_id: str,
+    title: str,
+    summary: str,
+    labels: Sequence[str],
+    centre: Callable[[int], float],
+    label_heading: str,
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    fmt: Callable[[float], str],
+) -> Chart:
+    """A chart of one value per label and series: the x labels, and its table (a missing value shows as a dash)."""
+
     def cell(value: float | None) -> str:
         return "–" if value is None else fmt(value)
 
-    return [[label, *(cell(values[i]) for _, values in series)] for i, label in enumerate(labels)]
+    parts.extend(_x_labels(labels, centre))
+    parts.append("</svg>")
+    rows = [[label, *(cell(values[i]) for _, values in series)] for i, label in enumerate(labels)]
+    return Chart(chart_id, title, summary, Markup("".join(parts)), [label_heading, *(n for n, _ in series)], rows)
 
 
 def bars(
@@ -121,15 +134,8 @@ def bars(
                 f'<rect class="s{s}" x="{x:.1f}" y="{y(values[i]):.1f}" width="{bar:.1f}" height="{height:.1f}">'
                 f"<title>{escape(labels[i])}: {escape(name)} {fmt(values[i])}</title></rect>"
             )
-    parts.extend(_x_labels(labels, lambda i: LEFT + i * group + group / 2))
-    parts.append("</svg>")
-    return Chart(
-        chart_id,
-        title,
-        summary,
-        Markup("".join(parts)),
-        [label_heading, *(n for n, _ in series)],
-        _table(labels, series, fmt),
+    return _finish(
+        parts, chart_id, title, summary, labels, lambda i: LEFT + i * group + group / 2, label_heading, series, fmt
     )
 
 
@@ -170,16 +176,7 @@ def lines(
                 f'<circle class="dot s{s}" cx="{x(i):.1f}" cy="{y(value):.1f}" r="3">'
                 f"<title>{escape(labels[i])}: {escape(name)} {fmt(value)}</title></circle>"
             )
-    parts.extend(_x_labels(labels, x))
-    parts.append("</svg>")
-    return Chart(
-        chart_id,
-        title,
-        summary,
-        Markup("".join(parts)),
-        [label_heading, *(n for n, _ in series)],
-        _table(labels, series, fmt),
-    )
+    return _finish(parts, chart_id, title, summary, labels, x, label_heading, series, fmt)
 
 
 def intervals(

@@ -15,65 +15,13 @@ computes them again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.console import repository
+from gateway.console.repository import Cohort, Week
+
 __all__ = ["Cohort", "Figures", "Week", "figures", "forget"]
-
-
-@dataclass(frozen=True)
-class Week:
-    start: datetime
-    purchases: int
-    customers: int
-    returning_customers: int
-
-
-@dataclass(frozen=True)
-class Cohort:
-    month: datetime
-    customers: int
-    repeat_customers: int
-
-    @property
-    def repeat_rate(self) -> float:
-        return self.repeat_customers / self.customers if self.customers else 0.0
-
-
-# per (week, customer) first, so each customer counts once a week without a DISTINCT sort
-_WEEKS = text(
-    """
-    WITH firsts AS (
-        SELECT customer_id, min(occurred_at) AS first_at FROM purchases GROUP BY customer_id
-    ), per_week AS (
-        SELECT date_trunc('week', p.occurred_at AT TIME ZONE 'UTC') AS week, count(*) AS purchases,
-               bool_or(p.occurred_at > f.first_at) AS came_back
-          FROM purchases p JOIN firsts f USING (customer_id)
-         WHERE p.occurred_at > (SELECT max(occurred_at) FROM purchases) - make_interval(weeks => :weeks)
-         GROUP BY 1, p.customer_id
-    )
-    SELECT week, sum(purchases)::bigint AS purchases, count(*) AS customers,
-           count(*) FILTER (WHERE came_back) AS returning_customers
-      FROM per_week GROUP BY 1 ORDER BY 1
-    """
-)
-
-_COHORTS = text(
-    """
-    WITH per_customer AS (
-        SELECT customer_id, min(occurred_at) AS first_at, count(*) AS purchases
-        FROM purchases GROUP BY customer_id
-    )
-    SELECT date_trunc('month', first_at AT TIME ZONE 'UTC') AS month,
-           count(*) AS customers,
-           count(*) FILTER (WHERE purchases > 1) AS repeat_customers
-    FROM per_customer GROUP BY 1 ORDER BY 1 DESC LIMIT :months
-    """
-)
-
-_COUNT = text("SELECT count(*) FROM purchases")
 
 
 @dataclass(frozen=True)
@@ -90,15 +38,10 @@ async def figures(session: AsyncSession, weeks: int = 26, months: int = 12) -> F
     """The last `weeks` weeks with purchases (up to the latest purchase, however old: a demo replays 2011) and
     customers by the month of their first purchase with how many bought again; exact as of this view."""
     global _cached
-    key = (int((await session.execute(_COUNT)).scalar_one()), weeks, months)
+    key = (await repository.count_purchases(session), weeks, months)
     if _cached is not None and _cached[0] == key:
         return _cached[1]
-    week_rows = (await session.execute(_WEEKS, {"weeks": weeks})).all()
-    cohort_rows = (await session.execute(_COHORTS, {"months": months})).all()
-    answer = Figures(
-        [Week(r.week, r.purchases, r.customers, r.returning_customers) for r in week_rows],
-        [Cohort(r.month, r.customers, r.repeat_customers) for r in reversed(cohort_rows)],
-    )
+    answer = Figures(await repository.weeks(session, weeks), list(reversed(await repository.cohorts(session, months))))
     _cached = (key, answer)
     return answer
 

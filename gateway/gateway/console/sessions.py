@@ -14,11 +14,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.console import repository
 from gateway.principals import Principal
-from gateway.tables import api_keys, console_sessions
 
 __all__ = ["ConsoleSession", "admin_fingerprint", "end", "load", "start"]
 
@@ -50,42 +49,24 @@ async def start(
     csrf_token = secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     expires_at = now + timedelta(seconds=lifetime_seconds)
-    await session.execute(
-        console_sessions.insert().values(
-            token_hash=_hash(token),
-            principal_kind=principal.kind,
-            api_key_id=principal.id if principal.kind == "partner" else None,
-            admin_fingerprint=admin_fingerprint(admin_key) if principal.kind == "admin" else None,
-            csrf_token=csrf_token,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=expires_at,
-        )
+    await repository.insert_session(
+        session,
+        token_hash=_hash(token),
+        principal_kind=principal.kind,
+        api_key_id=principal.id if principal.kind == "partner" else None,
+        admin_fingerprint=admin_fingerprint(admin_key) if principal.kind == "admin" else None,
+        csrf_token=csrf_token,
+        now=now,
+        expires_at=expires_at,
     )
     # expired sessions are swept as new ones start
-    await session.execute(delete(console_sessions).where(console_sessions.c.expires_at < now))
+    await repository.delete_expired_sessions(session, now)
     return token, ConsoleSession(_hash(token), principal, csrf_token, expires_at)
 
 
 async def load(session: AsyncSession, token: str, *, admin_key: str, idle_seconds: int) -> ConsoleSession | None:
     now = datetime.now(UTC)
-    row = (
-        await session.execute(
-            select(
-                console_sessions.c.token_hash,
-                console_sessions.c.principal_kind,
-                console_sessions.c.api_key_id,
-                console_sessions.c.admin_fingerprint,
-                console_sessions.c.csrf_token,
-                console_sessions.c.last_seen_at,
-                console_sessions.c.expires_at,
-                api_keys.c.scopes,
-                api_keys.c.revoked_at,
-            )
-            .select_from(console_sessions.outerjoin(api_keys, api_keys.c.id == console_sessions.c.api_key_id))
-            .where(console_sessions.c.token_hash == _hash(token))
-        )
-    ).first()
+    row = await repository.find_session(session, _hash(token))
     if row is None or row.expires_at <= now or row.last_seen_at <= now - timedelta(seconds=idle_seconds):
         return None
     if row.principal_kind == "admin":
@@ -99,11 +80,9 @@ async def load(session: AsyncSession, token: str, *, admin_key: str, idle_second
     else:
         return None
     if row.last_seen_at <= now - timedelta(seconds=TOUCH_SECONDS):
-        await session.execute(
-            update(console_sessions).where(console_sessions.c.token_hash == row.token_hash).values(last_seen_at=now)
-        )
+        await repository.touch_session(session, row.token_hash, now)
     return ConsoleSession(row.token_hash, principal, row.csrf_token, row.expires_at)
 
 
 async def end(session: AsyncSession, token_hash: str) -> None:
-    await session.execute(delete(console_sessions).where(console_sessions.c.token_hash == token_hash))
+    await repository.delete_session(session, token_hash)

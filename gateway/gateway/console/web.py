@@ -56,14 +56,10 @@ templates = Environment(
 )
 
 
-class SignInNeeded(DomainError):
-    status = 401
-    code = "console_sign_in_needed"
+class SignInNeeded(DomainError, status=401, code="console_sign_in_needed"): ...
 
 
-class CsrfRefused(DomainError):
-    status = 403
-    code = "csrf_refused"
+class CsrfRefused(DomainError, status=403, code="csrf_refused"): ...
 
 
 @dataclass

@@ -41,7 +41,7 @@ async def create_webhook_endpoint(
     created = await domain.create_endpoint(
         session, body.url, body.events, body.description, allow_private=_allow_private(request)
     )
-    return WebhookEndpointCreated.model_validate(created)
+    return created
 
 
 @router.get("/v1/webhook-endpoints", operation_id="list_webhook_endpoints")
@@ -51,14 +51,12 @@ async def list_webhook_endpoints(session: SessionDep, page: PageParamsDep) -> Pa
         page.limit,
         key=lambda r: (r.created_at.isoformat(), str(r.id)),
     )
-    return Page[WebhookEndpoint](
-        items=[WebhookEndpoint.model_validate(r._mapping) for r in rows], next_cursor=next_cursor
-    )
+    return Page[WebhookEndpoint](items=rows, next_cursor=next_cursor)
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", operation_id="get_webhook_endpoint", responses=_NOT_FOUND)
 async def get_webhook_endpoint(endpoint_id: EndpointIdPath, session: SessionDep) -> WebhookEndpoint:
-    return WebhookEndpoint.model_validate((await domain.get_endpoint(session, endpoint_id))._mapping)
+    return await domain.get_endpoint(session, endpoint_id)
 
 
 @router.patch("/v1/webhook-endpoints/{endpoint_id}", operation_id="update_webhook_endpoint", responses=_NOT_FOUND)
@@ -70,7 +68,7 @@ async def update_webhook_endpoint(
     row = await domain.update_endpoint(
         session, endpoint_id, body.model_dump(exclude_none=True), allow_private=_allow_private(request)
     )
-    return WebhookEndpoint.model_validate(row._mapping)
+    return row
 
 
 @router.delete(
@@ -91,7 +89,7 @@ async def rotate_webhook_secret(endpoint_id: EndpointIdPath, session: SessionDep
     """A new secret, shown once; the old one keeps signing alongside it (two signatures per message) until
     `previous_secret_expires_at`, 24 hours from now."""
     overlap = timedelta(hours=request.app.state.settings.webhook_secret_overlap_hours)
-    return WebhookSecret.model_validate(await domain.rotate_secret(session, endpoint_id, overlap))
+    return await domain.rotate_secret(session, endpoint_id, overlap)
 
 
 @router.get(
@@ -107,9 +105,9 @@ async def list_webhook_deliveries(
     rows, next_cursor = paginate(
         await domain.list_deliveries(session, endpoint_id, status, page.limit, page.after(int)),
         page.limit,
-        key=lambda r: (r["id"],),
+        key=lambda r: (r.id,),
     )
-    return Page[WebhookDelivery](items=[WebhookDelivery.model_validate(r) for r in rows], next_cursor=next_cursor)
+    return Page[WebhookDelivery](items=rows, next_cursor=next_cursor)
 
 
 @router.post(

@@ -15,13 +15,13 @@ import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from starlette.responses import Response
 
-from kit import idempotency
+from kit import connection_repository, idempotency
 
 __all__ = [
     "Database",
@@ -58,11 +58,7 @@ POOLER_ASYNCPG_ARGS: dict[str, Any] = {"statement_cache_size": 0}
 async def role_is_usable(url: str, role: str, *, pooled: bool = False) -> bool:
     connection = await asyncpg.connect(raw_dsn(url), **(POOLER_ASYNCPG_ARGS if pooled else {}))
     try:
-        return bool(
-            await connection.fetchval(
-                "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1", role
-            )
-        )
+        return await connection_repository.may_assume(connection, role)
     finally:
         await connection.close()
 
@@ -72,10 +68,10 @@ async def logs_in_scoped(url: str, schema: str, role: str) -> bool:
     migrations): then no statement needs scoping, in a transaction or not."""
     connection = await asyncpg.connect(raw_dsn(url), **POOLER_ASYNCPG_ARGS)
     try:
-        row = await connection.fetchrow("SELECT current_user, current_setting('search_path')")
+        login = await connection_repository.login(connection)
     finally:
         await connection.close()
-    return bool(row and row[0] == role and row[1].strip('"') == schema)
+    return login.user == role and login.search_path.strip('"') == schema
 
 
 def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
@@ -130,12 +126,10 @@ class Database:
             # A login shared with other schemas (one user for everything): each transaction is scoped; statements
             # outside a transaction (autocommit) would find no schema, so such a deployment should give each
             # process its own login role, as deploy/ does.
-            scope = text("SELECT set_config('search_path', :schema, true), set_config('role', :role, true)")
-            values = {"schema": schema, "role": role or "none"}
 
             @event.listens_for(self.engine.sync_engine, "begin")
             def _scope_transaction(connection: Connection) -> None:
-                connection.execute(scope, values)
+                connection_repository.scope_transaction(connection, schema, role)
 
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
@@ -164,7 +158,7 @@ class Database:
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+            await connection_repository.ping(connection)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

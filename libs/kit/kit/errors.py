@@ -56,8 +56,18 @@ log = structlog.get_logger("kit.errors")
 
 
 class DomainError(Exception):
+    """A refusal the caller can act on. A subclass names its status and default code as class keywords:
+    `class Gone(DomainError, status=410, code="gone"): ...`."""
+
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
 
     def __init__(
         self,
@@ -74,56 +84,36 @@ class DomainError(Exception):
         self.extra = extra
 
 
-class NotFound(DomainError):
-    status = 404
-    code = "not_found"
+class NotFound(DomainError, status=404, code="not_found"): ...
 
 
-class Conflict(DomainError):
-    status = 409
-    code = "conflict"
+class Conflict(DomainError, status=409, code="conflict"): ...
 
 
-class Unprocessable(DomainError):
-    status = 422
-    code = "unprocessable"
+class Unprocessable(DomainError, status=422, code="unprocessable"): ...
 
 
-class Unauthorized(DomainError):
-    status = 401
-    code = "unauthorized"
-
+class Unauthorized(DomainError, status=401, code="unauthorized"):
     def __init__(self, detail: str = "A valid bearer token is required.", **kw: Any) -> None:
         kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
         super().__init__(detail, **kw)
 
 
-class Forbidden(DomainError):
-    status = 403
-    code = "forbidden"
+class Forbidden(DomainError, status=403, code="forbidden"): ...
 
 
-class TooManyRequests(DomainError):
-    status = 429
-    code = "rate_limited"
-
+class TooManyRequests(DomainError, status=429, code="rate_limited"):
     def __init__(self, detail: str, *, retry_after: int, **kw: Any) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))}, **kw)
 
 
-class ServiceUnavailable(DomainError):
-    status = 503
-    code = "service_unavailable"
+class ServiceUnavailable(DomainError, status=503, code="service_unavailable"): ...
 
 
-class PayloadTooLarge(DomainError):
-    status = 413
-    code = "payload_too_large"
+class PayloadTooLarge(DomainError, status=413, code="payload_too_large"): ...
 
 
-class UnsupportedMediaType(DomainError):
-    status = 415
-    code = "unsupported_media_type"
+class UnsupportedMediaType(DomainError, status=415, code="unsupported_media_type"): ...
 
 
 class FieldError(dict[str, str]):

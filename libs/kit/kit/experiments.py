@@ -22,30 +22,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    DateTime,
-    Index,
-    MetaData,
-    Numeric,
-    SmallInteger,
-    String,
-    Table,
-    and_,
-    func,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit import experiment_repository as repository
 from kit.auth import requires
 from kit.db import SessionDep, service_router
 from kit.errors import Conflict, NotFound
 from kit.events import publish
+from kit.experiment_repository import ExperimentRow, RewardRow
+from kit.experiment_tables import add_experiment_tables, create_experiment_tables, experiment_rewards, experiments
 
 __all__ = [
     "ARMS",
@@ -99,94 +84,21 @@ def arm_sql(experiment_id: str, customer_id: str, holdout_percent: str) -> str:
     return f"CASE WHEN ({number}) % {BUCKETS} < ({holdout_percent}) THEN 'holdout' ELSE 'treatment' END"
 
 
-# ---------------------------------------------------------------- a lever's side: tables
-
-_metadata = MetaData()
-
-experiments = Table(
-    "experiments",
-    _metadata,
-    Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("lever_type", String(32), nullable=False),
-    Column("lever_id", String(100), nullable=False),
-    Column("holdout_percent", SmallInteger, nullable=False),
-    Column("starts_at", DateTime(timezone=True), nullable=False),
-    Column("ends_at", DateTime(timezone=True)),
-    Column("stopped_at", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_experiments_lever", "lever_type", "lever_id"),
-)
-
-# One row per reward a lever gave or withheld during an experiment, and per cost found later (a coupon's
-# discount at redemption): `exposes` says whether the row is the lever firing for the customer.
-experiment_rewards = Table(
-    "experiment_rewards",
-    _metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("experiment_id", UUID(as_uuid=True), nullable=False),
-    Column("key", String(200), nullable=False),
-    Column("customer_id", String(64), nullable=False),
-    Column("arm", String(9), nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("exposes", Boolean, nullable=False),
-    Column("withheld", Boolean, nullable=False),
-    Column("points", BigInteger),
-    Column("money", Numeric(18, 4)),
-    Column("currency", String(3)),
-    Column("reference", String(100)),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_experiment_rewards_key", "experiment_id", "key", unique=True),
-    Index("ix_experiment_rewards_reference", "reference", postgresql_where="reference IS NOT NULL"),
-)
-
-
-def add_experiment_tables(metadata: MetaData) -> None:
-    """Give a lever-owning service's metadata the experiment tables, so `alembic check` sees them as its own."""
-    for table in (experiments, experiment_rewards):
-        if table.name not in metadata.tables:
-            table.to_metadata(metadata)
-
-
-def create_experiment_tables(bind: object) -> None:
-    """Called from a service's `<service>_experiments` migration (`op.get_bind()`)."""
-    _metadata.create_all(bind)  # type: ignore[arg-type]
-
-
 # ---------------------------------------------------------------- a lever's side: deciding and recording
 
 
-@dataclass(frozen=True)
-class Experiment:
-    id: uuid.UUID
-    lever_type: str
-    lever_id: str
-    holdout_percent: int
-
+@dataclass(frozen=True, slots=True)
+class Experiment(ExperimentRow):
     def arm(self, customer_id: str) -> Arm:
         return assign_arm(self.id, customer_id, self.holdout_percent)
-
-
-def _running(at: datetime) -> Any:
-    return and_(
-        experiments.c.stopped_at.is_(None),
-        experiments.c.starts_at <= at,
-        or_(experiments.c.ends_at.is_(None), experiments.c.ends_at > at),
-    )
 
 
 async def running_experiment(session: AsyncSession, lever_type: str, lever_id: str, at: datetime) -> Experiment | None:
     """The experiment running on this lever at `at`, the business time of what triggered it (a purchase's
     `occurred_at`), so a replayed history falls in the experiment that covers its dates. Stopping ends it for
     every trigger processed afterwards."""
-    row = (
-        await session.execute(
-            select(experiments.c.id, experiments.c.holdout_percent)
-            .where(experiments.c.lever_type == lever_type, experiments.c.lever_id == lever_id, _running(at))
-            .order_by(experiments.c.starts_at.desc())
-            .limit(1)
-        )
-    ).first()
-    return None if row is None else Experiment(row.id, lever_type, lever_id, row.holdout_percent)
+    row = await repository.running_on_lever(session, lever_type, lever_id, at)
+    return None if row is None else Experiment(row.id, row.lever_type, row.lever_id, row.holdout_percent)
 
 
 async def record(
@@ -206,25 +118,10 @@ async def record(
     """Record a reward given or withheld (once per experiment and `key`) and tell the gateway, in the
     caller's transaction. Answers False when this key was recorded before (a redelivered event)."""
     arm = experiment.arm(customer_id)
-    inserted = await session.scalar(
-        insert(experiment_rewards)
-        .values(
-            experiment_id=experiment.id,
-            key=key,
-            customer_id=customer_id,
-            arm=arm,
-            occurred_at=occurred_at,
-            exposes=exposes,
-            withheld=withheld,
-            points=points,
-            money=money,
-            currency=currency,
-            reference=reference,
-        )
-        .on_conflict_do_nothing()
-        .returning(experiment_rewards.c.id)
+    reward = RewardRow(
+        experiment.id, key, customer_id, arm, occurred_at, exposes, withheld, points, money, currency, reference
     )
-    if inserted is None:
+    if not await repository.insert_reward(session, reward):
         return False
     payload = {
         "experiment_id": str(experiment.id),
@@ -244,18 +141,11 @@ async def record(
 
 async def exposure_by_reference(session: AsyncSession, reference: str) -> tuple[Experiment, str] | None:
     """The experiment (and customer) of the exposure recorded with this `reference`."""
-    row = (
-        await session.execute(
-            select(experiments.c.id, experiments.c.lever_type, experiments.c.lever_id, experiments.c.holdout_percent)
-            .add_columns(experiment_rewards.c.customer_id)
-            .join(experiment_rewards, experiment_rewards.c.experiment_id == experiments.c.id)
-            .where(experiment_rewards.c.reference == reference, experiment_rewards.c.exposes)
-            .limit(1)
-        )
-    ).first()
-    if row is None:
+    found = await repository.exposure_by_reference(session, reference)
+    if found is None:
         return None
-    return Experiment(row.id, row.lever_type, row.lever_id, row.holdout_percent), row.customer_id
+    row = found.experiment
+    return Experiment(row.id, row.lever_type, row.lever_id, row.holdout_percent), found.customer_id
 
 
 async def record_follow_up(
@@ -319,16 +209,7 @@ async def report_cost(
 
 async def ensure_lever_free(session: AsyncSession, lever_type: str, lever_id: str) -> None:
     """409 `lever_in_experiment` while an experiment that has not been stopped or ended uses this lever."""
-    found = await session.scalar(
-        select(experiments.c.id)
-        .where(
-            experiments.c.lever_type == lever_type,
-            experiments.c.lever_id == lever_id,
-            experiments.c.stopped_at.is_(None),
-            or_(experiments.c.ends_at.is_(None), experiments.c.ends_at > func.now()),
-        )
-        .limit(1)
-    )
+    found = await repository.live_on_lever(session, lever_type, lever_id)
     if found is not None:
         raise Conflict(
             "An experiment is running on this lever; stop it first (POST /v1/experiments/{id}/stop).",
@@ -368,39 +249,18 @@ def experiments_router(levers: Mapping[LeverType, LeverExists]) -> Any:
         exists = levers.get(body.lever.type)
         if exists is None or not await exists(session, body.lever.id):
             raise NotFound(f"No {body.lever.type} with id {body.lever.id!r}.", code="lever_not_found")
-        current = (await session.execute(select(experiments).where(experiments.c.id == experiment_id))).first()
-        if current is not None:
+        if await repository.attached(session, experiment_id):
             return {"status": "attached"}
         # The gateway attaches only when its registry (the source of truth) has the lever free, so any other live
         # experiment here is an orphan: the gateway's commit failed after an earlier attach. It ends now.
-        await session.execute(
-            update(experiments)
-            .where(
-                experiments.c.lever_type == body.lever.type,
-                experiments.c.lever_id == body.lever.id,
-                experiments.c.stopped_at.is_(None),
-            )
-            .values(stopped_at=func.now())
-        )
-        await session.execute(
-            insert(experiments).values(
-                id=experiment_id,
-                lever_type=body.lever.type,
-                lever_id=body.lever.id,
-                holdout_percent=body.holdout_percent,
-                starts_at=body.starts_at,
-                ends_at=body.ends_at,
-            )
-        )
+        await repository.stop_live_on_lever(session, body.lever.type, body.lever.id)
+        experiment = ExperimentRow(experiment_id, body.lever.type, body.lever.id, body.holdout_percent)
+        await repository.insert_experiment(session, experiment, body.starts_at, body.ends_at)
         return {"status": "attached"}
 
     @router.post("/internal/experiments/{experiment_id}/stop")
     async def stop(experiment_id: uuid.UUID, session: SessionDep) -> dict[str, str]:
-        await session.execute(
-            update(experiments)
-            .where(experiments.c.id == experiment_id, experiments.c.stopped_at.is_(None))
-            .values(stopped_at=func.now())
-        )
+        await repository.stop(session, experiment_id)
         return {"status": "stopped"}
 
     return router

@@ -15,14 +15,13 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kit import idempotency_repository as repository
 from kit.errors import Conflict, FieldError, Unprocessable, ValidationFailed
-from kit.tables import idempotency_keys
+from kit.idempotency_repository import StoredResponse
 
 __all__ = ["HEADER", "RETENTION", "Claim", "claim", "purge_expired", "remember"]
 
@@ -59,22 +58,13 @@ async def claim(session: AsyncSession, request: Request, key: str) -> Claim:
     request_hash = hashlib.sha256(await request.body()).hexdigest()
     # Advisory locks are per database, and the services share one: the schema keeps their keys apart.
     scope = f"{request.app.state.database.schema}\n{caller}\n{route}\n{key}"
-    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtextextended(scope, 0))))
-    if not locked:
+    if not await repository.try_lock(session, scope):
         raise Conflict(
             "A request with this Idempotency-Key is still being processed.",
             code="idempotency_key_in_use",
             headers={"Retry-After": "1"},
         )
-    stored = (
-        await session.execute(
-            select(idempotency_keys).where(
-                idempotency_keys.c.caller == caller,
-                idempotency_keys.c.route == route,
-                idempotency_keys.c.key == key,
-            )
-        )
-    ).first()
+    stored = await repository.find(session, caller, route, key)
     if stored is None:
         return Claim(caller, route, key, request_hash)
     if stored.request_hash != request_hash:
@@ -92,24 +82,10 @@ async def remember(session: AsyncSession, claim: Claim, response: Response) -> N
     if response.status_code >= 400 or not hasattr(response, "body"):
         return
     headers = {name: response.headers[name] for name in _REPLAYED_HEADERS if name in response.headers}
-    await session.execute(
-        insert(idempotency_keys).values(
-            caller=claim.caller,
-            route=claim.route,
-            key=claim.key,
-            request_hash=claim.request_hash,
-            status_code=response.status_code,
-            headers=headers,
-            body=bytes(response.body),
-        )
-    )
+    stored = StoredResponse(claim.request_hash, response.status_code, headers, bytes(response.body))
+    await repository.insert_response(session, claim.caller, claim.route, claim.key, stored)
 
 
 async def purge_expired(session: AsyncSession) -> int:
-    result = await session.execute(
-        delete(idempotency_keys).where(
-            idempotency_keys.c.created_at
-            < func.now() - text(f"interval '{int(RETENTION.total_seconds()) * 2} seconds'")
-        )
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    """Removes the keys older than twice RETENTION (the time the contract promises a replay for)."""
+    return await repository.delete_older_than(session, RETENTION * 2)

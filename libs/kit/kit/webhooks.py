@@ -157,15 +157,14 @@ class SurveyResponseView(_View):
 
 # --- the event types ---
 
-_TRANSACTION = {
-    "id": 4711,
-    "type": "earn",
-    "points": 120,
-    "balance_after": 1370,
-    "reference": "order-20261203-0042",
-    "description": "Purchase order-20261203-0042",
-    "created_at": _SAMPLE_TIME,
-}
+
+def _transaction(type_: str, points: int, balance_after: int, reference: str, description: str) -> dict[str, Any]:
+    """A points event's sample: the customer's transaction as `GET .../transactions` lists it."""
+    transaction = {"id": 4711, "type": type_, "points": points, "balance_after": balance_after}
+    transaction.update(reference=reference, description=description, created_at=_SAMPLE_TIME)
+    return {"customer_id": "cust-1042", "transaction": transaction}
+
+
 _CAMPAIGN = uuid.UUID("0b0cd3a1-7c1f-4f8e-9d5e-2f1c3a4b5c6d")
 
 
@@ -210,58 +209,28 @@ class PointsEarned(WebhookEvent):
         "Points were earned: by a purchase, a survey reward or a partner's earn call (adjustments and imported "
         "opening balances send no event)."
     )
-    sample = {"customer_id": "cust-1042", "transaction": _TRANSACTION}
+    sample = _transaction("earn", 120, 1370, "order-20261203-0042", "Purchase order-20261203-0042")
     transaction: TransactionView
 
 
 class PointsRedeemed(WebhookEvent):
     type = "points.redeemed"
     description = "Points were spent (a redemption, or a reward from the catalogue)."
-    sample = {
-        "customer_id": "cust-1042",
-        "transaction": {
-            **_TRANSACTION,
-            "type": "redeem",
-            "points": -500,
-            "balance_after": 870,
-            "reference": "checkout-981",
-            "description": "Redeemed at checkout",
-        },
-    }
+    sample = _transaction("redeem", -500, 870, "checkout-981", "Redeemed at checkout")
     transaction: TransactionView
 
 
 class PointsReversed(WebhookEvent):
     type = "points.reversed"
     description = "Points a purchase earned were taken back because it was refunded (or a partner reversed them)."
-    sample = {
-        "customer_id": "cust-1042",
-        "transaction": {
-            **_TRANSACTION,
-            "type": "reverse",
-            "points": -60,
-            "balance_after": 1310,
-            "reference": "refund-0042-1",
-            "description": "Refund refund-0042-1 of purchase order-20261203-0042",
-        },
-    }
+    sample = _transaction("reverse", -60, 1310, "refund-0042-1", "Refund refund-0042-1 of purchase order-20261203-0042")
     transaction: TransactionView
 
 
 class PointsExpired(WebhookEvent):
     type = "points.expired"
     description = "Points expired (one event per expired lot)."
-    sample = {
-        "customer_id": "cust-1042",
-        "transaction": {
-            **_TRANSACTION,
-            "type": "expire",
-            "points": -250,
-            "balance_after": 1120,
-            "reference": "expiry:2026-12-03",
-            "description": "Points expired",
-        },
-    }
+    sample = _transaction("expire", -250, 1120, "expiry:2026-12-03", "Points expired")
     transaction: TransactionView
 
 
