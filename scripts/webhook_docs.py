@@ -54,8 +54,9 @@ An endpoint receives the events that happen after it is registered, for the type
   `webhook-timestamp` (Unix seconds of this attempt), `webhook-signature` (`v1,<base64>`, space-separated when
   there are two secrets).
 - Success is a 2xx answer within 10 seconds. Anything else (another status, a redirect, which is never followed,
-  a timeout, a refused connection) is retried: exponential backoff from 5 seconds, doubling up to an hour, with
-  jitter, for at least 24 hours; then the delivery is `failed` (re-drivable).
+  a timeout, a refused connection) is retried after a random wait (full jitter) of 5 seconds on average,
+  whose ceiling doubles with each attempt up to an hour, for at least 24 hours; then the delivery is `failed`
+  (re-drivable).
 - At least once: a message may arrive twice (a retry after an answer that was lost); order is not guaranteed.
 - A slow or dead endpoint holds up nobody else: each endpoint has its own requests in flight (16 by default).
 - An endpoint whose every attempt failed for 5 days (`WEBHOOK_DISABLE_AFTER_HOURS`) is disabled: `active` false,

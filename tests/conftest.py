@@ -1,49 +1,43 @@
-"""Session fixtures: one fresh PostgreSQL database, a real SMTP server, and the whole platform (four
-services and the gateway) served over real HTTP on loopback."""
+"""Session fixtures: a migrated template database, the session's database cloned from it, a real SMTP server, and
+the whole platform (four services and the gateway) served over real HTTP on loopback.
+
+Isolation (docs/development.md, "Tests"): HTTP tests on the session's platform own their ids (`uuid4().hex`);
+a test marked `own_platform` (it changes programme-wide state) gets a platform and a database of its own;
+`rolled_back(schema)` gives in-process domain code a session whose transaction is rolled back after the test;
+`real_commits` marks the tests whose point is what concurrent commits do, which no rollback may hide."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from tests.support.database import create_database, drop_database, server_url
+from kit.db import Database
+from kit.settings import asyncpg_url
+from tests.support.database import MigratedTemplate, create_database, drop_database, server_url
 from tests.support.mail import Mailbox
-from tests.support.servers import InProcessServer, free_port
+from tests.support.platforms import (
+    ADMIN_KEY,
+    INTERNAL_TOKEN,
+    SERVICES,
+    Platform,
+    own_platform,
+    serve_platform,
+    wanted_services,
+)
+from tests.support.servers import free_port
 
-SERVICES = ("coupon", "points", "recommend", "survey")
-INTERNAL_TOKEN = "test-internal-token-0123456789"
-ADMIN_KEY = "test-admin-key-0123456789abcdef"
+__all__ = ["ADMIN_KEY", "INTERNAL_TOKEN", "JWT_SECRET", "SERVICES", "Platform"]
+
 JWT_SECRET = "test-jwt-secret-0123456789abcdef"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
-
-@dataclass
-class Platform:
-    env: dict[str, str]
-    urls: dict[str, str]
-    servers: dict[str, InProcessServer] = field(default_factory=dict)
-
-    @property
-    def gateway_url(self) -> str:
-        return self.urls["gateway"]
-
-    def client(self, token: str | None = ADMIN_KEY, **kwargs: object) -> httpx.AsyncClient:
-        """A client of the gateway; the admin key unless another token (or None) is given."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(base_url=self.gateway_url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-    def service_client(self, name: str, **headers: str) -> httpx.AsyncClient:
-        """A client straight to one service, with the internal token (as the gateway would call it)."""
-        return httpx.AsyncClient(
-            base_url=self.urls[name], headers={"X-Internal-Token": INTERNAL_TOKEN, **headers}, timeout=30
-        )
+RolledBack = Callable[[str], Awaitable[AsyncSession]]
 
 
 @pytest.fixture(scope="session")
@@ -53,11 +47,17 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    base = await asyncio.to_thread(server_url)
-    url, name = await create_database(base)
+async def migrated_template() -> AsyncIterator[MigratedTemplate]:
+    template = await MigratedTemplate.create(await asyncio.to_thread(server_url))
+    yield template
+    await template.drop()
+
+
+@pytest.fixture(scope="session")
+async def session_database_url(migrated_template: MigratedTemplate) -> AsyncIterator[str]:
+    url, name = await create_database(migrated_template.base_url)
     yield url
-    await drop_database(base, name)
+    await drop_database(migrated_template.base_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +68,10 @@ def mailbox() -> Iterator[Mailbox]:
 
 
 @pytest.fixture(scope="session")
-def platform_env(database_url: str, mailbox: Mailbox) -> dict[str, str]:
+def platform_env(session_database_url: str, mailbox: Mailbox) -> dict[str, str]:
     ports = {name: free_port() for name in (*SERVICES, "gateway")}
     env = {
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": session_database_url,
         "LOYALTY_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "LOYALTY_ADMIN_KEY": ADMIN_KEY,
         "LOYALTY_JWT_SECRET": JWT_SECRET,
@@ -106,22 +106,54 @@ def platform_env(database_url: str, mailbox: Mailbox) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-async def platform(platform_env: dict[str, str]) -> AsyncIterator[Platform]:
-    from gateway.app import create_app as gateway_app
+async def session_platform(platform_env: dict[str, str]) -> AsyncIterator[Platform]:
+    """The platform every test shares, unless marked `own_platform`; session-scoped fixtures use this one."""
+    async with serve_platform(platform_env, wanted_services()) as platform:
+        yield platform
 
-    # RECIPROCITY_TEST_SERVICES=points,coupon serves only those (the gateway answers 503 for the rest).
-    wanted = [n for n in os.environ.get("RECIPROCITY_TEST_SERVICES", ",".join(SERVICES)).split(",") if n]
-    servers = {
-        name: InProcessServer(
-            importlib.import_module(f"{name}.app").create_app(), port=int(platform_env[f"{name.upper()}_PORT"])
-        )
-        for name in wanted
-    }
-    await asyncio.gather(*(server.start() for server in servers.values()))
-    servers["gateway"] = await InProcessServer(gateway_app(), port=int(platform_env["GATEWAY_PORT"])).start()
-    urls = {name: server.url for name, server in servers.items()}
-    yield Platform(env=platform_env, urls=urls, servers=servers)
-    await asyncio.gather(*(server.stop() for server in servers.values()), return_exceptions=True)
+
+@pytest.fixture
+async def platform(
+    request: pytest.FixtureRequest, platform_env: dict[str, str], session_platform: Platform
+) -> AsyncIterator[Platform]:
+    """The session's platform; a platform of the test's own when it is marked `own_platform`
+    (`own_platform(services=["points"])` serves only what is named, "gateway" included when the test calls it)."""
+    marker = request.node.get_closest_marker("own_platform")
+    if marker is None:
+        yield session_platform
+        return
+    async with own_platform(platform_env, marker.kwargs.get("services")) as own:
+        yield own
+
+
+@pytest.fixture
+def database_url(platform: Platform) -> str:
+    """The database of the test's platform (its own under `own_platform`)."""
+    return platform.env["DATABASE_URL"]
+
+
+@pytest.fixture
+async def rolled_back(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[RolledBack]:
+    """`session = await rolled_back("points")`: a session in a service's schema and role, for calling domain and
+    repository code in-process; whatever it writes (commits included: they release savepoints) is rolled back
+    after the test, so no other test sees it."""
+    if request.node.get_closest_marker("real_commits"):
+        pytest.fail("a test marked real_commits asserts what commits do, which a rolled-back session would hide")
+    opened: list[tuple[Database, AsyncConnection, AsyncSession]] = []
+
+    async def session(schema: str) -> AsyncSession:
+        database = await Database.connect(asyncpg_url(database_url), schema, pool_size=1)
+        connection = await database.engine.connect()
+        await connection.begin()
+        opened.append((database, connection, AsyncSession(bind=connection, join_transaction_mode="create_savepoint")))
+        return opened[-1][2]
+
+    yield session
+    for database, connection, opened_session in opened:
+        await opened_session.close()
+        await connection.rollback()
+        await connection.close()
+        await database.dispose()
 
 
 @pytest.fixture

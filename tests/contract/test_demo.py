@@ -13,7 +13,7 @@ import httpx
 from scripts.demo import SURPRISE_CAMPAIGN, Options, run_demo
 from scripts.online_retail import SAMPLE, invoices
 from tests.conftest import ADMIN_KEY
-from tests.contract.conftest import isolated_platform
+from tests.support.platforms import own_platform
 
 LIMIT = 30
 
@@ -29,7 +29,7 @@ async def test_the_demo_replays_invoices_and_shows_three_customers_and_can_run_a
     platform_env: dict[str, str], artifacts: Path
 ) -> None:
     expected = Counter(invoice.customer_id for invoice in itertools.islice(invoices(SAMPLE), LIMIT))
-    async with isolated_platform(platform_env) as platform:
+    async with own_platform(platform_env) as platform:
         served = {name for name in platform.servers if name != "gateway"}
         unserved = {"coupon", "points", "recommend", "survey"} - served
         # With a service left out (RECIPROCITY_TEST_SERVICES), its deliveries stay pending: wait less for them.

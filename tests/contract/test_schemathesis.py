@@ -3,7 +3,7 @@
 Checks on every response: no 5xx; the status code is one the operation documents; the content type and the body
 match what is documented for that status; documented headers conform.
 
-It runs on a platform of its own (tests/contract/conftest.py `isolated_platform`): the generated requests replace
+It runs on a platform of its own (tests/support/platforms.py `own_platform`): the generated requests replace
 earning rules and tiers, create surprise rules and products, and the rest of the session must not see them.
 
 Each operation is tried with generated path parameters (mostly unknown ids: the 404 and 422 paths) and again with
@@ -47,8 +47,8 @@ from schemathesis.checks import (
 from schemathesis.core.failures import FailureGroup
 
 from tests.conftest import ADMIN_KEY, Platform
-from tests.contract.conftest import isolated_platform
 from tests.support.mail import Mailbox
+from tests.support.platforms import own_platform
 
 # Schemathesis's own strategies trip a Hypothesis deprecation warning; nothing this suite can act on.
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
@@ -239,7 +239,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 async def st_platform(platform_env: dict[str, str]) -> AsyncIterator[Platform]:
-    async with isolated_platform(platform_env) as platform:
+    async with own_platform(platform_env) as platform:
         yield platform
 
 

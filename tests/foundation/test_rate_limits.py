@@ -12,7 +12,7 @@ from tests.support.servers import InProcessServer
 
 
 @pytest.fixture(scope="module")
-async def strict_gateway(platform: Platform) -> AsyncIterator[str]:
+async def strict_gateway(session_platform: Platform) -> AsyncIterator[str]:
     settings = GatewaySettings(RATE_LIMIT_CUSTOMER_PER_MINUTE=3, RATE_LIMIT_PARTNER_PER_MINUTE=4)  # type: ignore[call-arg]
     server = await InProcessServer(create_app(settings)).start()
     yield server.url

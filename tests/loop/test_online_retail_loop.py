@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from scripts.replay import purchases
-from tests.conftest import ADMIN_KEY, ARTIFACTS, Platform
+from tests.conftest import ADMIN_KEY, ARTIFACTS
 from tests.support.database import create_database, drop_database, server_url
 from tests.support.mail import Mailbox
 from tests.support.stack import process_stack
@@ -57,11 +57,11 @@ async def eventually(check: Any, *, timeout: float = 90.0, every: float = 0.5) -
 
 
 @pytest.fixture(scope="module")
-async def loop(platform: Platform, mailbox: Mailbox) -> AsyncIterator[Loop]:
+async def loop(platform_env: dict[str, str], mailbox: Mailbox) -> AsyncIterator[Loop]:
     base = await asyncio.to_thread(server_url)
     database_url, name = await create_database(base)
     env = {
-        **platform.env,
+        **platform_env,
         "DATABASE_URL": database_url,
         "POST_PURCHASE_SURVEY_DELAY_SECONDS": "0",
         "OUTBOX_POLL_SECONDS": "0.1",

@@ -31,6 +31,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
+# The rules and tiers a new programme starts with (the migrations' defaults), as a base for a test's own.
 DEFAULT_RULES: dict[str, Any] = {
     "points_per_currency_unit": 1,
     "category_multipliers": {},
@@ -42,14 +43,6 @@ DEFAULT_TIERS: list[dict[str, Any]] = [
     {"name": "silver", "threshold": 1000, "earn_multiplier": 1.25},
     {"name": "gold", "threshold": 5000, "earn_multiplier": 1.5},
 ]
-
-
-@pytest.fixture
-async def restore_rules(points: httpx.AsyncClient) -> AsyncIterator[None]:
-    """Rules and tiers are global: a test that changes them puts the defaults back."""
-    yield
-    assert (await points.put("/v1/points/rules", json=DEFAULT_RULES)).status_code == 200
-    assert (await points.put("/v1/points/tiers", json=DEFAULT_TIERS)).status_code == 200
 
 
 async def earn(client: httpx.AsyncClient, customer: str, n: int, reference: str | None = None) -> httpx.Response:

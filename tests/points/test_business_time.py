@@ -22,7 +22,7 @@ def days_ago(days: int) -> datetime:
     return datetime.now(UTC).replace(microsecond=0) - timedelta(days=days)
 
 
-@pytest.mark.usefixtures("restore_rules")
+@pytest.mark.own_platform(services=["points"])
 async def test_tiers_and_expiry_follow_the_purchase_own_time(points: httpx.AsyncClient) -> None:
     assert (await points.put("/v1/points/tiers", json=TIERS)).status_code == 200
     customer = new_id()
@@ -51,7 +51,7 @@ async def test_tiers_and_expiry_follow_the_purchase_own_time(points: httpx.Async
     assert (await balance(points, customer))["qualifying_points"] == 10
 
 
-@pytest.mark.usefixtures("restore_rules")
+@pytest.mark.own_platform(services=["points"])
 async def test_a_lot_expires_from_the_purchase_time(points: httpx.AsyncClient) -> None:
     customer = new_id()
     occurred_at = days_ago(200)

@@ -27,6 +27,8 @@ from tests.points.test_rewards import create_reward, redeem
 from tests.support.database import create_database, drop_database, server_url
 from tests.support.servers import InProcessServer, ServiceProcess, free_port
 
+pytestmark = pytest.mark.real_commits
+
 
 async def create_campaign(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
     body = {"name": new_id("reward campaign "), "discount": {"type": "percent", "value": "10"}, **overrides}

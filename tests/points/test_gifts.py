@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Platform
 from tests.points.conftest import balance, new_id
@@ -40,6 +41,7 @@ async def gifts(points: httpx.AsyncClient, customer: str, count: int) -> list[di
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.own_platform(services=["coupon", "points", "gateway"])  # its rule fires on every purchase
 async def test_a_surprise_rule_grants_a_catalogue_item(platform: Platform, admin: httpx.AsyncClient) -> None:
     reward = await create_reward(admin, name="Thank-you tea", cost_points=500, stock=2)
     rule = await admin.post(
@@ -56,28 +58,25 @@ async def test_a_surprise_rule_grants_a_catalogue_item(platform: Platform, admin
         json={"reward_id": reward["id"], "campaign_id": str(uuid.uuid4()), "trigger": {"type": "survey_detractor"}},
     )
     assert both.status_code == 422
-    try:
-        async with platform.service_client("coupon") as coupon, platform.service_client("points") as points:
-            lucky, small = new_id(), new_id()
-            event_id = str(uuid.uuid4())
-            await purchase_event(coupon, lucky, "80.00", event_id)
-            await purchase_event(coupon, lucky, "80.00", event_id)  # redelivered: handled once
-            await purchase_event(coupon, small, "20.00")  # below the rule's amount
-            granted = await gifts(points, lucky, 1)
-            assert [(g["reward_name"], g["source"], g["status"], g["points"]) for g in granted] == [
-                ("Thank-you tea", "gift", "pending", 0)
-            ]
-            assert (await balance(points, lucky))["balance"] == 0  # a gift costs nothing
-            assert (await points.get(f"/v1/rewards/{reward['id']}")).json()["stock_left"] == 1
-            # a second qualifying purchase is a second gift; the third finds the stock gone and grants nothing
-            await purchase_event(coupon, lucky, "90.00")
-            assert len(await gifts(points, lucky, 2)) == 2
-            await purchase_event(coupon, lucky, "95.00")
-            await asyncio.sleep(1.0)
-            assert len(await gifts(points, lucky, 3)) == 2
-            assert (await points.get(f"/v1/customers/{small}/reward-redemptions")).json()["items"] == []
-            # the shop hands it over like any item
-            fulfilled = await admin.post(f"/v1/reward-redemptions/{granted[0]['redemption_id']}/fulfilment")
-            assert fulfilled.json()["status"] == "fulfilled"
-    finally:
-        await admin.patch(f"/v1/coupon-rules/{rule.json()['id']}", json={"active": False})
+    async with platform.service_client("coupon") as coupon, platform.service_client("points") as points:
+        lucky, small = new_id(), new_id()
+        event_id = str(uuid.uuid4())
+        await purchase_event(coupon, lucky, "80.00", event_id)
+        await purchase_event(coupon, lucky, "80.00", event_id)  # redelivered: handled once
+        await purchase_event(coupon, small, "20.00")  # below the rule's amount
+        granted = await gifts(points, lucky, 1)
+        assert [(g["reward_name"], g["source"], g["status"], g["points"]) for g in granted] == [
+            ("Thank-you tea", "gift", "pending", 0)
+        ]
+        assert (await balance(points, lucky))["balance"] == 0  # a gift costs nothing
+        assert (await points.get(f"/v1/rewards/{reward['id']}")).json()["stock_left"] == 1
+        # a second qualifying purchase is a second gift; the third finds the stock gone and grants nothing
+        await purchase_event(coupon, lucky, "90.00")
+        assert len(await gifts(points, lucky, 2)) == 2
+        await purchase_event(coupon, lucky, "95.00")
+        await asyncio.sleep(1.0)
+        assert len(await gifts(points, lucky, 3)) == 2
+        assert (await points.get(f"/v1/customers/{small}/reward-redemptions")).json()["items"] == []
+        # the shop hands it over like any item
+        fulfilled = await admin.post(f"/v1/reward-redemptions/{granted[0]['redemption_id']}/fulfilment")
+        assert fulfilled.json()["status"] == "fulfilled"

@@ -351,12 +351,13 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.fixture
-async def flat_tiers(points: httpx.AsyncClient, restore_rules: None) -> None:
+async def flat_tiers(points: httpx.AsyncClient) -> None:
     """One tier with multiplier 1, so a purchase of N whole units earns exactly N points."""
     response = await points.put("/v1/points/tiers", json=[{"name": "flat", "threshold": 0, "earn_multiplier": 1}])
     assert response.status_code == 200
 
 
+@pytest.mark.own_platform(services=["points"])  # it changes the tiers and the expiry rules
 @pytest.mark.usefixtures("flat_tiers")
 async def test_ledger_against_a_model(platform: Platform, database_url: str) -> None:
     machine = type(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from tests.conftest import Platform
 from tests.points.conftest import audit_clean, balance, earn, ledger, new_id
@@ -14,6 +15,7 @@ async def redeem(client: httpx.AsyncClient, customer: str, n: int, reference: st
     return await client.post(f"/v1/customers/{customer}/points/redemptions", json={"points": n, "reference": reference})
 
 
+@pytest.mark.real_commits
 class TestConcurrentRedemptions:
     async def test_200_concurrent_redemptions_of_10_against_1000(self, platform: Platform) -> None:
         customer = new_id()

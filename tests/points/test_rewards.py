@@ -155,7 +155,8 @@ class TestRedemption:
         assert keyed[0].json() == keyed[1].json()
         assert (await balance(points, customer))["balance"] == 100
 
-    async def test_refusals(self, points: httpx.AsyncClient, restore_rules: None) -> None:
+    @pytest.mark.own_platform(services=["points"])
+    async def test_refusals(self, points: httpx.AsyncClient) -> None:
         customer = new_id()
         await earn(points, customer, 60)
         cheap = await create_reward(points, cost_points=50)
@@ -186,6 +187,7 @@ class TestRedemption:
         assert (await balance(points, customer))["balance"] == 49
 
 
+@pytest.mark.real_commits
 class TestConcurrency:
     async def test_a_scarce_reward_goes_to_exactly_its_stock(self, wide: httpx.AsyncClient) -> None:
         reward = await create_reward(wide, cost_points=10, stock=5)

@@ -34,7 +34,7 @@ async def wait_for_model(client: httpx.AsyncClient, version: int) -> dict[str, A
 
 
 @pytest.fixture(scope="session")
-async def retail(platform: Platform) -> AsyncIterator[Retail]:
+async def retail(session_platform: Platform) -> AsyncIterator[Retail]:
     products: dict[str, tuple[str, str]] = {}
     history: dict[str, Counter[str]] = {}
     csv = io.StringIO()
@@ -43,7 +43,7 @@ async def retail(platform: Platform) -> AsyncIterator[Retail]:
         products.setdefault(row.product_id, (row.description or row.product_id, category_for(row.description)))
         history.setdefault(row.customer_id, Counter())[row.product_id] += 1
         csv.write(f"{row.customer_id},{row.product_id},{row.quantity},{row.occurred_at.isoformat()}\n")
-    async with platform.service_client("recommend") as client:
+    async with session_platform.service_client("recommend") as client:
         items = [{"product_id": p, "name": n, "category": c} for p, (n, c) in products.items()]
         put = await client.put("/v1/products", json={"items": items})
         assert put.status_code == 200, put.text

@@ -5,9 +5,9 @@
 - At most `per_endpoint` requests in flight per endpoint, and claims are taken per endpoint within that
   budget: an endpoint that hangs for its whole timeout (10 s) holds only its own slots, never another's.
 - Every attempt is logged (status, latency, response excerpt); results are written in batches.
-- Failures retry with exponential backoff and jitter until `retry_window` after the delivery was created (or
-  re-driven), then the delivery is `failed`. The `webhook-id` and body are the same on every attempt; the
-  timestamp and signature are those of the attempt.
+- Failures retry after the kit's backoff (`kit.leases.Backoff`: exponential, full jitter) until `retry_window`
+  after the delivery was created (or re-driven), then the delivery is `failed`. The `webhook-id` and body are
+  the same on every attempt; the timestamp and signature are those of the attempt.
 - An endpoint failing without a single success for `disable_after` is disabled (`active` false, with the
   reason and time shown on the endpoint), and its pending deliveries are marked failed.
 """
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,11 +25,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import text
 
+from gateway.webhooks import delivery_repository as repo
+from gateway.webhooks.delivery_repository import Outcome
 from gateway.webhooks.signing import signature_header
 from gateway.webhooks.ssrf import BlockedAddress, GuardedResolver, check_address, literal_address
 from kit.db import Database
+from kit.leases import Backoff
 
 __all__ = ["WebhookDispatcher"]
 
@@ -43,103 +43,6 @@ LATENCY = Histogram(
 )
 EXCERPT_BYTES = 1024
 USER_AGENT = "Reciprocity-Webhooks/1.0"
-
-_CLAIM = text(
-    """
-    WITH budget AS (
-        SELECT e.id, GREATEST(:per_endpoint - COALESCE(b.in_flight, 0), 0) AS slots
-          FROM webhook_endpoints AS e
-          LEFT JOIN unnest(CAST(:busy_ids AS uuid[]), CAST(:busy_counts AS int[])) AS b(endpoint_id, in_flight)
-                 ON b.endpoint_id = e.id
-         WHERE e.active
-    ), picked AS (
-        SELECT due.id
-          FROM budget
-         CROSS JOIN LATERAL (
-               SELECT id FROM webhook_deliveries
-                WHERE endpoint_id = budget.id AND status = 'pending' AND next_attempt_at <= now()
-                ORDER BY next_attempt_at
-                LIMIT budget.slots
-                  FOR UPDATE SKIP LOCKED) AS due
-         WHERE budget.slots > 0
-         LIMIT :batch
-    )
-    UPDATE webhook_deliveries AS d
-       SET next_attempt_at = now() + make_interval(secs => :lease)
-      FROM picked, webhook_messages AS m, webhook_endpoints AS e
-     WHERE d.id = picked.id AND m.id = d.message_id AND e.id = d.endpoint_id
-    RETURNING d.id, d.endpoint_id, d.message_id, d.attempts, m.body, e.url, e.secret,
-              CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
-    """
-)
-
-# Results of a batch of attempts: logged (unless the endpoint was deleted meanwhile) and applied in one statement.
-_RECORD = text(
-    """
-    WITH r AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS bigint[]), CAST(:attempted_at AS timestamptz[]), CAST(:status_codes AS int[]),
-            CAST(:latencies AS int[]), CAST(:excerpts AS text[]), CAST(:errors AS text[]),
-            CAST(:ok AS boolean[]), CAST(:delays AS float8[])
-        ) AS r(id, attempted_at, status_code, latency_ms, excerpt, error, ok, delay)
-    ), logged AS (
-        INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error)
-        SELECT r.id, r.attempted_at, r.status_code, r.latency_ms, r.excerpt, r.error
-          FROM r JOIN webhook_deliveries AS d ON d.id = r.id
-    )
-    UPDATE webhook_deliveries AS d
-       SET attempts = d.attempts + 1,
-           last_status_code = r.status_code,
-           last_error = r.error,
-           status = CASE WHEN r.ok THEN 'delivered'
-                         WHEN now() - d.retry_from >= make_interval(secs => :window) THEN 'failed'
-                         ELSE 'pending' END,
-           delivered_at = CASE WHEN r.ok THEN now() ELSE d.delivered_at END,
-           next_attempt_at = CASE WHEN r.ok THEN d.next_attempt_at ELSE now() + make_interval(secs => r.delay) END
-      FROM r
-     WHERE d.id = r.id
-    RETURNING d.id, d.status
-    """
-)
-_RECOVERED = text(
-    "UPDATE webhook_endpoints SET failing_since = NULL"
-    " WHERE id = ANY(CAST(:ids AS uuid[])) AND failing_since IS NOT NULL"
-)
-_FAILING = text(
-    "UPDATE webhook_endpoints SET failing_since = now() WHERE id = ANY(CAST(:ids AS uuid[])) AND failing_since IS NULL"
-)
-_DISABLE = text(
-    """
-    UPDATE webhook_endpoints
-       SET active = false, disabled_at = now(), updated_at = now(),
-           disabled_reason = 'every delivery failed since ' || to_char(failing_since AT TIME ZONE 'UTC',
-                             'YYYY-MM-DD"T"HH24:MI:SS"Z"') || '; re-enable with PATCH active=true'
-     WHERE id = ANY(CAST(:ids AS uuid[])) AND active AND failing_since <= now() - make_interval(secs => :after)
-    RETURNING id, url, failing_since
-    """
-)
-_ABANDON = text(
-    """
-    UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled'
-     WHERE endpoint_id = ANY(CAST(:ids AS uuid[])) AND status = 'pending'
-    """
-)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    delivery_id: int
-    endpoint_id: uuid.UUID
-    previous_attempts: int
-    attempted_at: datetime
-    status_code: int | None
-    latency_ms: int
-    excerpt: str | None
-    error: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 class WebhookDispatcher:
@@ -167,8 +70,7 @@ class WebhookDispatcher:
         self.max_in_flight = max_in_flight
         self.poll_seconds = poll_seconds
         self.retry_window = retry_window
-        self.backoff_base = backoff_base_seconds
-        self.backoff_max = backoff_max_seconds
+        self.backoff = Backoff(backoff_base_seconds, backoff_max_seconds)
         self.disable_after = disable_after
         self.batch_size = batch_size
         self.lease_seconds = max(60.0, timeout_seconds * 3)
@@ -194,11 +96,6 @@ class WebhookDispatcher:
                 auto_decompress=False,
             )
         return self._http
-
-    def backoff(self, attempts: int) -> float:
-        """Exponential, capped, with jitter over its upper half (never a retry storm at the same instant)."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempts - 1))
-        return random.uniform(ceiling / 2, ceiling)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -226,18 +123,9 @@ class WebhookDispatcher:
             return 0
         busy = [(endpoint, count) for endpoint, count in self._in_flight.items() if count > 0]
         async with self.database.transaction() as session:
-            rows = (
-                await session.execute(
-                    _CLAIM,
-                    {
-                        "per_endpoint": self.per_endpoint,
-                        "busy_ids": [endpoint for endpoint, _ in busy],
-                        "busy_counts": [count for _, count in busy],
-                        "batch": min(free, self.batch_size),
-                        "lease": self.lease_seconds,
-                    },
-                )
-            ).all()
+            rows = await repo.claim(
+                session, self.per_endpoint, busy, batch=min(free, self.batch_size), lease_seconds=self.lease_seconds
+            )
         for row in rows:
             self._in_flight[row.endpoint_id] = self._in_flight.get(row.endpoint_id, 0) + 1
             task = asyncio.create_task(self._attempt(row))
@@ -308,33 +196,17 @@ class WebhookDispatcher:
         outcomes, self._outcomes = self._outcomes, []
         succeeded = {o.endpoint_id for o in outcomes if o.ok}
         failed = {o.endpoint_id for o in outcomes if not o.ok} - succeeded
+        delays = [0.0 if o.ok else self.backoff.delay(o.previous_attempts + 1) for o in outcomes]
         async with self.database.transaction() as session:
-            result = await session.execute(
-                _RECORD,
-                {
-                    "ids": [o.delivery_id for o in outcomes],
-                    "attempted_at": [o.attempted_at for o in outcomes],
-                    "status_codes": [o.status_code for o in outcomes],
-                    "latencies": [o.latency_ms for o in outcomes],
-                    "excerpts": [o.excerpt for o in outcomes],
-                    "errors": [o.error for o in outcomes],
-                    "ok": [o.ok for o in outcomes],
-                    "delays": [0.0 if o.ok else self.backoff(o.previous_attempts + 1) for o in outcomes],
-                    "window": self.retry_window.total_seconds(),
-                },
-            )
-            for row in result:
-                if row.status == "failed":
-                    log.warning("webhooks.delivery_failed", delivery_id=row.id)
+            for delivery_id in await repo.record(session, outcomes, delays, self.retry_window):
+                log.warning("webhooks.delivery_failed", delivery_id=delivery_id)
             if succeeded:
-                await session.execute(_RECOVERED, {"ids": list(succeeded)})
+                await repo.recovered(session, succeeded)
             if failed:
-                await session.execute(_FAILING, {"ids": list(failed)})
-                disabled = (
-                    await session.execute(_DISABLE, {"ids": list(failed), "after": self.disable_after.total_seconds()})
-                ).all()
+                await repo.failing(session, failed)
+                disabled = await repo.disable_failing_since(session, failed, self.disable_after)
                 if disabled:
-                    await session.execute(_ABANDON, {"ids": [row.id for row in disabled]})
+                    await repo.abandon(session, [row.id for row in disabled])
                     for row in disabled:
                         DISABLED.inc()
                         log.error(

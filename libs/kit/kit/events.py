@@ -28,7 +28,6 @@ return normally; they raise only when the event could not be handled and should 
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -42,10 +41,12 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit import relay_repository
 from kit.auth import INTERNAL_TOKEN_HEADER
 from kit.db import Database, SessionDep, service_router
 from kit.errors import DomainError, NotFound, Unprocessable
 from kit.json import dumps, loads
+from kit.leases import Backoff
 from kit.tables import outbox_deliveries, outbox_events, processed_events
 
 __all__ = [
@@ -193,54 +194,6 @@ async def redrive(session: AsyncSession, delivery_id: int) -> None:
         raise NotFound("No failed delivery with this id.")
 
 
-# Claims of one consumer's deliveries take turns (a transaction-scoped advisory lock per schema and consumer),
-# so each sees the leases of the one before, whatever the number of relay workers.
-_CLAIM_TURN = text(
-    "SELECT pg_advisory_xact_lock(hashtextextended("
-    "'outbox-claim:' || current_schema() || ':' || coalesce(CAST(:consumer AS varchar), ''), 0))"
-)
-
-# A customer's deliveries to a consumer go in the order they were published. Each round takes, per (consumer,
-# customer) lane, a run of its oldest pending deliveries that are all due (at most :per_lane): a lane whose head
-# waits for its retry, or is in another round's hands (leased), gives nothing. Lanes come oldest head first, so a
-# retried delivery goes to the back without starving anyone, and the LIMIT can only cut a lane's run short, never
-# take a later delivery without the earlier ones. Events without a customer are each their own lane.
-# A round looks at the oldest :window pending deliveries only (a prefix in id order holds every earlier delivery
-# of each lane it touches, so order is kept), which keeps a round's cost flat however deep the queue (a year's
-# history imported at once); when nothing in that window is due, the round looks at them all (:window NULL).
-_CLAIM = text(
-    """
-    WITH oldest AS (
-        SELECT id, consumer, next_attempt_at, event_id FROM outbox_deliveries
-         WHERE status = 'pending'
-           AND (CAST(:consumer AS varchar) IS NULL AND NOT consumer = ANY(:known)
-                OR consumer = CAST(:consumer AS varchar))
-         ORDER BY id LIMIT CAST(:window AS integer)),
-    pending AS (
-        SELECT d.id, d.consumer, d.next_attempt_at,
-               coalesce(e.payload->>'customer_id', 'event:' || d.id) AS lane
-          FROM oldest d JOIN outbox_events e ON e.id = d.event_id),
-    ranked AS (
-        SELECT id, consumer, lane,
-               row_number() OVER lane_order AS place,
-               max(next_attempt_at) OVER lane_order AS latest_so_far,
-               first_value(next_attempt_at) OVER lane_order AS head_due
-          FROM pending
-        WINDOW lane_order AS (PARTITION BY consumer, lane ORDER BY id ROWS UNBOUNDED PRECEDING)),
-    chosen AS (
-        SELECT id FROM ranked
-         WHERE place <= :per_lane AND latest_so_far <= now()
-         ORDER BY head_due, consumer, lane, id
-         LIMIT :batch)
-    UPDATE outbox_deliveries AS d
-       SET next_attempt_at = now() + make_interval(secs => :lease)
-      FROM outbox_events AS e
-     WHERE d.id IN (SELECT id FROM outbox_deliveries WHERE id IN (SELECT id FROM chosen) FOR UPDATE SKIP LOCKED)
-       AND e.id = d.event_id
-    RETURNING d.id, d.consumer, d.attempts, e.id AS event_id, e.type, e.payload, e.created_at
-    """
-)
-
 PER_LANE = 100
 CLAIM_WINDOW_BATCHES = 8
 
@@ -283,8 +236,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.events_per_request = max(1, min(events_per_request, MAX_BATCH_EVENTS))
         self.max_attempts = max_attempts
-        self.base_delay = base_delay_seconds
-        self.max_delay = max_delay_seconds
+        self.backoff = Backoff(base_delay_seconds, max_delay_seconds)
         # a request carries up to `events_per_request` events: its time budget grows with them, and the lease
         # outlives every request of a round (a consumer's requests go one after another, to keep order)
         self._request_timeout = timeout_seconds * max(1.0, self.events_per_request / 25)
@@ -304,10 +256,6 @@ class OutboxRelay:
                 connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=30),
             )
         return self._http
-
-    def backoff(self, attempts: int) -> float:
-        """Full jitter: a random wait up to base * 2^attempts, capped."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempts))
 
     async def _post(self, url: str, rows: Sequence[Any]) -> list[_Outcome]:
         """One request carrying `rows` (one consumer's, in order): an outcome per row."""
@@ -369,19 +317,16 @@ class OutboxRelay:
         return sum(await asyncio.gather(*(self._round(consumer) for consumer in lanes)))
 
     async def _round(self, consumer: str | None) -> int:
-        params = {
-            "lease": self.lease,
-            "batch": self.batch_size,
-            "per_lane": PER_LANE,
-            "consumer": consumer,
-            "known": list(self.consumers),
-            "window": self.batch_size * CLAIM_WINDOW_BATCHES,
-        }
         async with self.database.transaction() as session:
-            await session.execute(_CLAIM_TURN, {"consumer": consumer})
-            rows = (await session.execute(_CLAIM, params)).all()
-            if not rows:
-                rows = (await session.execute(_CLAIM, {**params, "window": None})).all()
+            rows = await relay_repository.claim(
+                session,
+                consumer,
+                list(self.consumers),
+                batch=self.batch_size,
+                per_lane=PER_LANE,
+                window=self.batch_size * CLAIM_WINDOW_BATCHES,
+                lease_seconds=self.lease,
+            )
         if not rows:
             return 0
         by_consumer: dict[str, list[Any]] = {}
@@ -405,21 +350,12 @@ class OutboxRelay:
     ) -> None:
         delivered = [o.delivery_id for o in outcomes if o.error is None]
         if delivered:
-            await session.execute(
-                update(outbox_deliveries)
-                .where(outbox_deliveries.c.id.in_(delivered))
-                .values(
-                    status="delivered",
-                    delivered_at=func.now(),
-                    attempts=outbox_deliveries.c.attempts + 1,
-                    last_error=None,
-                )
-            )
+            await relay_repository.delivered(session, delivered)
         unfinished = [o for o in outcomes if o.error is not None]
         if not unfinished:
             return
         # one delay for the consumer's whole unfinished share: retried in the order they were published
-        delay = self.backoff(max(attempts[o.delivery_id] + 1 for o in unfinished))
+        delay = self.backoff.delay(max(attempts[o.delivery_id] + 1 for o in unfinished))
         for outcome in unfinished:
             delivery_id, error = outcome.delivery_id, outcome.error
             tried = attempts[delivery_id] + (0 if outcome.deferred else 1)
@@ -435,15 +371,8 @@ class OutboxRelay:
                 )
             if parked:
                 PARKED.labels(consumers[delivery_id]).inc()
-            await session.execute(
-                update(outbox_deliveries)
-                .where(outbox_deliveries.c.id == delivery_id)
-                .values(
-                    status="failed" if parked else "pending",
-                    attempts=tried,
-                    last_error=error,
-                    next_attempt_at=func.now() + text(f"make_interval(secs => {delay:.3f})"),
-                )
+            await relay_repository.unfinished(
+                session, delivery_id, parked=parked, attempts=tried, error=error, delay_seconds=delay
             )
 
     async def run_until_idle(self) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from kit.leases import DueRows, claim_due
 from points.repository import _QUALIFYING
 
 REWARD_COLUMNS = """
@@ -94,24 +95,29 @@ async def find_redemption_state(connection: asyncpg.Connection, redemption_id: u
     )
 
 
-_CLAIM_ISSUING = """
-UPDATE reward_redemptions d
-   SET next_attempt_at = now() + make_interval(secs => least($2, $3 * 2 ^ least(d.issue_attempts, 20))),
-       issue_attempts = d.issue_attempts + 1
- WHERE d.id IN (SELECT id FROM reward_redemptions
-                 WHERE status = 'issuing' AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
-RETURNING d.id, d.customer_id, d.campaign_id, d.issue_deadline <= now() AS past_deadline
-"""
+_ISSUING = DueRows(
+    table="reward_redemptions",
+    waiting="d.status = 'issuing'",
+    also_set="issue_attempts = d.issue_attempts + 1",
+    returning="d.id, d.customer_id, d.campaign_id, d.issue_attempts, d.issue_deadline <= now() AS past_deadline",
+)
 
 
-async def claim_issuing(
-    connection: asyncpg.Connection, limit: int, base_delay: float, max_delay: float
-) -> list[asyncpg.Record]:
+async def claim_issuing(connection: AsyncConnection, limit: int, lease_seconds: float) -> Sequence[Row[Any]]:
     """Redemptions waiting for their coupon whose next attempt is due, leased to this process (replicas share
     the work; a lease that lapses because this process died is taken by another)."""
-    return list(await connection.fetch(_CLAIM_ISSUING, limit, max_delay, base_delay))
+    return await claim_due(connection, _ISSUING, batch=limit, lease_seconds=lease_seconds)
+
+
+async def retry_issuing(connection: AsyncConnection, redemption_id: uuid.UUID, delay_seconds: float) -> None:
+    """A redemption whose code is still unknown is due again after `delay_seconds`."""
+    await connection.execute(
+        text(
+            "UPDATE reward_redemptions SET next_attempt_at = now() + make_interval(secs => :delay) "
+            "WHERE id = :id AND status = 'issuing'"
+        ),
+        {"id": redemption_id, "delay": delay_seconds},
+    )
 
 
 # --- the catalogue ---

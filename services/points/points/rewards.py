@@ -25,6 +25,7 @@ from kit.auth import Caller
 from kit.db import Database, own_driver_connection, request_driver_connection
 from kit.errors import Conflict, FieldError, NotFound, ServiceUnavailable, Unprocessable, ValidationFailed
 from kit.json import dumps
+from kit.leases import Backoff
 from kit.pagination import Page, PageParams, encode_cursor
 from points import reward_repository as repo
 from points import service
@@ -63,6 +64,10 @@ class RewardsRuntime:
     @property
     def issue_deadline(self) -> timedelta:
         return timedelta(seconds=self.settings.reward_issue_deadline_seconds)
+
+    @property
+    def retry_backoff(self) -> Backoff:
+        return Backoff(self.settings.reward_retry_interval_seconds, self.settings.reward_retry_max_delay_seconds)
 
 
 def _reward(row: Row[Any]) -> Reward:
@@ -293,18 +298,16 @@ async def settle(
 
 
 async def settle_issuing(runtime: RewardsRuntime) -> int:
-    """The retry job: every redemption whose code is still unknown and whose next attempt is due."""
-    async with own_driver_connection(runtime.database) as connection:
-        due = await repo.claim_issuing(
-            connection,
-            ISSUING_BATCH,
-            runtime.settings.reward_retry_interval_seconds,
-            runtime.settings.reward_retry_max_delay_seconds,
-        )
+    """The retry job: every redemption whose code is still unknown and whose next attempt is due. Each is leased
+    for the time a coupon call may take; one still unknown after it is due again after the kit's backoff."""
+    async with runtime.database.engine.begin() as connection:
+        due = await repo.claim_issuing(connection, ISSUING_BATCH, runtime.retry_after.total_seconds())
     for row in due:
-        status = await settle(runtime, row["id"], row["campaign_id"], row["customer_id"], void=row["past_deadline"])
+        status = await settle(runtime, row.id, row.campaign_id, row.customer_id, void=row.past_deadline)
         if status == "issuing":
-            log.warning("points.reward.still_issuing", redemption_id=str(row["id"]), past_deadline=row["past_deadline"])
+            log.warning("points.reward.still_issuing", redemption_id=str(row.id), past_deadline=row.past_deadline)
+            async with runtime.database.engine.begin() as connection:
+                await repo.retry_issuing(connection, row.id, runtime.retry_backoff.delay(row.issue_attempts))
     return len(due)
 
 

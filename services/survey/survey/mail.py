@@ -10,7 +10,7 @@ Delivery is at least once, never silently lost:
   in flight (group commit), while the next message is already being sent. The only window for a duplicate is
   between the server's `250` and that commit: a crash exactly there sends those few messages again, with the same
   Message-ID.
-- Refusals: a 4xx or a connection failure is retried with exponential backoff (jittered) up to
+- Refusals: a 4xx or a connection failure is retried after the kit's backoff (`kit.leases.Backoff`) up to
   `MAIL_MAX_ATTEMPTS`, then the message is `failed`; a 5xx is failed at once, and a 5xx on the recipient is a
   hard bounce that puts the customer on the suppression list.
 - A sender stops taking new messages from its batch before the lease runs out, so a slow server cannot make two
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,81 +29,16 @@ from typing import Any
 
 import aiosmtplib
 import structlog
-from sqlalchemy import text
 
 from kit.db import Database
 from kit.files import private_directory, write_private
+from kit.leases import Backoff, Lease
+from survey import mail_repository as repo
 from survey.settings import SurveySettings
 
 __all__ = ["MailSender"]
 
 log = structlog.get_logger("survey.mail")
-
-_CLAIM = text(
-    """
-    UPDATE mail_outbox AS m
-       SET next_attempt_at = now() + make_interval(secs => :lease)
-      FROM invitations AS i
-     WHERE m.id IN (SELECT id FROM mail_outbox
-                     WHERE status = 'pending' AND next_attempt_at <= now()
-                     ORDER BY next_attempt_at
-                     LIMIT :batch
-                     FOR UPDATE SKIP LOCKED)
-       AND i.id = m.invitation_id
-    RETURNING m.id, m.invitation_id, m.recipient, m.message, m.attempts,
-              EXISTS (SELECT 1 FROM suppressions AS s
-                       WHERE s.customer_id = i.customer_id OR lower(s.email) = lower(i.email)) AS suppressed
-    """
-)
-
-_SENT_MANY = text(
-    """
-    WITH sent AS (
-        UPDATE mail_outbox
-           SET status = 'sent', sent_at = now(), message = NULL, attempts = attempts + 1, last_error = NULL
-         WHERE id = ANY(:ids) AND status = 'pending'
-        RETURNING invitation_id)
-    UPDATE invitations SET status = 'sent', sent_at = now() WHERE id IN (SELECT invitation_id FROM sent)
-    """
-)
-
-_RETRY = text(
-    """
-    UPDATE mail_outbox
-       SET attempts = attempts + 1, last_error = :error,
-           next_attempt_at = now() + make_interval(secs => :delay)
-     WHERE id = :id AND status = 'pending'
-    """
-)
-
-_FAIL = text(
-    """
-    WITH failed AS (
-        UPDATE mail_outbox
-           SET status = 'failed', attempts = attempts + 1, last_error = :error, message = NULL
-         WHERE id = :id AND status = 'pending'
-        RETURNING invitation_id)
-    UPDATE invitations SET status = 'failed' WHERE id IN (SELECT invitation_id FROM failed)
-    RETURNING customer_id, email
-    """
-)
-
-_CANCEL = text(
-    """
-    WITH cancelled AS (
-        UPDATE mail_outbox SET status = 'cancelled', message = NULL
-         WHERE id = ANY(:ids) AND status = 'pending'
-        RETURNING invitation_id)
-    UPDATE invitations SET status = 'cancelled' WHERE id IN (SELECT invitation_id FROM cancelled)
-    """
-)
-
-_BOUNCE = text(
-    """
-    INSERT INTO suppressions (customer_id, email, reason) VALUES (:customer_id, :email, 'hard_bounce')
-    ON CONFLICT (customer_id) WHERE customer_id IS NOT NULL DO NOTHING
-    """
-)
 
 # Errors that say nothing about the message but that the server cannot be used now.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -142,7 +76,7 @@ class _SentMarker:
             ids, self.waiting = self.waiting, []
             try:
                 async with self.database.engine.begin() as connection:
-                    await connection.execute(_SENT_MANY, {"ids": ids})
+                    await repo.mark_sent(connection, ids)
             except Exception:
                 # Left pending under the lease: these are sent again later (the at-least-once window).
                 log.exception("survey.mail.mark_sent_failed", messages=len(ids))
@@ -159,11 +93,8 @@ class MailSender:
         self.database = database
         self.settings = settings
         self.sender_address = email.utils.parseaddr(settings.smtp_from)[1] or settings.smtp_from
-
-    def backoff(self, attempts: int) -> float:
-        """Exponential, capped, with equal jitter so retries of one outage spread out."""
-        delay = min(self.settings.mail_retry_max_seconds, self.settings.mail_retry_base_seconds * 2 ** (attempts - 1))
-        return delay / 2 + random.uniform(0, delay / 2)
+        self.lease = Lease(settings.mail_lease_seconds)
+        self.backoff = Backoff(settings.mail_retry_base_seconds, settings.mail_retry_max_seconds)
 
     async def run_until_idle(self) -> None:
         """Send everything that is due now (the periodic job calls this)."""
@@ -171,18 +102,16 @@ class MailSender:
             pass
 
     async def run_once(self) -> int:
-        lease = self.settings.mail_lease_seconds
         async with self.database.engine.begin() as connection:
-            params = {"lease": lease, "batch": self.settings.mail_batch_size}
-            rows = (await connection.execute(_CLAIM, params)).all()
+            rows = await repo.claim(connection, self.settings.mail_batch_size, self.lease.seconds)
         if not rows:
             return 0
         # Stop starting new sends well before the lease ends; unsent rows come back when it does.
-        deadline = time.monotonic() + lease * 0.5
+        deadline = self.lease.deadline()
         suppressed = [row.id for row in rows if row.suppressed]
         if suppressed:
             async with self.database.engine.begin() as connection:
-                await connection.execute(_CANCEL, {"ids": suppressed})
+                await repo.cancel(connection, suppressed)
         due = [row for row in rows if not row.suppressed and row.message is not None]
         if self.settings.smtp_host and due:
             connections = min(self.settings.mail_connections, len(due))
@@ -255,26 +184,25 @@ class MailSender:
             return
         log.warning("survey.mail.refused", invitation_id=str(row.invitation_id), error=error)
         async with self.database.engine.begin() as connection:
-            failed = (await connection.execute(_FAIL, {"id": row.id, "error": error[:500]})).first()
+            failed = await repo.fail(connection, row.id, error[:500])
             if failed is not None and recipient:
-                await connection.execute(_BOUNCE, {"customer_id": failed.customer_id, "email": failed.email})
+                await repo.bounce(connection, failed.customer_id, failed.email)
 
     async def _retry(self, row: Any, error: str) -> None:
         tried = row.attempts + 1
         async with self.database.engine.begin() as connection:
             if tried >= self.settings.mail_max_attempts:
                 log.warning("survey.mail.gave_up", invitation_id=str(row.invitation_id), error=error)
-                await connection.execute(_FAIL, {"id": row.id, "error": error[:500]})
+                await repo.fail(connection, row.id, error[:500])
             else:
-                params = {"id": row.id, "error": error[:500], "delay": self.backoff(tried)}
-                await connection.execute(_RETRY, params)
+                await repo.retry(connection, row.id, error[:500], self.backoff.delay(tried))
 
     async def _write_files(self, rows: Sequence[Any]) -> None:
         """No SMTP server configured: each message becomes `MAIL_DIR/<invitation_id>.eml`."""
         directory = self.settings.mail_dir
         await asyncio.to_thread(_write_all, directory, [(row.invitation_id, row.message) for row in rows])
         async with self.database.engine.begin() as connection:
-            await connection.execute(_SENT_MANY, {"ids": [row.id for row in rows]})
+            await repo.mark_sent(connection, [row.id for row in rows])
 
 
 def _write_all(directory: Path, messages: Sequence[tuple[uuid.UUID, bytes]]) -> None:
