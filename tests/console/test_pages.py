@@ -8,11 +8,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from tests.conftest import Platform
 from tests.console.conftest import browser_client, csrf_of, sign_in
 
 
+@pytest.mark.own_platform(services=["coupon", "gateway"])  # its surprise rule would fire on every purchase
 async def test_an_experiment_started_read_and_stopped_from_the_console(
     console: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:

@@ -4,11 +4,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from coupon.codes import CodeFormat
 from tests.coupon.helpers import create_campaign, generate, issue, order, uid
 
 
+@pytest.mark.real_commits
 async def test_concurrent_redemptions_of_a_single_use_code(coupon: httpx.AsyncClient) -> None:
     campaign = await create_campaign(coupon)
     (code,) = await generate(coupon, campaign["id"], 1)
@@ -22,6 +24,7 @@ async def test_concurrent_redemptions_of_a_single_use_code(coupon: httpx.AsyncCl
     assert stats["redeemed"] == 1
 
 
+@pytest.mark.real_commits
 async def test_total_limit_holds_under_concurrency(coupon: httpx.AsyncClient) -> None:
     campaign = await create_campaign(coupon, limits={"total": 5})
     codes = await generate(coupon, campaign["id"], 50)

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.conftest import Platform
 from tests.experiments.helpers import customers_by_arm, eventually, results, start, uid, wait_exposed
@@ -31,6 +32,7 @@ async def _buy(admin: httpx.AsyncClient, customers: list[str], total: str = "40.
     return bodies
 
 
+@pytest.mark.own_platform  # its lever fires on every purchase: no other test may see it
 async def test_surprise_coupon_rule(admin: httpx.AsyncClient) -> None:
     rule = await coupon_rule(admin, n=1)
     experiment = await start(admin, "coupon_rule", rule["id"], holdout=50)
@@ -60,6 +62,7 @@ async def test_surprise_coupon_rule(admin: httpx.AsyncClient) -> None:
     await admin.post(f"/v1/experiments/{experiment['id']}/stop")
 
 
+@pytest.mark.own_platform  # its lever fires on every purchase: no other test may see it
 async def test_gift_rule(admin: httpx.AsyncClient, database_url: str) -> None:
     reward = await create_reward(admin, name=uid("Thank-you tea "), cost_points=300, stock=100)
     created = await admin.post(
@@ -78,67 +81,67 @@ async def test_gift_rule(admin: httpx.AsyncClient, database_url: str) -> None:
     )
     assert wrong.status_code == 422 and wrong.json()["code"] == "lever_not_found", wrong.text
     experiment = await start(admin, "reward", rule["id"], holdout=50)
+    arms = customers_by_arm(experiment, 3)
+    bought = await _buy(admin, arms["treatment"] + arms["holdout"], total="4321.00")
+
+    async def granted() -> bool:
+        for customer in arms["treatment"]:
+            items = (await admin.get(f"/v1/customers/{customer}/reward-redemptions")).json()["items"]
+            if [(g["reward_id"], g["source"], g["points"]) for g in items] != [(reward["id"], "gift", 0)]:
+                return False
+        return True
+
+    await eventually(granted, what="the treatment's gifts")
+    for customer in arms["holdout"]:
+        assert (await admin.get(f"/v1/customers/{customer}/reward-redemptions")).json()["items"] == []
+    assert (await admin.get(f"/v1/rewards/{reward['id']}")).json()["stock_left"] == 97
+
+    report: dict[str, Any] = {}
+
+    async def costed() -> bool:
+        nonlocal report
+        report = await results(admin, experiment["id"])
+        return report["arms"]["treatment"]["reward_cost_points"] == 900
+
+    # each gift costs the experiment the catalogue item's price in points
+    await eventually(costed, what="the gifts' cost")
+    treatment, holdout = report["arms"]["treatment"], report["arms"]["holdout"]
+    assert (treatment["customers_exposed"], treatment["rewards_given"], treatment["rewards_withheld"]) == (3, 3, 0)
+    assert (holdout["customers_exposed"], holdout["rewards_given"], holdout["rewards_withheld"]) == (3, 0, 3)
+    assert holdout["reward_cost_points"] == 0
+
+    # the lever's record: a withheld gift exactly as a given one, with the trigger's key and business time
+    connection = await asyncpg.connect(database_url)
     try:
-        arms = customers_by_arm(experiment, 3)
-        bought = await _buy(admin, arms["treatment"] + arms["holdout"], total="4321.00")
-
-        async def granted() -> bool:
-            for customer in arms["treatment"]:
-                items = (await admin.get(f"/v1/customers/{customer}/reward-redemptions")).json()["items"]
-                if [(g["reward_id"], g["source"], g["points"]) for g in items] != [(reward["id"], "gift", 0)]:
-                    return False
-            return True
-
-        await eventually(granted, what="the treatment's gifts")
-        for customer in arms["holdout"]:
-            assert (await admin.get(f"/v1/customers/{customer}/reward-redemptions")).json()["items"] == []
-        assert (await admin.get(f"/v1/rewards/{reward['id']}")).json()["stock_left"] == 97
-
-        report: dict[str, Any] = {}
-
-        async def costed() -> bool:
-            nonlocal report
-            report = await results(admin, experiment["id"])
-            return report["arms"]["treatment"]["reward_cost_points"] == 900
-
-        # each gift costs the experiment the catalogue item's price in points
-        await eventually(costed, what="the gifts' cost")
-        treatment, holdout = report["arms"]["treatment"], report["arms"]["holdout"]
-        assert (treatment["customers_exposed"], treatment["rewards_given"], treatment["rewards_withheld"]) == (3, 3, 0)
-        assert (holdout["customers_exposed"], holdout["rewards_given"], holdout["rewards_withheld"]) == (3, 0, 3)
-        assert holdout["reward_cost_points"] == 0
-
-        # the lever's record: a withheld gift exactly as a given one, with the trigger's key and business time
-        connection = await asyncpg.connect(database_url)
-        try:
-            rows = await connection.fetch(
-                "SELECT customer_id, key, occurred_at, arm, withheld FROM coupon.experiment_rewards "
-                "WHERE experiment_id = $1 AND exposes",
-                uuid.UUID(experiment["id"]),
-            )
-        finally:
-            await connection.close()
-        recorded = {r["customer_id"]: (r["key"], r["occurred_at"], r["arm"], r["withheld"]) for r in rows}
-        assert recorded == {
-            customer: (
-                f"purchase:{body['purchase_id']}",
-                datetime.fromisoformat(body["occurred_at"]),
-                arm,
-                arm == "holdout",
-            )
-            for arm in ("treatment", "holdout")
-            for customer, body in bought.items()
-            if customer in arms[arm]
-        }
-
-        # the rule cannot be deactivated while its experiment runs
-        refused = await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})
-        assert refused.status_code == 409 and refused.json()["code"] == "lever_in_experiment"
+        rows = await connection.fetch(
+            "SELECT customer_id, key, occurred_at, arm, withheld FROM coupon.experiment_rewards "
+            "WHERE experiment_id = $1 AND exposes",
+            uuid.UUID(experiment["id"]),
+        )
     finally:
-        await admin.post(f"/v1/experiments/{experiment['id']}/stop")
-        assert (await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})).status_code == 200
+        await connection.close()
+    recorded = {r["customer_id"]: (r["key"], r["occurred_at"], r["arm"], r["withheld"]) for r in rows}
+    assert recorded == {
+        customer: (
+            f"purchase:{body['purchase_id']}",
+            datetime.fromisoformat(body["occurred_at"]),
+            arm,
+            arm == "holdout",
+        )
+        for arm in ("treatment", "holdout")
+        for customer, body in bought.items()
+        if customer in arms[arm]
+    }
+
+    # the rule cannot be deactivated while its experiment runs
+    refused = await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})
+    assert refused.status_code == 409 and refused.json()["code"] == "lever_in_experiment"
+    # and can once it is stopped
+    await admin.post(f"/v1/experiments/{experiment['id']}/stop")
+    assert (await admin.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})).status_code == 200
 
 
+@pytest.mark.own_platform  # its lever fires on every purchase: no other test may see it
 async def test_points_bonus_campaign(admin: httpx.AsyncClient) -> None:
     before = (await admin.get("/v1/points/rules")).json()
     now = datetime.now(UTC)
@@ -151,28 +154,25 @@ async def test_points_bonus_campaign(admin: httpx.AsyncClient) -> None:
     }
     rules = {**before, "bonus_campaigns": [*before["bonus_campaigns"], campaign]}
     assert (await admin.put("/v1/points/rules", json=rules)).status_code == 200
-    try:
-        experiment = await start(admin, "bonus_campaign", name, holdout=50)
-        arms = customers_by_arm(experiment, 3)
-        await _buy(admin, arms["treatment"] + arms["holdout"])
-        balances = {
-            c: (await admin.get(f"/v1/customers/{c}/points")).json()["balance"]
-            for c in arms["treatment"] + arms["holdout"]
-        }
-        treated = {balances[c] for c in arms["treatment"]}
-        held = {balances[c] for c in arms["holdout"]}
-        assert len(treated) == 1 and len(held) == 1 and treated.pop() - held.pop() == 25, balances
-        report = await wait_exposed(admin, experiment["id"], 6)
-        assert report["arms"]["treatment"]["reward_cost_points"] == 75
-        assert report["arms"]["holdout"]["reward_cost_points"] == 0
-        assert report["arms"]["holdout"]["rewards_withheld"] == 3
+    experiment = await start(admin, "bonus_campaign", name, holdout=50)
+    arms = customers_by_arm(experiment, 3)
+    await _buy(admin, arms["treatment"] + arms["holdout"])
+    balances = {
+        c: (await admin.get(f"/v1/customers/{c}/points")).json()["balance"] for c in arms["treatment"] + arms["holdout"]
+    }
+    treated = {balances[c] for c in arms["treatment"]}
+    held = {balances[c] for c in arms["holdout"]}
+    assert len(treated) == 1 and len(held) == 1 and treated.pop() - held.pop() == 25, balances
+    report = await wait_exposed(admin, experiment["id"], 6)
+    assert report["arms"]["treatment"]["reward_cost_points"] == 75
+    assert report["arms"]["holdout"]["reward_cost_points"] == 0
+    assert report["arms"]["holdout"]["rewards_withheld"] == 3
 
-        # the campaign cannot be removed while its experiment runs
-        removed = await admin.put("/v1/points/rules", json=before)
-        assert removed.status_code == 409 and removed.json()["code"] == "lever_in_experiment"
-        await admin.post(f"/v1/experiments/{experiment['id']}/stop")
-    finally:
-        assert (await admin.put("/v1/points/rules", json=before)).status_code == 200
+    # the campaign cannot be removed while its experiment runs
+    removed = await admin.put("/v1/points/rules", json=before)
+    assert removed.status_code == 409 and removed.json()["code"] == "lever_in_experiment"
+    await admin.post(f"/v1/experiments/{experiment['id']}/stop")
+    assert (await admin.put("/v1/points/rules", json=before)).status_code == 200
 
 
 async def _answer(admin: httpx.AsyncClient, token: str) -> None:

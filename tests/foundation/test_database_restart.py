@@ -31,7 +31,7 @@ from tests.conftest import INTERNAL_TOKEN
 from tests.support.database import ROOT, create_database
 from tests.support.servers import InProcessServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_commits]
 
 WORKERS = 4
 # From the moment the server is ready again, every kind of traffic must be served again within this.

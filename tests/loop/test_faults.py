@@ -18,7 +18,7 @@ from tests.loop.helpers import purchase_body, wait_for_deliveries
 from tests.support.rigs import PointsRig, points_behind_gateway
 from tests.support.servers import InProcessServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_commits]
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from tests.loop.helpers import purchase_body
 from tests.support.database import create_database, drop_database, server_url
 from tests.support.servers import InProcessServer, free_port
 
+pytestmark = pytest.mark.real_commits
+
 
 @pytest.fixture
 async def own_database(platform: Platform) -> AsyncIterator[str]:

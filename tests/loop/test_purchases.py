@@ -5,6 +5,7 @@ import asyncio
 from decimal import Decimal
 
 import httpx
+import pytest
 
 from tests.conftest import Platform
 from tests.loop.helpers import purchase_body, wait_for_deliveries
@@ -46,6 +47,7 @@ class TestAcceptance:
             assert response.headers["content-type"] == "application/problem+json"
         assert (await admin.get(f"/v1/purchases/{body['purchase_id']}")).status_code == 404
 
+    @pytest.mark.real_commits
     async def test_twenty_concurrent_sends_make_one_purchase_and_one_earn(self, platform: Platform) -> None:
         body = purchase_body(total="25.00")
         async with platform.client(limits=httpx.Limits(max_connections=40)) as client:

@@ -23,6 +23,8 @@ from tests.conftest import Platform
 from tests.recommend.conftest import Retail, wait_for_model
 from tests.support.servers import InProcessServer, free_port
 
+pytestmark = pytest.mark.real_commits
+
 
 @pytest.fixture
 async def second(platform: Platform, retail: Retail) -> AsyncIterator[InProcessServer]:

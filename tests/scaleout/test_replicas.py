@@ -19,7 +19,7 @@ from tests.support.database import create_database, drop_database, server_url
 from tests.support.redis import RedisServer
 from tests.support.servers import ServiceProcess, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_commits]
 PARTNER_LIMIT = 10
 
 

@@ -8,6 +8,7 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.conftest import Platform
 from tests.support.mail import Mailbox
@@ -134,6 +135,7 @@ async def test_json_answers_are_validated_by_type(
     assert unknown.status_code == 404
 
 
+@pytest.mark.real_commits
 async def test_concurrent_submissions_of_one_link_record_one_response(
     platform: Platform, admin: httpx.AsyncClient, mailbox: Mailbox, db: asyncpg.Connection
 ) -> None:

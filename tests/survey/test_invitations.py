@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.conftest import Platform
 from tests.support.mail import Mailbox
@@ -76,6 +77,7 @@ async def test_unsubscribe_link_opts_out_and_cancels_what_is_waiting(
     assert status.json()["status"] == "cancelled"
 
 
+@pytest.mark.own_platform(services=["survey", "gateway"])  # the latest post-purchase survey is programme-wide
 async def test_purchase_schedules_one_invitation_to_the_post_purchase_survey(
     platform: Platform, admin: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:

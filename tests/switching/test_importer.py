@@ -13,7 +13,6 @@ import httpx
 import orjson
 
 from tests.conftest import ADMIN_KEY, Platform
-from tests.points.conftest import DEFAULT_TIERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,8 +32,6 @@ async def run_importer(platform: Platform, *args: str, chunk_lines: int = 5000) 
 async def test_balances_from_another_programme_mapped_and_run_twice(
     platform: Platform, admin: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    # tiers are platform-wide, and another test may have left its own
-    assert (await admin.put("/v1/points/tiers", json=DEFAULT_TIERS)).status_code == 200
     members = [f"m-{uuid.uuid4().hex[:10]}" for _ in range(3)]
     export = tmp_path / "members.csv"
     export.write_text(

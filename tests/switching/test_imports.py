@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from tests.conftest import Platform
-from tests.points.conftest import DEFAULT_TIERS
 from tests.survey.conftest import address, create_survey, invite
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -36,8 +35,6 @@ async def points_of(admin: httpx.AsyncClient, customer: str) -> dict[str, Any]:
 
 class TestOpeningBalances:
     async def test_lines_are_judged_alone_and_a_file_sent_twice_changes_nothing(self, admin: httpx.AsyncClient) -> None:
-        # tiers are platform-wide, and another test may have left its own
-        assert (await admin.put("/v1/points/tiers", json=DEFAULT_TIERS)).status_code == 200
         alice, bob, carol = uid(), uid(), uid()
         expires = (datetime.now(UTC) + timedelta(days=90)).replace(microsecond=0)
         body = ndjson(
@@ -118,6 +115,7 @@ class TestOpeningBalances:
         # only the 50 points left after repaying the debt can be spent, and expire
         assert [(e["points"], datetime.fromisoformat(e["expires_at"])) for e in standing["expiring"]] == [(50, expires)]
 
+    @pytest.mark.real_commits
     async def test_the_same_file_sent_twice_at_once_counts_once(self, admin: httpx.AsyncClient) -> None:
         members = [uid() for _ in range(200)]
         lines = [{"customer_id": m, "points": 5 + i, "reference": "open"} for i, m in enumerate(members)]
