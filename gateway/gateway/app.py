@@ -10,7 +10,7 @@ from gateway import console, experiments, openapi
 from gateway.api import router
 from gateway.experiments_api import router as experiments_router
 from gateway.limits import Limits
-from gateway.overview import CircuitBreaker, OverviewCache
+from gateway.overview import CircuitBreaker, ReadModel, signalled
 from gateway.principals import Authenticator
 from gateway.proxy import FrontDoor, Upstreams
 from gateway.settings import GatewaySettings
@@ -48,7 +48,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             queue_seconds=settings.upstream_queue_seconds,
         )
         app.state.breakers = {name: CircuitBreaker() for name in settings.upstreams}
-        app.state.overview_cache = OverviewCache(settings.overview_cache_seconds)
+        app.state.overview = ReadModel(
+            app.state.database,
+            app.state.upstreams,
+            app.state.breakers,
+            internal_token=settings.internal_token,
+            budget_seconds=settings.overview_budget_ms / 1000,
+            max_age_seconds=settings.overview_max_age_seconds,
+        )
         app.state.clients = {
             name: InternalClient(url, settings.internal_token, timeout=settings.upstream_timeout_seconds)
             for name, url in settings.upstreams.items()
@@ -67,7 +74,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
 
     def jobs(app: FastAPI) -> list[PeriodicJob]:
-        return [PeriodicJob("webhooks.dispatcher", 1.0, app.state.webhooks.run)]
+        return [
+            PeriodicJob("webhooks.dispatcher", 1.0, app.state.webhooks.run),
+            PeriodicJob("overview.refresh", settings.overview_refresh_seconds, app.state.overview.refresh),
+            PeriodicJob("overview.watch", 1.0, app.state.overview.watch),
+        ]
 
     async def on_shutdown(app: FastAPI) -> None:
         await app.state.webhooks.aclose()
@@ -99,7 +110,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         readiness=readiness,
         outbox_consumers=settings.upstreams,
         # events from the services' outboxes (`POST /internal/events`, with the internal token only)
-        event_handlers={**WEBHOOK_HANDLERS, **experiments.handlers()},
+        # (the webhook events also keep the customer overview's read model: gateway/overview.py)
+        event_handlers=signalled({**WEBHOOK_HANDLERS, **experiments.handlers()}),
         jobs=jobs,
     )
     app = create_service_app(spec, settings)

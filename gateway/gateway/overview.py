@@ -1,37 +1,73 @@
-"""The customer overview: the four services asked concurrently, each within its time budget (the points service
-twice: the balance, and the rewards closest to affordable).
+"""The customer overview, served from a read model the gateway keeps by events (docs/purchases.md#customer-overview
+says why, and what a customer may see stale for how long).
 
-The answer is always 200 while the gateway is up: a part whose service did not answer in time (or failed) is
-null and its service is named in `unavailable`. A circuit breaker per service makes a dead or hung service cost
-nothing per request while it is open.
+Each customer has one row per service in `overview_parts` (gateway/overview_repository.py) holding that
+service's parts exactly as the overview shows them (the points service's two: the balance, and the rewards
+closest to affordable). An overview is one read of those rows when they are current; a part that is not is
+fetched from its service (the fan-out of before, for that part alone) and stored.
 
-It is the mobile app's home screen, asked far more often than anything changes, so a complete answer is kept for
-`OVERVIEW_CACHE_SECONDS` (default 5) per customer (:class:`OverviewCache`), and concurrent requests for one
-customer share one fan-out. What the customer does through this gateway (any write on a path naming them: a
-redemption, a preference) drops their entry before and after it, so they never see their own action undone.
-What happens behind their back (a purchase's points arriving from the outbox, expiry, a surprise coupon, a
-survey invitation falling due, or a write through another gateway replica) shows at most that long after it
-happened. An incomplete answer (a part unavailable) is never kept. docs/architecture.md says why.
+How the rows are kept:
+- **events**: the services already send the gateway an event for every change a customer sees in their
+  overview (points earned, redeemed, reversed or expired, a tier change, a reward or coupon redeemed, a coupon
+  issued, a survey answered; `SIGNALS`). The gateway's consumer counts each as a change of that service's row
+  (`changed`), in the transaction that records the event; the refresher (a periodic job) fetches the rows whose
+  count moved since they were stored (`seen`), a bounded batch at a time. A part known to be stale is never
+  served: until the refresher has it, a visit fetches it itself.
+- **recommendations** come from a model: the refresher fetches them again when the model's version moves on
+  (`ReadModel.watch`, every second). Until it reaches a customer, their recommendations of the previous model
+  are shown (they were the model's answer a moment ago).
+- **time**: a part whose contents say when they stop being true (the next expiry of points, a coupon's end of
+  validity, a survey invitation's) is fresh until then; every part at most `OVERVIEW_MAX_AGE_SECONDS`, which
+  bounds what changes with no event (an invitation falling due, a tier's trailing window, catalogue and campaign
+  edits, adjustments).
+- **the customer's own writes** through this gateway (any write on a path naming them) are never shown undone:
+  the rows stored before the write answered are not served to them; their next visit fetches every part afresh
+  (and stores it), before the write's own event arrives.
+
+A service that is down or hung (its `/healthz` not answering within the budget, probed every second) has its
+parts null and is named in `unavailable`, as is any part whose fetch failed: never dropped silently. A circuit
+breaker per service makes a dead or hung service cost nothing per visit while it is open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway import overview_repository as repo
 from gateway.proxy import Upstreams
 from kit.auth import INTERNAL_TOKEN_HEADER
+from kit.db import Database
+from kit.events import Batched, Event, EventHandler
 
-__all__ = ["CircuitBreaker", "OverviewCache", "build_overview"]
+__all__ = ["SERVICES", "SIGNALS", "CircuitBreaker", "ReadModel", "signalled"]
 
 log = structlog.get_logger("gateway.overview")
+
+SERVICES = ("points", "coupon", "recommend", "survey")
+
+# The events that change what a customer's overview shows, and the service whose parts they change.
+SIGNALS: dict[str, str] = {
+    "points.earned": "points",
+    "points.redeemed": "points",
+    "points.reversed": "points",
+    "points.expired": "points",
+    "tier.changed": "points",
+    "reward.redeemed": "points",
+    "coupon.issued": "coupon",
+    "coupon.redeemed": "coupon",
+    "survey.answered": "survey",
+}
 
 
 class CircuitBreaker:
@@ -96,98 +132,257 @@ PARTS = (
     Part("recommend", "recommendations", "/v1/customers/{id}/recommendations?limit=5", lambda body: body["items"]),
     Part("survey", "surveys", "/v1/customers/{id}/surveys?status=pending", lambda body: {"pending": body["items"]}),
 )
+PARTS_OF = {service: [p for p in PARTS if p.service == service] for service in SERVICES}
+MODEL_VERSION = "model_version"  # kept beside the recommendations, never shown
 
 
-async def _fetch(
-    part: Part, customer_id: str, upstreams: Upstreams, breaker: CircuitBreaker, headers: dict[str, str], budget: float
-) -> Any:
-    if not breaker.allow():
-        return None
-    url = upstreams.urls[part.service] + part.path.format(id=customer_id)
-    try:
-        async with asyncio.timeout(budget):
-            async with upstreams.session(part.service).get(url, headers=headers) as response:
-                if response.status != 200:
-                    raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
-                value = part.shape(await response.json(content_type=None))
-    except (TimeoutError, aiohttp.ClientError, ConnectionError, KeyError, ValueError) as exc:
-        breaker.record(False)
-        log.warning("overview.part_unavailable", service=part.service, error=type(exc).__name__, open=breaker.is_open)
-        return None
-    breaker.record(True)
-    return value
+def _instants(service: str, body: dict[str, Any]) -> list[str]:
+    """When the stored parts stop being true by themselves (ISO 8601 times from the services' answers)."""
+    if service == "points":
+        expiry = body["points"]["next_expiry"]
+        return [expiry["expires_at"]] if expiry and expiry.get("expires_at") else []
+    if service == "coupon":
+        return [c["valid_until"] for c in body["coupons"] if c.get("valid_until")]
+    if service == "survey":
+        return [s["expires_at"] for s in body["surveys"]["pending"] if s.get("expires_at")]
+    return []
 
 
-async def build_overview(
-    customer_id: str,
-    upstreams: Upstreams,
-    breakers: dict[str, CircuitBreaker],
-    *,
-    internal_token: str,
-    request_id: str,
-    budget_seconds: float,
-) -> dict[str, Any]:
-    headers = {INTERNAL_TOKEN_HEADER: internal_token, "X-Request-ID": request_id, "X-Caller-Kind": "internal"}
-    values = await asyncio.gather(
-        *(_fetch(p, customer_id, upstreams, breakers[p.service], headers, budget_seconds) for p in PARTS)
-    )
-    overview: dict[str, Any] = {"customer_id": customer_id, "unavailable": []}
-    for part, value in zip(PARTS, values, strict=True):
-        overview[part.key] = value
-        if value is None and part.service not in overview["unavailable"]:
-            overview["unavailable"].append(part.service)
-    return overview
-
-
-Overview = dict[str, Any]
-
-
-class OverviewCache:
-    """Complete overviews per customer for `ttl_seconds`, at most `max_entries` of them (least recently stored
-    go first); one fan-out at a time per customer, shared by the requests that arrive meanwhile."""
-
-    def __init__(self, ttl_seconds: float, max_entries: int = 50_000) -> None:
-        self.ttl = ttl_seconds
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, Overview]] = OrderedDict()
-        self._in_flight: dict[str, asyncio.Future[Overview]] = {}
-        # when each customer's entry was last dropped: a fan-out that began before must not be kept
-        self._forgotten: dict[str, float] = {}
-
-    async def get(self, customer_id: str, build: Callable[[], Awaitable[Overview]]) -> Overview:
-        if self.ttl <= 0:
-            return await build()
-        now = time.monotonic()
-        hit = self._entries.get(customer_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        flight = self._in_flight.get(customer_id)
-        if flight is None:
-            flight = asyncio.ensure_future(self._fetch(customer_id, build, now))
-            self._in_flight[customer_id] = flight
-        return await asyncio.shield(flight)
-
-    async def _fetch(self, customer_id: str, build: Callable[[], Awaitable[Overview]], started: float) -> Overview:
+def fresh_until(service: str, body: dict[str, Any], fetched_at: datetime, max_age: float) -> datetime:
+    until = fetched_at + timedelta(seconds=max_age)
+    for instant in _instants(service, body):
         try:
-            overview = await build()
-        finally:
-            if self._in_flight.get(customer_id) is asyncio.current_task():
-                del self._in_flight[customer_id]
-        if not overview["unavailable"] and self._forgotten.get(customer_id, -1.0) < started:
-            self._entries[customer_id] = (time.monotonic() + self.ttl, overview)
-            self._entries.move_to_end(customer_id)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            until = min(until, datetime.fromisoformat(instant))
+        except (TypeError, ValueError):
+            continue
+    return until
+
+
+class _Fetched:
+    """One service's parts as fetched: the body to store, or None when a part failed (what did answer is
+    still shown)."""
+
+    __slots__ = ("body", "partial", "started")
+
+    def __init__(self, started: datetime, body: dict[str, Any] | None, partial: dict[str, Any]) -> None:
+        self.started = started
+        self.body = body
+        self.partial = partial
+
+
+class ReadModel:
+    """The overview's read path, the customers' own writes (marks), the refresher and the services' watch."""
+
+    def __init__(
+        self,
+        database: Database,
+        upstreams: Upstreams,
+        breakers: Mapping[str, CircuitBreaker],
+        *,
+        internal_token: str,
+        budget_seconds: float,
+        max_age_seconds: float,
+        refresh_batch: int = 32,
+        refresh_concurrency: int = 4,
+    ) -> None:
+        self.database = database
+        self.upstreams = upstreams
+        self.breakers = breakers
+        self.internal_token = internal_token
+        self.budget = budget_seconds
+        self.max_age = max_age_seconds
+        self.refresh_batch = refresh_batch
+        self._slots = asyncio.Semaphore(refresh_concurrency)
+        self.alive = dict.fromkeys(SERVICES, True)
+        self.model_version: int | None = None
+        # the customers' own writes: how many are under way, and when the last one answered
+        self._writing: dict[str, int] = {}
+        self._written: dict[str, float] = {}
+
+    # --- the customer's own writes ---
+
+    def writing(self, customer_id: str) -> None:
+        self._writing[customer_id] = self._writing.get(customer_id, 0) + 1
+
+    def written(self, customer_id: str) -> None:
+        left = self._writing.get(customer_id, 1) - 1
+        if left > 0:
+            self._writing[customer_id] = left
+        else:
+            self._writing.pop(customer_id, None)
+        self._written[customer_id] = time.time()
+
+    def _own_write_after(self, customer_id: str) -> float:
+        """Parts fetched before this moment are not shown to the customer (their own write came after)."""
+        if customer_id in self._writing:
+            return math.inf
+        return self._written.get(customer_id, -math.inf)
+
+    # --- reading ---
+
+    def _headers(self, request_id: str) -> dict[str, str]:
+        return {INTERNAL_TOKEN_HEADER: self.internal_token, "X-Request-ID": request_id, "X-Caller-Kind": "internal"}
+
+    async def _fetch_part(self, part: Part, customer_id: str, headers: dict[str, str]) -> tuple[Any, Any]:
+        """(the part as shown, the service's answer), or (None, None) when it failed or the circuit is open."""
+        breaker = self.breakers[part.service]
+        if not breaker.allow():
+            return None, None
+        url = self.upstreams.urls[part.service] + part.path.format(id=customer_id)
+        try:
+            async with asyncio.timeout(self.budget):
+                async with self.upstreams.session(part.service).get(url, headers=headers) as response:
+                    if response.status != 200:
+                        raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
+                    answer = await response.json(content_type=None)
+                    value = part.shape(answer)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError, KeyError, ValueError, TypeError) as exc:
+            breaker.record(False)
+            log.warning("overview.part_unavailable", service=part.service, error=type(exc).__name__)
+            return None, None
+        breaker.record(True)
+        return value, answer
+
+    async def fetch(self, service: str, customer_id: str, headers: dict[str, str]) -> _Fetched:
+        started = datetime.now(UTC)
+        parts = PARTS_OF[service]
+        results = await asyncio.gather(*(self._fetch_part(p, customer_id, headers) for p in parts))
+        partial = {p.key: value for p, (value, _) in zip(parts, results, strict=True)}
+        if any(answer is None for _, answer in results):
+            return _Fetched(started, None, partial)
+        body = dict(partial)
+        if service == "recommend":
+            body[MODEL_VERSION] = results[0][1].get(MODEL_VERSION)
+        return _Fetched(started, body, partial)
+
+    async def _store(self, session: AsyncSession, customer_id: str, service: str, fetched: _Fetched, seen: int) -> None:
+        assert fetched.body is not None
+        until = fresh_until(service, fetched.body, fetched.started, self.max_age)
+        await repo.store(
+            session, customer_id, service, fetched.body, seen=seen, fetched_at=fetched.started, fresh_until=until
+        )
+
+    def _servable(self, service: str, row: Any, now: datetime, own_write_after: float) -> bool:
+        if row.body is None or row.fresh_until is None or now >= row.fresh_until:
+            return False
+        if row.fetched_at.timestamp() < own_write_after:
+            return False
+        # recommendations of a previous model (or before the latest purchases) are still the model's answer;
+        # anything else an event says changed is fetched afresh until the refresher has it
+        return service == "recommend" or row.seen >= row.changed
+
+    async def read(self, session: AsyncSession, customer_id: str, request_id: str) -> dict[str, Any]:
+        rows = {row.service: row for row in await repo.load(session, customer_id)}
+        now = datetime.now(UTC)
+        own_write_after = self._own_write_after(customer_id)
+        shown: dict[str, dict[str, Any] | None] = {}
+        missing: list[str] = []
+        for service in SERVICES:
+            if not self.alive[service]:
+                shown[service] = None
+                continue
+            row = rows.get(service)
+            if row is not None and self._servable(service, row, now, own_write_after):
+                shown[service] = row.body
+            else:
+                missing.append(service)
+        if missing:
+            headers = self._headers(request_id)
+            fetched = await asyncio.gather(*(self.fetch(s, customer_id, headers) for s in missing))
+            for service, result in zip(missing, fetched, strict=True):
+                shown[service] = result.partial
+                if result.body is not None:
+                    row = rows.get(service)
+                    await self._store(session, customer_id, service, result, row.changed if row is not None else 0)
+        overview: dict[str, Any] = {"customer_id": customer_id}
+        unavailable: list[str] = []
+        for part in PARTS:
+            parts = shown[part.service]
+            value = parts.get(part.key) if parts is not None else None
+            overview[part.key] = value
+            if value is None and part.service not in unavailable:
+                unavailable.append(part.service)
+        overview["unavailable"] = unavailable
         return overview
 
-    def forget(self, customer_id: str) -> None:
-        """The customer changed something: their next overview is fetched afresh."""
-        if self.ttl <= 0:
+    # --- background: the refresher and the watch ---
+
+    async def refresh(self) -> int:
+        """Fetch a batch of rows events made stale, and store them; returns how many were fetched."""
+        async with self.database.transaction() as session:
+            rows = await repo.stale(session, self.refresh_batch)
+        if not rows:
+            return 0
+        headers = self._headers(f"overview-refresh-{uuid.uuid4().hex[:12]}")
+
+        async def bounded(row: Any) -> _Fetched:
+            async with self._slots:
+                return await self.fetch(row.service, row.customer_id, headers)
+
+        rows = [row for row in rows if self.alive[row.service]]
+        fetched = await asyncio.gather(*(bounded(row) for row in rows))
+        done = [(row, result) for row, result in zip(rows, fetched, strict=True) if result.body is not None]
+        if done:
+            async with self.database.transaction() as session:
+                for row, result in sorted(done, key=lambda d: (d[0].customer_id, d[0].service)):
+                    await self._store(session, row.customer_id, row.service, result, row.changed)
+        return len(rows)
+
+    async def watch(self) -> None:
+        """Every service's liveness (a part is never shown for a service that does not answer), and the model
+        version of the recommendations."""
+        headers = self._headers(f"overview-watch-{uuid.uuid4().hex[:12]}")
+
+        async def probe(service: str) -> None:
+            try:
+                async with asyncio.timeout(self.budget):
+                    url = self.upstreams.urls[service] + "/healthz"
+                    async with self.upstreams.session(service).get(url, headers=headers) as response:
+                        alive = response.status == 200
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
+                alive = False
+            if alive != self.alive[service]:
+                log.warning("overview.service_liveness", service=service, alive=alive)
+            self.alive[service] = alive
+
+        await asyncio.gather(*(probe(service) for service in SERVICES))
+        if self.alive["recommend"]:
+            await self._watch_model(headers)
+        cutoff = time.time() - self.max_age
+        self._written = {c: t for c, t in self._written.items() if t > cutoff}
+
+    async def _watch_model(self, headers: dict[str, str]) -> None:
+        try:
+            async with asyncio.timeout(self.budget):
+                url = self.upstreams.urls["recommend"] + "/v1/recommend/model"
+                async with self.upstreams.session("recommend").get(url, headers=headers) as response:
+                    version = int((await response.json(content_type=None))["version"])
+        except (TimeoutError, aiohttp.ClientError, ConnectionError, KeyError, ValueError, TypeError):
             return
-        now = time.monotonic()
-        self._entries.pop(customer_id, None)
-        self._in_flight.pop(customer_id, None)
-        self._forgotten[customer_id] = now
-        if len(self._forgotten) > self.max_entries:
-            # only drops within the last ttl can still matter (older fan-outs are over by then)
-            self._forgotten = {c: t for c, t in self._forgotten.items() if t > now - self.ttl - 60}
+        if version == self.model_version:
+            return
+        async with self.database.transaction() as session:
+            marked = await repo.mark_recommendations_stale(session, version)
+        log.info("overview.model_version", version=version, recommendations_to_refresh=marked)
+        self.model_version = version
+
+
+def signalled(handlers: Mapping[str, EventHandler]) -> dict[str, EventHandler]:
+    """`handlers` with every event of `SIGNALS` also counted as a change of its customer's overview, in the
+    same transaction (set-based: a run of events is two statements)."""
+
+    def counting(event_type: str, handler: EventHandler) -> EventHandler:
+        service = SIGNALS[event_type]
+
+        async def many(session: AsyncSession, events: Sequence[Event]) -> None:
+            if isinstance(handler, Batched):
+                await handler.many(session, events)
+            else:
+                for event in events:
+                    await handler(session, event)
+            changes = [(e.ordering_key, service) for e in events if e.ordering_key is not None]
+            await repo.mark_changed(session, changes, SERVICES)  # type: ignore[arg-type]
+
+        return Batched(many)
+
+    return {t: counting(t, h) if t in SIGNALS else h for t, h in handlers.items()}

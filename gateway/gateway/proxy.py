@@ -33,7 +33,7 @@ from kit.errors import (
 )
 
 if TYPE_CHECKING:
-    from gateway.overview import OverviewCache
+    from gateway.overview import ReadModel
 
 __all__ = ["FrontDoor", "Upstreams"]
 
@@ -220,18 +220,23 @@ class FrontDoor:
             await self.app({**scope, "path": path, "raw_path": path.encode()}, receive, send)
             return
         bulk = entry.body is BodyClass.BULK
-        customer_id = matched.parameters.get("customer_id") if method not in ("GET", "HEAD") else None
+        customer_id = None
+        if method not in ("GET", "HEAD"):
+            # a customer's own write names them in the path, or (a coupon redeemed with their token) in the token
+            customer_id = matched.parameters.get("customer_id") or (
+                principal.id if principal is not None and principal.kind == "customer" else None
+            )
         if customer_id is None:
             await self._forward(scope, receive, send, entry.target, path, principal, bulk=bulk)
             return
-        # the customer's own change shows in their next overview: dropped before (no fan-out joins the old one)
-        # and after (a fan-out that read while the change was under way is not kept)
-        cache: OverviewCache = self.state.overview_cache
-        cache.forget(customer_id)
+        # the customer's own change shows in their next overview: what was stored before it answered is not
+        # shown to them (gateway/overview.py)
+        overview: ReadModel = self.state.overview
+        overview.writing(customer_id)
         try:
             await self._forward(scope, receive, send, entry.target, path, principal, bulk=bulk)
         finally:
-            cache.forget(customer_id)
+            overview.written(customer_id)
 
     async def _authenticate(self, scope: Scope, client_address: str) -> Principal:
         """Failed attempts are counted per client address: past the limit, that address is refused before its

@@ -16,8 +16,10 @@ class GatewaySettings(ServiceSettings):
     upstream_bulk_timeout_seconds: float = Field(default=300.0, gt=0, validation_alias="UPSTREAM_BULK_TIMEOUT_SECONDS")
     upstream_connect_timeout_seconds: float = Field(default=1.0, validation_alias="UPSTREAM_CONNECT_TIMEOUT_SECONDS")
     overview_budget_ms: int = Field(default=300, validation_alias="OVERVIEW_BUDGET_MS")
-    # how long a customer's complete overview may be served again (0: never); see gateway/overview.py
-    overview_cache_seconds: float = Field(default=5.0, ge=0, le=300, validation_alias="OVERVIEW_CACHE_SECONDS")
+    # the overview's read model (gateway/overview.py): the longest a stored part is served without an event
+    # saying it changed, and how often the refresher fetches the parts events made stale
+    overview_max_age_seconds: float = Field(default=900.0, gt=0, validation_alias="OVERVIEW_MAX_AGE_SECONDS")
+    overview_refresh_seconds: float = Field(default=0.1, gt=0, validation_alias="OVERVIEW_REFRESH_SECONDS")
     rate_limit_partner_per_minute: int = Field(default=60_000, ge=1, validation_alias="RATE_LIMIT_PARTNER_PER_MINUTE")
     rate_limit_customer_per_minute: int = Field(default=600, ge=1, validation_alias="RATE_LIMIT_CUSTOMER_PER_MINUTE")
     api_key_cache_seconds: float = Field(default=10.0, validation_alias="API_KEY_CACHE_SECONDS")

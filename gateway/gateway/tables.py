@@ -162,3 +162,18 @@ console_sessions = Table(
     Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+# The customer overview's read model (gateway/overview.py): one row per customer and service.
+overview_parts = Table(
+    "overview_parts",
+    metadata,
+    Column("customer_id", String(64), nullable=False),
+    Column("service", String(16), nullable=False),
+    Column("body", JSONB),
+    Column("changed", BigInteger, nullable=False, server_default="0"),
+    Column("seen", BigInteger, nullable=False, server_default="0"),
+    Column("fetched_at", DateTime(timezone=True)),
+    Column("fresh_until", DateTime(timezone=True)),
+    PrimaryKeyConstraint("customer_id", "service"),
+    Index("ix_overview_parts_stale", "service", postgresql_where="changed > seen"),
+)

@@ -1,0 +1,117 @@
+"""The SQL of the customer overview's read model (`overview_parts`, gateway/overview.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.json import dumps
+
+__all__ = ["load", "mark_changed", "mark_recommendations_stale", "stale", "store"]
+
+_LOAD = text(
+    "SELECT service, body, changed, seen, fetched_at, fresh_until FROM overview_parts WHERE customer_id = :customer"
+)
+
+
+async def load(session: AsyncSession, customer_id: str) -> Sequence[Any]:
+    return (await session.execute(_LOAD, {"customer": customer_id})).all()
+
+
+# A later fetch never gives way to an earlier one (`fetched_at` is when each began): two refreshes finishing in
+# the other order keep the newer parts.
+_STORE = text(
+    """
+    INSERT INTO overview_parts AS p (customer_id, service, body, changed, seen, fetched_at, fresh_until)
+    VALUES (:customer, :service, CAST(:body AS jsonb), :seen, :seen, :fetched_at, :fresh_until)
+    ON CONFLICT (customer_id, service) DO UPDATE
+       SET body = EXCLUDED.body, seen = greatest(p.seen, EXCLUDED.seen),
+           fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until
+     WHERE p.fetched_at IS NULL OR p.fetched_at <= EXCLUDED.fetched_at
+    """
+)
+
+
+async def store(
+    session: AsyncSession,
+    customer_id: str,
+    service: str,
+    body: dict[str, Any],
+    *,
+    seen: int,
+    fetched_at: datetime,
+    fresh_until: datetime,
+) -> None:
+    params = {
+        "customer": customer_id,
+        "service": service,
+        "body": dumps(body).decode(),
+        "seen": seen,
+        "fetched_at": fetched_at,
+        "fresh_until": fresh_until,
+    }
+    await session.execute(_STORE, params)
+
+
+# Every service's row exists once anything was heard about the customer (the refresher fills the new ones), so a
+# first visit finds the whole overview; then each event counts one change of its service's row.
+_CREATE = text(
+    """
+    INSERT INTO overview_parts (customer_id, service, changed, seen)
+    SELECT customer, service, 1, 0
+      FROM unnest(CAST(:customers AS varchar[])) AS customer, unnest(CAST(:services AS varchar[])) AS service
+     ORDER BY customer, service
+    ON CONFLICT DO NOTHING
+    """
+)
+_COUNT = text(
+    """
+    UPDATE overview_parts AS p SET changed = p.changed + c.n
+      FROM (SELECT customer, service, count(*) AS n
+              FROM unnest(CAST(:customers AS varchar[]), CAST(:services AS varchar[])) AS e(customer, service)
+             GROUP BY customer, service) AS c
+     WHERE p.customer_id = c.customer AND p.service = c.service
+    """
+)
+
+
+async def mark_changed(session: AsyncSession, changes: Sequence[tuple[str, str]], services: Sequence[str]) -> None:
+    """`changes`: (customer, service) per event, in order."""
+    if not changes:
+        return
+    customers = sorted({customer for customer, _ in changes})
+    await session.execute(_CREATE, {"customers": customers, "services": list(services)})
+    await session.execute(_COUNT, {"customers": [c for c, _ in changes], "services": [s for _, s in changes]})
+
+
+_STALE = text(
+    """
+    SELECT customer_id, service, changed FROM overview_parts
+     WHERE changed > seen
+     ORDER BY fetched_at IS NULL, fetched_at
+     LIMIT :limit
+    """
+)
+
+
+async def stale(session: AsyncSession, limit: int) -> Sequence[Any]:
+    """Rows an event made stale: those already shown before new customers' first build."""
+    return (await session.execute(_STALE, {"limit": limit})).all()
+
+
+_OLD_MODEL = text(
+    """
+    UPDATE overview_parts SET changed = changed + 1
+     WHERE service = 'recommend' AND changed = seen AND CAST(body ->> 'model_version' AS bigint) < :version
+    """
+)
+
+
+async def mark_recommendations_stale(session: AsyncSession, version: int) -> int:
+    """Recommendations of an older model than `version`: the refresher fetches them again."""
+    result = await session.execute(_OLD_MODEL, {"version": version})
+    return int(result.rowcount)  # type: ignore[attr-defined]
