@@ -55,6 +55,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             internal_token=settings.internal_token,
             budget_seconds=settings.overview_budget_ms / 1000,
             max_age_seconds=settings.overview_max_age_seconds,
+            refresh_timeout_seconds=settings.upstream_timeout_seconds,
         )
         app.state.clients = {
             name: InternalClient(url, settings.internal_token, timeout=settings.upstream_timeout_seconds)

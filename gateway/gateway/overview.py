@@ -24,7 +24,7 @@ How the rows are kept:
   the rows stored before the write answered are not served to them; their next visit fetches every part afresh
   (and stores it), before the write's own event arrives.
 
-A service that is down or hung (its `/healthz` not answering within the budget, probed every second) has its
+A service that is down or hung (its `/healthz` not answering twice in a row, probed every second) has its
 parts null and is named in `unavailable`, as is any part whose fetch failed: never dropped silently. A circuit
 breaker per service makes a dead or hung service cost nothing per visit while it is open.
 """
@@ -182,6 +182,7 @@ class ReadModel:
         internal_token: str,
         budget_seconds: float,
         max_age_seconds: float,
+        refresh_timeout_seconds: float = 10.0,
         refresh_batch: int = 32,
         refresh_concurrency: int = 4,
     ) -> None:
@@ -191,7 +192,12 @@ class ReadModel:
         self.internal_token = internal_token
         self.budget = budget_seconds
         self.max_age = max_age_seconds
+        self.refresh_timeout = refresh_timeout_seconds
         self.refresh_batch = refresh_batch
+        # a probe waits longer than a part's budget, and a service is down after two failed probes in a row:
+        # a loaded machine's slow answer is not an outage
+        self.probe_timeout = max(1.0, budget_seconds)
+        self._failed_probes = dict.fromkeys(SERVICES, 0)
         self._slots = asyncio.Semaphore(refresh_concurrency)
         self.alive = dict.fromkeys(SERVICES, True)
         self.model_version: int | None = None
@@ -223,30 +229,38 @@ class ReadModel:
     def _headers(self, request_id: str) -> dict[str, str]:
         return {INTERNAL_TOKEN_HEADER: self.internal_token, "X-Request-ID": request_id, "X-Caller-Kind": "internal"}
 
-    async def _fetch_part(self, part: Part, customer_id: str, headers: dict[str, str]) -> tuple[Any, Any]:
-        """(the part as shown, the service's answer), or (None, None) when it failed or the circuit is open."""
-        breaker = self.breakers[part.service]
-        if not breaker.allow():
+    async def _fetch_part(
+        self, part: Part, customer_id: str, headers: dict[str, str], timeout: float | None
+    ) -> tuple[Any, Any]:
+        """(the part as shown, the service's answer), or (None, None) when it failed or the circuit is open.
+        A visit waits `budget` at most, behind the service's circuit breaker; the refresher (`timeout` given)
+        waits longer and leaves the breakers to the visits."""
+        breaker = self.breakers[part.service] if timeout is None else None
+        if breaker is not None and not breaker.allow():
             return None, None
         url = self.upstreams.urls[part.service] + part.path.format(id=customer_id)
         try:
-            async with asyncio.timeout(self.budget):
+            async with asyncio.timeout(self.budget if timeout is None else timeout):
                 async with self.upstreams.session(part.service).get(url, headers=headers) as response:
                     if response.status != 200:
                         raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
                     answer = await response.json(content_type=None)
                     value = part.shape(answer)
         except (TimeoutError, aiohttp.ClientError, ConnectionError, KeyError, ValueError, TypeError) as exc:
-            breaker.record(False)
+            if breaker is not None:
+                breaker.record(False)
             log.warning("overview.part_unavailable", service=part.service, error=type(exc).__name__)
             return None, None
-        breaker.record(True)
+        if breaker is not None:
+            breaker.record(True)
         return value, answer
 
-    async def fetch(self, service: str, customer_id: str, headers: dict[str, str]) -> _Fetched:
+    async def fetch(
+        self, service: str, customer_id: str, headers: dict[str, str], timeout: float | None = None
+    ) -> _Fetched:
         started = datetime.now(UTC)
         parts = PARTS_OF[service]
-        results = await asyncio.gather(*(self._fetch_part(p, customer_id, headers) for p in parts))
+        results = await asyncio.gather(*(self._fetch_part(p, customer_id, headers, timeout) for p in parts))
         partial = {p.key: value for p, (value, _) in zip(parts, results, strict=True)}
         if any(answer is None for _, answer in results):
             return _Fetched(started, None, partial)
@@ -317,7 +331,7 @@ class ReadModel:
 
         async def bounded(row: Any) -> _Fetched:
             async with self._slots:
-                return await self.fetch(row.service, row.customer_id, headers)
+                return await self.fetch(row.service, row.customer_id, headers, self.refresh_timeout)
 
         rows = [row for row in rows if self.alive[row.service]]
         fetched = await asyncio.gather(*(bounded(row) for row in rows))
@@ -335,12 +349,14 @@ class ReadModel:
 
         async def probe(service: str) -> None:
             try:
-                async with asyncio.timeout(self.budget):
+                async with asyncio.timeout(self.probe_timeout):
                     url = self.upstreams.urls[service] + "/healthz"
                     async with self.upstreams.session(service).get(url, headers=headers) as response:
-                        alive = response.status == 200
+                        answered = response.status == 200
             except (TimeoutError, aiohttp.ClientError, ConnectionError):
-                alive = False
+                answered = False
+            self._failed_probes[service] = 0 if answered else self._failed_probes[service] + 1
+            alive = self._failed_probes[service] < 2
             if alive != self.alive[service]:
                 log.warning("overview.service_liveness", service=service, alive=alive)
             self.alive[service] = alive
@@ -353,7 +369,7 @@ class ReadModel:
 
     async def _watch_model(self, headers: dict[str, str]) -> None:
         try:
-            async with asyncio.timeout(self.budget):
+            async with asyncio.timeout(self.probe_timeout):
                 url = self.upstreams.urls["recommend"] + "/v1/recommend/model"
                 async with self.upstreams.session("recommend").get(url, headers=headers) as response:
                     version = int((await response.json(content_type=None))["version"])
