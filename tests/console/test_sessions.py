@@ -8,11 +8,11 @@ import httpx
 
 from tests.conftest import ADMIN_KEY, Platform
 from tests.console.conftest import browser_client, csrf_of, sign_in
+from tests.support.pages import every_item
 
 
 async def _campaign_names(admin: httpx.AsyncClient) -> list[str]:
-    listed = (await admin.get("/v1/coupon-campaigns", params={"limit": 100})).json()["items"]
-    return [c["name"] for c in listed]
+    return [c["name"] for c in await every_item(admin, "/v1/coupon-campaigns")]
 
 
 async def test_the_console_needs_a_session(platform: Platform) -> None:

@@ -4,22 +4,17 @@ import asyncio
 from uuid import uuid4
 
 import httpx
+import pytest
 
 from tests.conftest import Platform
+from tests.support.pages import every_item
 
 
 async def keys_named(admin: httpx.AsyncClient, name: str) -> list[dict]:
-    found: list[dict] = []
-    cursor = None
-    while True:
-        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-        page = (await admin.get("/v1/api-keys", params=params)).json()
-        found += [item for item in page["items"] if item["name"] == name]
-        cursor = page["next_cursor"]
-        if not cursor:
-            return found
+    return [item for item in await every_item(admin, "/v1/api-keys") if item["name"] == name]
 
 
+@pytest.mark.real_commits
 async def test_twenty_concurrent_sends_make_one_effect(platform: Platform) -> None:
     name = f"idem-{uuid4().hex[:8]}"
     key = uuid4().hex

@@ -6,6 +6,7 @@ import httpx
 
 from kit.db import Database
 from tests.conftest import Platform
+from tests.support.pages import every_item
 
 
 def problem(response: httpx.Response, status: int) -> dict:
@@ -41,11 +42,10 @@ async def test_bad_cursor_and_limit_are_422(admin: httpx.AsyncClient) -> None:
 
 
 async def test_bad_input_changes_nothing(admin: httpx.AsyncClient) -> None:
-    before = (await admin.get("/v1/api-keys", params={"limit": 200})).json()["items"]
+    before = await every_item(admin, "/v1/api-keys")
     await admin.post("/v1/api-keys", json={"name": "", "scopes": ["admin"]})
     await admin.post("/v1/api-keys", json={"name": "x", "scopes": []})
-    after = (await admin.get("/v1/api-keys", params={"limit": 200})).json()["items"]
-    assert after == before
+    assert await every_item(admin, "/v1/api-keys") == before
 
 
 async def test_unknown_paths_and_methods(admin: httpx.AsyncClient) -> None:

@@ -132,20 +132,21 @@ class TestPathTricks:
         assert await survey_count(admin) == before
 
     @pytest.mark.parametrize(
-        ("scope", "method", "target"),
+        ("scope", "method", "target", "status"),
         [
-            ("points:write", "POST", "/v1/points/expiry-runs"),
-            ("points:write", "POST", "/v1/customers/x/points/../../../points/expiry-runs"),
-            ("points:write", "POST", "/v1/customers/x/points/%2e%2e/%2e%2e/%2e%2e/points/expiry-runs"),
-            ("recommend:write", "POST", "/v1/recommend/model/retrain"),
-            ("recommend:write", "POST", "/v1/products/%2e%2e/recommend/model/retrain"),
-            ("surveys:read", "POST", "/v1/surveys"),
-            ("coupons:read", "POST", "/v1/coupon-campaigns"),
-            ("points:read", "POST", "/v1/customers/victim/points/earn"),
+            # a route beyond the key's scopes is 403; a path that climbs out of its route is refused before routing
+            ("points:write", "POST", "/v1/points/expiry-runs", 403),
+            ("points:write", "POST", "/v1/customers/x/points/../../../points/expiry-runs", 400),
+            ("points:write", "POST", "/v1/customers/x/points/%2e%2e/%2e%2e/%2e%2e/points/expiry-runs", 400),
+            ("recommend:write", "POST", "/v1/recommend/model/retrain", 403),
+            ("recommend:write", "POST", "/v1/products/%2e%2e/recommend/model/retrain", 400),
+            ("surveys:read", "POST", "/v1/surveys", 403),
+            ("coupons:read", "POST", "/v1/coupon-campaigns", 403),
+            ("points:read", "POST", "/v1/customers/victim/points/earn", 403),
         ],
     )
     async def test_a_key_cannot_stretch_its_scopes(
-        self, platform: Platform, admin: httpx.AsyncClient, scope: str, method: str, target: str
+        self, platform: Platform, admin: httpx.AsyncClient, scope: str, method: str, target: str, status: int
     ) -> None:
         key = await key_with(admin, scope)
         response = await raw_request(
@@ -155,7 +156,7 @@ class TestPathTricks:
             headers={"Authorization": f"Bearer {key}"},
             body=b'{"points": 1000, "reference": "r"}',
         )
-        assert response.status_code in (400, 403, 404), (target, response.status_code, response.body)
+        assert response.status_code == status, (target, response.status_code, response.body)
         assert await balance(admin, "victim") == 0
 
     @pytest.mark.parametrize(
@@ -166,7 +167,7 @@ class TestPathTricks:
         response = await raw_request(
             platform.gateway_url, "POST", target, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, body=b"{}"
         )
-        assert response.status_code in (404, 405), (target, response.status_code)
+        assert response.status_code == 404, (target, response.status_code)
 
     async def test_an_undeclared_method_is_405_with_allow(self, platform: Platform) -> None:
         response = await raw_request(
@@ -230,7 +231,7 @@ class TestIdentities:
         assert response.status_code == 403
         async with platform.service_client("points", **{"X-Caller-Kind": "nonsense"}) as client:
             response = await client.post("/v1/customers/x/points/earn", json={"points": 5, "reference": "r"})
-        assert response.status_code in (403, 404)
+        assert response.status_code == 403  # an unknown caller kind has no scope
 
 
 class TestTokens:
@@ -325,7 +326,7 @@ class TestBodiesAndHeaders:
             "/v1/surveys",
             headers={"Authorization": f"Bearer {ADMIN_KEY}", "X-Junk": "j" * 20_000},
         )
-        assert response.status_code in (400, 431)
+        assert response.status_code == 431
 
 
 def cursor_of(*parts: object) -> str:
@@ -501,7 +502,7 @@ class TestFreePoints:
             assert first.status_code == 201
             # the same reference with another amount: the ledger answers the first redemption again
             again = await client.post(me, json={"points": 1, "reference": "order-1"})
-            assert again.status_code in (201, 409, 422), again.text
+            assert (again.status_code, again.json()) == (201, first.json()), again.text
             key = uid("key")
             once = await client.post(
                 "/v1/me/points/redemptions",
@@ -587,7 +588,7 @@ class TestFreeCoupons:
         mallory = uid("mallory")
         async with platform.client(token=(await token_for(admin, mallory))["token"]) as client:
             response = await client.post(f"/v1/coupons/{code}/redemptions", json=checkout(uid("victim")))
-        assert response.status_code in (403, 404), response.text
+        assert response.status_code == 404, response.text  # another customer's resources are 404
         assert await redeemed(admin, campaign_id) == 0
 
     async def test_an_order_id_replayed_for_another_customer_redeems_nothing_more(
