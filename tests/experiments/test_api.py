@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from scipy import stats
 
 from kit.experiments import assign_arm
@@ -29,6 +30,7 @@ async def coupon_rule(client: httpx.AsyncClient, n: int = 1) -> dict[str, Any]:
 
 
 class TestLifecycle:
+    @pytest.mark.own_platform(services=["coupon", "gateway"])  # its rule and running experiment are programme-wide
     async def test_create_list_assign_stop(self, admin: httpx.AsyncClient) -> None:
         rule = await coupon_rule(admin, n=97)
         experiment = await start(admin, "coupon_rule", rule["id"], holdout=20)
@@ -134,6 +136,7 @@ async def purchase(client: httpx.AsyncClient, customer: str, at: datetime, total
 
 
 class TestResults:
+    @pytest.mark.own_platform(services=["coupon", "gateway"])  # its rule and running experiment are programme-wide
     async def test_exact_counts_on_a_hand_built_example(self, admin: httpx.AsyncClient, platform: Platform) -> None:
         rule = await coupon_rule(admin, n=98)
         experiment = await start(admin, "coupon_rule", rule["id"], holdout=50)
@@ -209,6 +212,7 @@ class TestResults:
         assert shorter["arms"]["holdout"]["customers_returned"] == 0
 
 
+@pytest.mark.own_platform(services=["coupon", "gateway"])  # its rule and running experiment are programme-wide
 async def test_results_do_not_depend_on_the_order_events_arrive(admin: httpx.AsyncClient, platform: Platform) -> None:
     """A replay can store a customer's purchases before the reward that exposed them, and an earlier trigger can
     arrive after a later one: the results are those of the exposure's final time, whatever the order."""
@@ -240,6 +244,7 @@ async def test_results_do_not_depend_on_the_order_events_arrive(admin: httpx.Asy
     await admin.post(f"/v1/experiments/{experiment['id']}/stop")
 
 
+@pytest.mark.own_platform(services=["coupon", "gateway"])  # its rule and running experiment are programme-wide
 async def test_an_orphan_attachment_gives_way_to_the_gateways_next_experiment(
     admin: httpx.AsyncClient, platform: Platform
 ) -> None:
