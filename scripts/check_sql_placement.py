@@ -35,11 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALLOWED: frozenset[str] = frozenset(
     {
         "libs/kit/kit/events.py",  # kit-infra (the outbox relay), events (publish)
-        "services/coupon/coupon/events.py",  # coupon
-        "services/coupon/coupon/experiments.py",  # coupon
-        "services/coupon/coupon/guards.py",  # coupon
-        "services/coupon/coupon/jobs.py",  # coupon
-        "services/coupon/coupon/service.py",  # coupon
         "services/points/points/service.py",  # sql
         "services/recommend/recommend/engine.py",  # sql
         "services/recommend/recommend/trainer.py",  # sql

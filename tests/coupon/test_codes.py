@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from coupon.codes import CodeFormat, as_strings, generate_bodies
+from coupon.code_format import CodeFormat, as_strings, generate_bodies
 from coupon.settings import CouponSettings
 from tests.conftest import Platform
 from tests.coupon.helpers import create_campaign, generate
@@ -120,7 +120,7 @@ async def test_colliding_codes_are_drawn_again(coupon: httpx.AsyncClient, monkey
             return b"\x00" * n if calls["n"] == 1 else real(n)
 
     fmt = {"prefix": "COLL", "length": 14, "charset": "unambiguous"}
-    monkeypatch.setattr("coupon.codes.secrets", RepeatingOnce)
+    monkeypatch.setattr("coupon.code_format.secrets", RepeatingOnce)
     first = await create_campaign(coupon, code=fmt)
     codes = await generate(coupon, first["id"], 5)
     assert len(set(codes)) == 5

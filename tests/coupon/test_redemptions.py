@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from coupon.codes import CodeFormat
+from coupon.code_format import CodeFormat
 from tests.coupon.helpers import create_campaign, generate, issue, order, uid
 
 
@@ -185,7 +185,7 @@ async def test_a_wrong_check_character_is_refused_before_lookup(coupon: httpx.As
     assert response.status_code == 404
     assert (response.json()["code"], response.json()["reason"]) == ("coupon_not_found", "check_character_mismatch")
     # a well-formed code that does not exist is a different 404
-    from coupon.codes import check_character
+    from coupon.code_format import check_character
 
     body = "".join(reversed(code[3:-1]))
     unknown = "CHK" + body + check_character(body, "unambiguous")

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from fastapi import BackgroundTasks, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from coupon import imports, service
+from coupon import campaigns, codes, imports, issuance, redemptions, rules
+from coupon.runtime import CouponRuntime
 from coupon.schemas import (
     Campaign,
     CampaignCreate,
@@ -30,7 +31,6 @@ from coupon.schemas import (
     ValidationResult,
     WalletCoupon,
 )
-from coupon.service import CouponRuntime
 from kit.auth import CallerDep, requires
 from kit.db import Database, SessionDep, service_router
 from kit.errors import problem_responses
@@ -58,7 +58,7 @@ CodePath = Annotated[str, Path(min_length=1, max_length=64, description="The cod
     responses=problem_responses(422),
 )
 async def create(body: CampaignCreate, session: SessionDep, runtime: RuntimeDep) -> Campaign:
-    return await service.create_campaign(session, runtime, body)
+    return await campaigns.create_campaign(session, runtime, body)
 
 
 @router.get(
@@ -69,7 +69,7 @@ async def create(body: CampaignCreate, session: SessionDep, runtime: RuntimeDep)
     responses=problem_responses(422),
 )
 async def list_(session: SessionDep, page: PageParamsDep, active: bool | None = None) -> Page[Campaign]:
-    return await service.list_campaigns(session, page, active)
+    return await campaigns.list_campaigns(session, page, active)
 
 
 @router.get(
@@ -80,7 +80,7 @@ async def list_(session: SessionDep, page: PageParamsDep, active: bool | None = 
     responses=problem_responses(404, 422),
 )
 async def get(campaign_id: uuid.UUID, session: SessionDep) -> Campaign:
-    return await service.get_campaign(session, campaign_id)
+    return await campaigns.get_campaign(session, campaign_id)
 
 
 @router.patch(
@@ -91,7 +91,7 @@ async def get(campaign_id: uuid.UUID, session: SessionDep) -> Campaign:
     responses=problem_responses(404, 422),
 )
 async def update(campaign_id: uuid.UUID, body: CampaignPatch, session: SessionDep) -> Campaign:
-    return await service.update_campaign(session, campaign_id, body)
+    return await campaigns.update_campaign(session, campaign_id, body)
 
 
 @router.post(
@@ -110,7 +110,7 @@ async def generate_codes(
     response: Response,
     background: BackgroundTasks,
 ) -> CodeJob:
-    job, done = await service.request_codes(session, runtime, campaign_id, body)
+    job, done = await codes.request_codes(session, runtime, campaign_id, body)
     response.headers["Location"] = f"/v1/coupon-campaigns/{campaign_id}/code-jobs/{job.id}"
     if not done:
         response.status_code = 202
@@ -127,7 +127,7 @@ async def generate_codes(
     responses=problem_responses(404, 422),
 )
 async def get_code_job(campaign_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep) -> CodeJob:
-    return await service.get_code_job(session, campaign_id, job_id)
+    return await codes.get_code_job(session, campaign_id, job_id)
 
 
 @router.post(
@@ -160,14 +160,14 @@ async def list_codes(
     format: Annotated[Literal["json", "csv"], Query(description="`csv` streams every code.")] = "json",
 ) -> Page[CouponCode] | StreamingResponse:
     if format == "csv":
-        await service.check_campaign_exists(session, campaign_id)
+        await codes.check_campaign_exists(session, campaign_id)
         database: Database = request.app.state.database
         return StreamingResponse(
-            service.stream_codes_csv(database.sessionmaker, campaign_id),
+            codes.stream_codes_csv(database.sessionmaker, campaign_id),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="coupon-codes-{campaign_id}.csv"'},
         )
-    return await service.list_codes(session, campaign_id, page)
+    return await codes.list_codes(session, campaign_id, page)
 
 
 @router.post(
@@ -182,7 +182,7 @@ async def issue(
     campaign_id: uuid.UUID, body: IssuanceRequest, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
 ) -> Issuance:
     caller.require_customer(body.customer_id)
-    return await service.issue_coupon(session, runtime, campaign_id, body)
+    return await issuance.issue_coupon(session, runtime, campaign_id, body)
 
 
 @router.get(
@@ -198,7 +198,7 @@ async def customer_wallet(
     page: PageParamsDep,
     status: Literal["active", "redeemed", "expired"] | None = None,
 ) -> Page[WalletCoupon]:
-    return await service.wallet(session, customer_id, status, page)
+    return await issuance.wallet(session, customer_id, status, page)
 
 
 @router.post(
@@ -212,7 +212,7 @@ async def validate(
     code: CodePath, body: ValidationRequest, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
 ) -> ValidationResult:
     caller.require_customer(body.customer_id)
-    return await service.validate(session, runtime, caller, code, body)
+    return await redemptions.validate(session, runtime, caller, code, body)
 
 
 @router.post(
@@ -227,7 +227,7 @@ async def redeem(
     code: CodePath, body: RedemptionRequest, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
 ) -> Redemption:
     caller.require_customer(body.customer_id)
-    return await service.redeem(session, runtime, caller, code, body)
+    return await redemptions.redeem(session, runtime, caller, code, body)
 
 
 @router.post(
@@ -238,7 +238,7 @@ async def redeem(
     responses=problem_responses(404, 422),
 )
 async def roll_back(redemption_id: uuid.UUID, session: SessionDep) -> Redemption:
-    return await service.roll_back(session, redemption_id)
+    return await redemptions.roll_back(session, redemption_id)
 
 
 @router.post(
@@ -250,7 +250,7 @@ async def roll_back(redemption_id: uuid.UUID, session: SessionDep) -> Redemption
     responses=problem_responses(404, 422),
 )
 async def create_rule(body: RuleCreate, session: SessionDep) -> Rule:
-    return await service.create_rule(session, body)
+    return await rules.create_rule(session, body)
 
 
 @router.get(
@@ -261,7 +261,7 @@ async def create_rule(body: RuleCreate, session: SessionDep) -> Rule:
     responses=problem_responses(422),
 )
 async def list_rules(session: SessionDep, page: PageParamsDep) -> Page[Rule]:
-    return await service.list_rules(session, page)
+    return await rules.list_rules(session, page)
 
 
 @router.get(
@@ -272,7 +272,7 @@ async def list_rules(session: SessionDep, page: PageParamsDep) -> Page[Rule]:
     responses=problem_responses(404, 422),
 )
 async def get_rule(rule_id: uuid.UUID, session: SessionDep) -> Rule:
-    return await service.get_rule(session, rule_id)
+    return await rules.get_rule(session, rule_id)
 
 
 @router.patch(
@@ -283,15 +283,15 @@ async def get_rule(rule_id: uuid.UUID, session: SessionDep) -> Rule:
     responses=problem_responses(404, 422),
 )
 async def update_rule(rule_id: uuid.UUID, body: RulePatch, session: SessionDep) -> Rule:
-    return await service.update_rule(session, rule_id, body)
+    return await rules.update_rule(session, rule_id, body)
 
 
 # Service to service (the points service's coupon rewards): not in the gateway's route table, not published.
 @router.post("/internal/reward-issuances", dependencies=[requires()], include_in_schema=False)
 async def issue_for_reward(body: RewardIssuanceRequest, session: SessionDep, runtime: RuntimeDep) -> RewardIssuance:
-    return await service.issue_for_reward(session, runtime, body)
+    return await issuance.issue_for_reward(session, runtime, body)
 
 
 @router.post("/internal/reward-issuances/{key}/void", dependencies=[requires()], include_in_schema=False)
 async def void_reward_issuance(key: uuid.UUID, session: SessionDep) -> RewardIssuance:
-    return await service.void_reward_issuance(session, key)
+    return await issuance.void_reward_issuance(session, key)

@@ -7,7 +7,7 @@ from coupon.events import handlers
 from coupon.experiments import gift_rule_exists, rule_exists
 from coupon.guards import FormatCache, GuessThrottle, LocalGuessThrottle, SharedGuessThrottle
 from coupon.jobs import CodeJobRunner
-from coupon.service import CouponRuntime
+from coupon.runtime import CouponRuntime
 from coupon.settings import CouponSettings
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob

@@ -1,178 +1,121 @@
-"""Coupon codes: alphabets, the check character, normalisation, and fast generation from `secrets`.
-
-A code is `PREFIX` + `length - 1` random characters + one check character (the length counts the check
-character, not the prefix). The check character is Luhn mod N over the random part, N being the size of
-the campaign's alphabet (for the odd N = 31 doubling is taken mod N, which keeps it a permutation): every
-single mistyped character and most swaps of neighbours are caught before the database is asked.
-
-Generation draws `secrets.token_bytes` and maps bytes to the alphabet by rejection sampling (a byte is
-kept only below the largest multiple of N that fits in 256), so every character is uniform; numpy does the
-mapping, the check characters and the COPY rows for a whole batch at once.
-"""
+"""Codes of a campaign: bulk generation (in the request for small counts, else a background job), the
+guessability rule that bounds how many one campaign may hold, and reading them back (pages, CSV export)."""
 
 from __future__ import annotations
 
-import math
-import secrets
-import struct
 import uuid
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Literal
+from collections.abc import AsyncIterator
 
-import numpy as np
-import numpy.typing as npt
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-__all__ = [
-    "ALPHABETS",
-    "Charset",
-    "CodeFormat",
-    "check_character",
-    "generate_bodies",
-    "normalize",
-]
+from coupon.campaigns import campaign_row, code_job
+from coupon.code_format import CodeFormat, generate_bodies
+from coupon.repositories import campaigns as campaign_rows
+from coupon.repositories import codes as code_rows
+from coupon.repositories import jobs as job_rows
+from coupon.repositories.campaigns import CampaignRow
+from coupon.repositories.codes import CodeRow
+from coupon.runtime import CouponRuntime
+from coupon.schemas import CodeJob, CodesRequest, CouponCode
+from kit.errors import NotFound, Unprocessable
+from kit.pagination import Page, PageParams, encode_cursor
 
-Charset = Literal["unambiguous", "alphanumeric", "numeric"]
+log = structlog.get_logger("coupon.codes")
 
-ALPHABETS: dict[str, str] = {
-    # no 0/O, 1/I/L: characters that are misread on a receipt
-    "unambiguous": "23456789ABCDEFGHJKMNPQRSTUVWXYZ",
-    "alphanumeric": "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-    "numeric": "0123456789",
-}
-SEPARATORS = str.maketrans("", "", " -\t_")
+CSV_BATCH = 10_000
 
 
-def normalize(code: str) -> str:
-    """Case-insensitive, separators (spaces, dashes, underscores, tabs) ignored."""
-    return code.translate(SEPARATORS).upper()
+def _guessability_guard(runtime: CouponRuntime, fmt: CodeFormat, live: int, count: int) -> None:
+    bits = runtime.settings.min_guess_bits
+    max_codes = fmt.space >> bits
+    if live + count > max_codes:
+        raise Unprocessable(
+            f"Too many codes for this campaign: its code space must hold at least 2^{bits} possible codes for "
+            f"each of its codes, so {fmt.charset} codes of length {fmt.length} (check character included) allow "
+            f"at most {max_codes:,} codes in one campaign; it has {live:,}. Use a longer code or a larger charset.",
+            code="codes_guessable",
+            code_space=str(fmt.space),  # may exceed 64 bits: a decimal string
+            code_space_bits=round(fmt.space_bits, 1),
+            live_codes=live,
+            requested=count,
+            max_codes=max_codes,
+            rule=f"code_space / campaign_codes >= 2^{bits}",
+        )
 
 
-def _addend(value: int, factor: int, n: int) -> int:
-    product = factor * value
-    # Luhn's digit sum makes doubling a permutation only for an even N; for an odd N (31) doubling mod N is one.
-    return product // n + product % n if n % 2 == 0 else product % n
+async def reserve_codes(session: AsyncSession, runtime: CouponRuntime, campaign: CampaignRow, count: int) -> int:
+    """Check the guessability rule for `count` more codes of this campaign and reserve their sequence numbers;
+    answers the first.
+
+    The rule is per campaign: a guess that hits a code of one campaign is what the rule bounds, and one shop's
+    campaigns never use up another's room (the caller holds the campaign row locked, so two requests of one
+    campaign take turns)."""
+    _guessability_guard(runtime, campaign.format, campaign.reserved, count)
+    return await campaign_rows.reserve(session, campaign.id, count)
 
 
-def _luhn_sum(values: list[int], n: int, *, with_check: bool) -> int:
-    # From the right, every second value (starting with the rightmost of the body) is doubled.
-    total = 0
-    factor = 1 if with_check else 2
-    for value in reversed(values):
-        total += _addend(value, factor, n)
-        factor = 3 - factor
-    return total
+async def request_codes(
+    session: AsyncSession, runtime: CouponRuntime, campaign_id: uuid.UUID, body: CodesRequest
+) -> tuple[CodeJob, bool]:
+    """Small counts are stored in this transaction (the job comes back `succeeded`); larger ones become a
+    `pending` job that a background worker runs in batches. Returns the job and whether it finished."""
+    campaign = await campaign_row(session, campaign_id, lock=True)
+    seq_start = await reserve_codes(session, runtime, campaign, body.count)
+    done = body.count <= runtime.settings.sync_codes_max
+    if done:
+        bodies = generate_bodies(campaign.format, body.count)
+        await code_rows.store_batch(session, campaign_id, campaign.format, bodies, seq_start)
+        await campaign_rows.add_generated(session, campaign_id, body.count)
+    job = await job_rows.insert(session, uuid.uuid4(), campaign_id, body.count, seq_start, done=done)
+    log.info("coupon.codes.requested", campaign_id=str(campaign_id), count=body.count, job_id=str(job.id))
+    return code_job(job), done
 
 
-def check_character(body: str, charset: str) -> str:
-    alphabet = ALPHABETS[charset]
-    n = len(alphabet)
-    total = _luhn_sum([alphabet.index(c) for c in body], n, with_check=False)
-    return alphabet[(n - total % n) % n]
+async def get_code_job(session: AsyncSession, campaign_id: uuid.UUID, job_id: uuid.UUID) -> CodeJob:
+    job = await job_rows.get(session, campaign_id, job_id)
+    if job is None:
+        raise NotFound("No code generation job with this id for this campaign.", code="code_job_not_found")
+    return code_job(job)
 
 
-@dataclass(frozen=True)
-class CodeFormat:
-    prefix: str
-    length: int
-    charset: str
-
-    @property
-    def alphabet(self) -> str:
-        return ALPHABETS[self.charset]
-
-    @property
-    def space(self) -> int:
-        """How many different codes this format can make (the check character adds none)."""
-        return len(self.alphabet) ** (self.length - 1)
-
-    @property
-    def space_bits(self) -> float:
-        return math.log2(self.space)
-
-    @cached_property
-    def _values(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.alphabet)}
-
-    def accepts(self, code: str) -> bool:
-        """Whether a normalised code has this format and a correct check character."""
-        if len(code) != len(self.prefix) + self.length or not code.startswith(self.prefix):
-            return False
-        lookup = self._values
-        try:
-            values = [lookup[c] for c in code[len(self.prefix) :]]
-        except KeyError:
-            return False
-        return _luhn_sum(values, len(lookup), with_check=True) % len(lookup) == 0
-
-
-def _random_values(count: int, n: int) -> npt.NDArray[np.uint8]:
-    """`count` uniform values in [0, n) from the operating system's CSPRNG."""
-    limit = 256 - 256 % n
-    out = np.empty(count, dtype=np.uint8)
-    filled = 0
-    while filled < count:
-        need = count - filled
-        # ask for enough bytes that one draw almost always suffices
-        raw = np.frombuffer(secrets.token_bytes(int(need * 256 / limit * 1.02) + 16), dtype=np.uint8)
-        kept = raw[raw < limit][:need]
-        out[filled : filled + kept.size] = kept % n
-        filled += kept.size
-    return out
-
-
-def generate_bodies(fmt: CodeFormat, count: int) -> npt.NDArray[np.uint8]:
-    """`count` codes (prefix, random part, check character) as a (count, width) array of ASCII bytes."""
-    alphabet = fmt.alphabet
-    n = len(alphabet)
-    random_length = fmt.length - 1
-    values = _random_values(count * random_length, n).reshape(count, random_length).astype(np.int32)
-    # factors from the right: 2, 1, 2, ... over the body
-    factors = np.array([2 if (random_length - 1 - i) % 2 == 0 else 1 for i in range(random_length)], dtype=np.int32)
-    products = values * factors
-    addends = products // n + products % n if n % 2 == 0 else products % n
-    total = addends.sum(axis=1)
-    check = (n - total % n) % n
-    table = np.frombuffer(alphabet.encode(), dtype=np.uint8)
-    chars = np.empty((count, len(fmt.prefix) + fmt.length), dtype=np.uint8)
-    if fmt.prefix:
-        chars[:, : len(fmt.prefix)] = np.frombuffer(fmt.prefix.encode(), dtype=np.uint8)
-    chars[:, len(fmt.prefix) : -1] = table[values]
-    chars[:, -1] = table[check]
-    return chars
-
-
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_COPY_TRAILER = struct.pack(">h", -1)
-
-
-def copy_rows(codes: npt.NDArray[np.uint8], campaign_id: uuid.UUID, seq_start: int) -> bytes:
-    """COPY rows `(code, campaign_id, seq)` in PostgreSQL's binary format, built as one numpy record array
-    (fixed width: no Python loop per code, and nothing for the server to parse)."""
-    count, width = codes.shape
-    row = np.dtype(
-        [
-            ("fields", ">i2"),
-            ("code_length", ">i4"),
-            ("code", f"S{width}"),
-            ("campaign_length", ">i4"),
-            ("campaign", "S16"),
-            ("seq_length", ">i4"),
-            ("seq", ">i8"),
-        ]
+async def list_codes(session: AsyncSession, campaign_id: uuid.UUID, page: PageParams) -> Page[CouponCode]:
+    """Codes in the order they were made. Reads go by windows of sequence numbers (what the BRIN index
+    answers well); sequence numbers are dense, so a window of `4 * limit` nearly always fills a page."""
+    campaign = await campaign_row(session, campaign_id)
+    (after,) = page.after(int) or (0,)
+    last = campaign.reserved
+    rows: list[CodeRow] = []
+    window = 4 * page.limit
+    upto = after
+    while len(rows) <= page.limit and upto < last:
+        start, upto = upto, min(last, upto + window)
+        rows += await code_rows.in_window(session, campaign_id, start, upto, page.limit + 1 - len(rows))
+        window *= 4
+    items = rows[: page.limit]
+    cursor = encode_cursor([items[-1].seq]) if len(rows) > page.limit else None
+    return Page[CouponCode](
+        items=[CouponCode(code=r.code, customer_id=r.customer_id, uses=r.uses, issued_at=r.issued_at) for r in items],
+        next_cursor=cursor,
     )
-    rows = np.empty(count, dtype=row)
-    rows["fields"] = 3
-    rows["code_length"] = width
-    rows["code"] = np.ascontiguousarray(codes).view(f"S{width}").ravel()
-    rows["campaign_length"] = 16
-    rows["campaign"] = campaign_id.bytes
-    rows["seq_length"] = 8
-    rows["seq"] = np.arange(seq_start, seq_start + count, dtype=np.int64)
-    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
-def as_strings(codes: npt.NDArray[np.uint8]) -> list[str]:
-    width = codes.shape[1]
-    blob = codes.tobytes().decode("ascii")
-    return [blob[i : i + width] for i in range(0, len(blob), width)]
+async def check_campaign_exists(session: AsyncSession, campaign_id: uuid.UUID) -> None:
+    await campaign_row(session, campaign_id)
+
+
+async def stream_codes_csv(
+    sessionmaker: async_sessionmaker[AsyncSession], campaign_id: uuid.UUID
+) -> AsyncIterator[bytes]:
+    """Every code of the campaign as CSV, a window of 10,000 sequence numbers at a time: memory stays at
+    one batch whatever the campaign's size, and no transaction stays open between batches."""
+    yield b"code,customer_id,uses\n"
+    async with sessionmaker() as session, session.begin():
+        last = (await campaign_row(session, campaign_id)).reserved
+    after = 0
+    while after < last:
+        async with sessionmaker() as session, session.begin():
+            rows = await code_rows.in_window(session, campaign_id, after, after + CSV_BATCH, CSV_BATCH)
+        after += CSV_BATCH
+        if rows:
+            yield "".join(f"{r.code},{r.customer_id or ''},{r.uses}\n" for r in rows).encode()

@@ -19,9 +19,10 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coupon import repository as repo
+from coupon.issuance import issue_coupon
+from coupon.repositories import rules as rule_rows
+from coupon.runtime import CouponRuntime
 from coupon.schemas import Issuance, IssuanceRequest
-from coupon.service import CouponRuntime, issue_coupon
 from kit import events, experiments
 
 log = structlog.get_logger("coupon.experiments")
@@ -30,37 +31,41 @@ LEVER = "coupon_rule"
 GIFT_LEVER = "reward"
 
 
-async def _rule_of_kind(session: AsyncSession, lever_id: str, kind_column: str) -> bool:
+def _rule_id(lever_id: str) -> uuid.UUID | None:
     try:
-        rule_id = uuid.UUID(lever_id)
+        return uuid.UUID(lever_id)
     except ValueError:
-        return False
-    found = await repo.fetch_one(
-        session, f"SELECT 1 AS found FROM coupon_rules WHERE id = :id AND {kind_column} IS NOT NULL", id=rule_id
-    )
-    return found is not None
+        return None
 
 
 async def rule_exists(session: AsyncSession, lever_id: str) -> bool:
     """A `coupon_rule` lever: a surprise rule that issues a coupon."""
-    return await _rule_of_kind(session, lever_id, "campaign_id")
+    rule_id = _rule_id(lever_id)
+    return rule_id is not None and await rule_rows.exists(session, rule_id, "coupon")
 
 
 async def gift_rule_exists(session: AsyncSession, lever_id: str) -> bool:
     """A `reward` lever: a gift rule (one that grants a catalogue item)."""
-    return await _rule_of_kind(session, lever_id, "reward_id")
+    rule_id = _rule_id(lever_id)
+    return rule_id is not None and await rule_rows.exists(session, rule_id, "gift")
 
 
 async def issue_or_withhold(
-    session: AsyncSession, runtime: CouponRuntime, rule: Any, event_key: str, customer_id: str, occurred_at: datetime
+    session: AsyncSession,
+    runtime: CouponRuntime,
+    rule_id: uuid.UUID,
+    campaign_id: uuid.UUID,
+    event_key: str,
+    customer_id: str,
+    occurred_at: datetime,
 ) -> Issuance | None:
     """Issue the rule's code (None when the customer is in a running experiment's holdout); raises the issuance's
     refusal either way, so a campaign that cannot issue exposes nobody."""
-    experiment = await experiments.running_experiment(session, LEVER, str(rule.id), occurred_at)
+    experiment = await experiments.running_experiment(session, LEVER, str(rule_id), occurred_at)
     holdout = experiment is not None and experiment.arm(customer_id) == "holdout"
     nested = await session.begin_nested()
     try:
-        issued = await issue_coupon(session, runtime, rule.campaign_id, IssuanceRequest(customer_id=customer_id))
+        issued = await issue_coupon(session, runtime, campaign_id, IssuanceRequest(customer_id=customer_id))
     except BaseException:
         await nested.rollback()
         raise
@@ -79,7 +84,7 @@ async def issue_or_withhold(
             reference=None if holdout else issued.code,
         )
     if holdout:
-        log.info("coupon.rule.withheld", rule_id=str(rule.id), event_key=event_key)
+        log.info("coupon.rule.withheld", rule_id=str(rule_id), event_key=event_key)
         return None
     return issued
 
@@ -87,19 +92,26 @@ async def issue_or_withhold(
 GIFT_NAMESPACE = uuid.UUID("8f0e7d1c-5b2a-4c3e-9a6f-1d2e3f4a5b6c")
 
 
-async def grant_gift(session: AsyncSession, rule: Any, event_key: str, customer_id: str, occurred_at: datetime) -> None:
+async def grant_gift(
+    session: AsyncSession,
+    rule_id: uuid.UUID,
+    reward_id: uuid.UUID,
+    event_key: str,
+    customer_id: str,
+    occurred_at: datetime,
+) -> None:
     """A gift rule fired: tell the points service to grant the catalogue item (`reward.gift_granted`, through the
     outbox, committed with the firing). The event id is derived from the rule and the trigger, so the grant is
     one grant whatever happens to the delivery. A customer in a running experiment's holdout gets nothing, and
     is recorded exactly as a given gift would be (same trigger key, same business time)."""
-    experiment = await experiments.running_experiment(session, GIFT_LEVER, str(rule.id), occurred_at)
+    experiment = await experiments.running_experiment(session, GIFT_LEVER, str(rule_id), occurred_at)
     holdout = experiment is not None and experiment.arm(customer_id) == "holdout"
-    grant_id = uuid.uuid5(GIFT_NAMESPACE, f"{rule.id}:{event_key}")
+    grant_id = uuid.uuid5(GIFT_NAMESPACE, f"{rule_id}:{event_key}")
     if not holdout:
         gift: dict[str, Any] = {
             "grant_id": str(grant_id),
-            "rule_id": str(rule.id),
-            "reward_id": str(rule.reward_id),
+            "rule_id": str(rule_id),
+            "reward_id": str(reward_id),
             "customer_id": customer_id,
         }
         if experiment is not None:  # the points service reports the gift's cost to this experiment
@@ -110,4 +122,4 @@ async def grant_gift(session: AsyncSession, rule: Any, event_key: str, customer_
             session, experiment, customer_id, key=event_key, occurred_at=occurred_at, withheld=holdout,
             reference=None if holdout else f"gift:{grant_id}",
         )  # fmt: skip
-    log.info("coupon.rule.gift", rule_id=str(rule.id), event_key=event_key, withheld=holdout)
+    log.info("coupon.rule.gift", rule_id=str(rule_id), event_key=event_key, withheld=holdout)

@@ -27,10 +27,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coupon.codes import CodeFormat
+from coupon.code_format import CodeFormat
+from coupon.repositories import campaigns as campaign_rows
 from kit.errors import TooManyRequests
 from kit.shared_state import KEY_PREFIX, SharedState
 
@@ -242,10 +242,7 @@ class FormatCache:
         return any(fmt.accepts(code) for fmt in self._formats)
 
     async def _reload(self, session: AsyncSession) -> None:
-        rows = await session.execute(text("SELECT DISTINCT code_prefix, code_length, charset FROM campaigns"))
-        self._formats = frozenset(CodeFormat(p, n, c) for p, n, c in rows)
-        imported = await session.execute(text("SELECT EXISTS (SELECT 1 FROM campaigns WHERE imported > 0)"))
-        self._any_imported = bool(imported.scalar())
+        self._formats, self._any_imported = await campaign_rows.code_formats(session)
         self._loaded_at = time.monotonic()
 
     async def accepts(self, session: AsyncSession, code: str) -> bool:

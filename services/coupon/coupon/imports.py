@@ -15,11 +15,13 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coupon import repository as repo
-from coupon.codes import normalize
+from coupon.campaigns import campaign_row
+from coupon.code_format import normalize
+from coupon.repositories import codes as code_rows
+from coupon.repositories.codes import ImportedCode
+from coupon.runtime import CouponRuntime
 from coupon.schemas import ImportedCodeLine
-from coupon.service import CouponRuntime
-from kit.errors import FieldError, NotFound
+from kit.errors import FieldError
 from kit.imports import ImportReport, ParsedLines, RejectedLine
 
 log = structlog.get_logger("coupon.imports")
@@ -28,9 +30,7 @@ log = structlog.get_logger("coupon.imports")
 async def import_codes(
     session: AsyncSession, runtime: CouponRuntime, campaign_id: uuid.UUID, lines: ParsedLines[ImportedCodeLine]
 ) -> ImportReport:
-    campaign = await repo.lock_campaign(session, campaign_id)
-    if campaign is None:
-        raise NotFound("No such campaign.", code="campaign_not_found")
+    campaign = await campaign_row(session, campaign_id, lock=True)
     refused: list[RejectedLine] = []
     duplicates = 0
     wanted: dict[str, tuple[int, ImportedCodeLine]] = {}
@@ -44,11 +44,11 @@ async def import_codes(
         else:
             wanted[code] = (number, line)
     fresh = [
-        repo.ImportedCode(code, line.code if line.code != code else None, line.customer_id, line.redeemed)
+        ImportedCode(code, line.code if line.code != code else None, line.customer_id, line.redeemed)
         for code, (_, line) in wanted.items()
     ]
     numbers = [number for number, _ in wanted.values()]
-    kept_out = await repo.insert_imported_codes(session, campaign, fresh) if fresh else {}
+    kept_out = await code_rows.insert_imported(session, campaign_id, campaign.reserved, fresh) if fresh else {}
     for index, where in kept_out.items():
         if where == "here":
             duplicates += 1

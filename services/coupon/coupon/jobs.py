@@ -13,32 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import structlog
-from sqlalchemy import text
 
-from coupon import repository as repo
-from coupon.codes import CodeFormat, generate_bodies
-from kit.db import Database, request_driver_connection
+from coupon.code_format import CodeFormat, generate_bodies
+from coupon.repositories import campaigns as campaign_rows
+from coupon.repositories import codes as code_rows
+from coupon.repositories import jobs as job_rows
+from coupon.repositories.jobs import ClaimedJob
+from kit.db import Database
 
 log = structlog.get_logger("coupon.jobs")
 
 STALE_SECONDS = 60
 POLL_SECONDS = 2.0
-
-_CLAIM = text(
-    f"""
-    UPDATE code_jobs SET status = 'running', heartbeat_at = now(), started_at = coalesce(started_at, now())
-     WHERE id = (SELECT id FROM code_jobs
-                  WHERE status = 'pending'
-                     OR (status = 'running' AND heartbeat_at < now() - interval '{STALE_SECONDS} seconds')
-                  ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING id, campaign_id, requested, generated, seq_start
-    """
-)
 
 
 class CodeJobRunner:
@@ -77,71 +67,48 @@ class CodeJobRunner:
     async def run_one(self) -> bool:
         """Claim and run one due job; False when there was none."""
         async with self.database.transaction() as session:
-            job = (await session.execute(_CLAIM)).first()
+            job = await job_rows.claim_due(session, STALE_SECONDS)
             if job is None:
                 return False
-            campaign = (
-                await session.execute(
-                    text("SELECT code_prefix, code_length, charset FROM campaigns WHERE id = :id"),
-                    {"id": job.campaign_id},
-                )
-            ).one()
-        fmt = CodeFormat(campaign.code_prefix, campaign.code_length, campaign.charset)
+            campaign = await campaign_rows.get(session, job.campaign_id)
+            assert campaign is not None  # code_jobs.campaign_id references it
+        fmt = campaign.format
         log.info("coupon.jobs.started", job_id=str(job.id), requested=job.requested, done=job.generated)
         try:
             await self._run(job, fmt)
         except Exception as exc:
             log.exception("coupon.jobs.error", job_id=str(job.id))
             async with self.database.transaction() as session:
-                await session.execute(
-                    text("UPDATE code_jobs SET status = 'failed', error = :error, finished_at = now() WHERE id = :id"),
-                    {"id": job.id, "error": f"{type(exc).__name__}: {exc}"[:500]},
-                )
+                await job_rows.mark_failed(session, job.id, f"{type(exc).__name__}: {exc}")
         return True
 
-    async def _pending_offsets(self, job: Any) -> list[int]:
+    async def _pending_offsets(self, job: ClaimedJob) -> list[int]:
         """Batch offsets not yet stored. A batch commits whole, with every sequence number of its range, so
         its first sequence number tells whether it is in (batches commit out of order with two writers)."""
-        offsets = list(range(0, int(job.requested), self.batch_size))
-        if int(job.generated) == 0:
+        offsets = list(range(0, job.requested, self.batch_size))
+        if job.generated == 0:
             return offsets
         async with self.database.transaction() as session:
-            connection = await request_driver_connection(session)
-            done = {
-                offset
-                for offset in offsets
-                if await connection.fetchval(
-                    "SELECT 1 FROM codes WHERE campaign_id = $1 AND seq = $2", job.campaign_id, job.seq_start + offset
-                )
-            }
-        return [offset for offset in offsets if offset not in done]
+            done = await code_rows.present(session, job.campaign_id, [job.seq_start + offset for offset in offsets])
+        return [offset for offset in offsets if job.seq_start + offset not in done]
 
-    async def _run(self, job: Any, fmt: CodeFormat) -> None:
+    async def _run(self, job: ClaimedJob, fmt: CodeFormat) -> None:
         pending = iter(await self._pending_offsets(job))
-        requested = int(job.requested)
+        requested = job.requested
 
         async def writer() -> None:
             # two writers: while one COPY runs in PostgreSQL, the other generates its next batch in a thread
             for offset in pending:
                 size = min(self.batch_size, requested - offset)
                 bodies = await asyncio.to_thread(generate_bodies, fmt, size)
-                await self._store(job.id, job.campaign_id, fmt, bodies, int(job.seq_start) + offset)
+                await self._store(job.id, job.campaign_id, fmt, bodies, job.seq_start + offset)
 
         await asyncio.gather(*(writer() for _ in range(self.writers)))
         async with self.database.transaction() as session:
-            await session.execute(
-                text(
-                    "UPDATE code_jobs SET status = 'succeeded', finished_at = now(), heartbeat_at = now() "
-                    "WHERE id = :id AND generated = requested"
-                ),
-                {"id": job.id},
-            )
-        # Index upkeep, after the codes are in and the job says so: reads by campaign go through the BRIN
-        # index, so summarise the new pages now rather than when autovacuum gets to them (until then such
-        # reads scan all of them), and give the planner statistics for the rows just added.
+            await job_rows.mark_succeeded(session, job.id)
+        # index upkeep, after the codes are in and the job says so
         async with self.database.transaction() as session:
-            await session.execute(text("SELECT brin_summarize_new_values('ix_codes_campaign_seq')"))
-            await session.execute(text("ANALYZE codes"))
+            await code_rows.summarize(session)
         log.info("coupon.jobs.finished", job_id=str(job.id), generated=requested)
 
     async def _store(
@@ -154,14 +121,5 @@ class CodeJobRunner:
     ) -> None:
         size = bodies.shape[0]
         async with self.database.transaction() as session:
-            connection = await request_driver_connection(session)
-            await repo.store_batch(connection, campaign_id, fmt, bodies, seq_start)
-            await connection.execute(
-                """
-                UPDATE code_jobs SET generated = generated + $2, heartbeat_at = now() WHERE id = $1
-                """,
-                job_id,
-                size,
-            )
-            # last, so the campaign row is locked only for the commit
-            await connection.execute("UPDATE campaigns SET generated = generated + $2 WHERE id = $1", campaign_id, size)
+            await code_rows.store_batch(session, campaign_id, fmt, bodies, seq_start)
+            await job_rows.count_batch(session, job_id, campaign_id, size)

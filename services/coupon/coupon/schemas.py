@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
+from coupon.code_format import Charset
 from kit.types import Currency, Identifier, Money, StrictModel, check_money
 
-Charset = Literal["unambiguous", "alphanumeric", "numeric"]
 DiscountType = Literal["percent", "fixed_amount"]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MAX_CODES_PER_CALL = 1_000_000

@@ -1,0 +1,137 @@
+"""Code generation jobs (`code_jobs`): their rows, and the lease under which the background worker claims one.
+
+A job is claimed with `FOR UPDATE SKIP LOCKED` (replicas share the work); a running job whose heartbeat is older
+than the lease is claimed again and continues where its last committed batch ended."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coupon.repositories._rows import columns, typed
+from kit.db import request_driver_connection
+
+
+@dataclass(frozen=True, slots=True)
+class CodeJobRow:
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    status: Literal["pending", "running", "succeeded", "failed"]
+    requested: int
+    generated: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    requested: int
+    generated: int
+    seq_start: int
+
+
+JOB_COLUMNS = columns(CodeJobRow)
+
+_INSERT = text(
+    f"""
+    INSERT INTO code_jobs (id, campaign_id, requested, generated, seq_start, status, started_at, finished_at)
+    VALUES (:id, :campaign_id, :requested, :generated, :seq_start, :status,
+            CASE WHEN :done THEN now() END, CASE WHEN :done THEN now() END)
+    RETURNING {JOB_COLUMNS}
+    """
+)
+
+
+async def insert(
+    session: AsyncSession, job_id: uuid.UUID, campaign_id: uuid.UUID, requested: int, seq_start: int, *, done: bool
+) -> CodeJobRow:
+    """A job for `requested` codes from `seq_start`: `succeeded` when its codes were stored already, else
+    `pending` for the worker."""
+    params = {
+        "id": job_id,
+        "campaign_id": campaign_id,
+        "requested": requested,
+        "generated": requested if done else 0,
+        "seq_start": seq_start,
+        "status": "succeeded" if done else "pending",
+        "done": done,
+    }
+    return typed(CodeJobRow, (await session.execute(_INSERT, params)).one())
+
+
+_GET = text(f"SELECT {JOB_COLUMNS} FROM code_jobs WHERE id = :id AND campaign_id = :campaign_id")
+
+
+async def get(session: AsyncSession, campaign_id: uuid.UUID, job_id: uuid.UUID) -> CodeJobRow | None:
+    row = (await session.execute(_GET, {"id": job_id, "campaign_id": campaign_id})).first()
+    return None if row is None else typed(CodeJobRow, row)
+
+
+_LATEST = text(
+    f"""
+    SELECT DISTINCT ON (campaign_id) {JOB_COLUMNS}
+      FROM code_jobs WHERE campaign_id = ANY(:ids) ORDER BY campaign_id, created_at DESC
+    """
+)
+
+
+async def latest(session: AsyncSession, campaign_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CodeJobRow]:
+    """Each campaign's latest job (campaigns without one are left out)."""
+    rows = await session.execute(_LATEST, {"ids": list(campaign_ids)})
+    return {row.campaign_id: typed(CodeJobRow, row) for row in rows}
+
+
+_CLAIM = text(
+    """
+    UPDATE code_jobs SET status = 'running', heartbeat_at = now(), started_at = coalesce(started_at, now())
+     WHERE id = (SELECT id FROM code_jobs
+                  WHERE status = 'pending'
+                     OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => :lease))
+                  ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, campaign_id, requested, generated, seq_start
+    """
+)
+
+
+async def claim_due(session: AsyncSession, lease_seconds: float) -> ClaimedJob | None:
+    """The oldest pending job, or a running one whose heartbeat is older than the lease, marked running."""
+    row = (await session.execute(_CLAIM, {"lease": float(lease_seconds)})).first()
+    return None if row is None else typed(ClaimedJob, row)
+
+
+_PROGRESS = "UPDATE code_jobs SET generated = generated + $2, heartbeat_at = now() WHERE id = $1"
+_CAMPAIGN_PROGRESS = "UPDATE campaigns SET generated = generated + $2 WHERE id = $1"
+
+
+async def count_batch(session: AsyncSession, job_id: uuid.UUID, campaign_id: uuid.UUID, size: int) -> None:
+    """A batch of `size` codes is stored: the job's progress (and heartbeat), then the campaign's count (last, so
+    the campaign row is locked only for the commit)."""
+    connection = await request_driver_connection(session)
+    await connection.execute(_PROGRESS, job_id, size)
+    await connection.execute(_CAMPAIGN_PROGRESS, campaign_id, size)
+
+
+_FAILED = text("UPDATE code_jobs SET status = 'failed', error = :error, finished_at = now() WHERE id = :id")
+_SUCCEEDED = text(
+    "UPDATE code_jobs SET status = 'succeeded', finished_at = now(), heartbeat_at = now() "
+    "WHERE id = :id AND generated = requested"
+)
+
+
+async def mark_failed(session: AsyncSession, job_id: uuid.UUID, error: str) -> None:
+    await session.execute(_FAILED, {"id": job_id, "error": error[:500]})
+
+
+async def mark_succeeded(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Succeeded once every code is counted (a job claimed again after its lease ran out may end twice)."""
+    await session.execute(_SUCCEEDED, {"id": job_id})
