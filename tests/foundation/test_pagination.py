@@ -40,6 +40,8 @@ def test_a_cursor_comes_back_as_the_declared_types() -> None:
         (["a\x00"], (str,)),
         (["x" * 257], (str,)),
         (["2026-12-03T00:00:00"], (datetime,)),  # no zone: never one of ours
+        (["0001-01-01T00:00:00+05:00"], (datetime,)),  # before year 1 in UTC: no timestamptz holds it
+        (["9999-12-31T23:59:59-05:00"], (datetime,)),  # after year 9999 in UTC
         (["yesterday"], (datetime,)),
         ([1], (datetime,)),
         (["nope"], (uuid.UUID,)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, overload
 
 import orjson
@@ -47,6 +47,16 @@ def _printable(value: str) -> bool:
     return all(" " <= ch != "\x7f" for ch in value)
 
 
+def _storable(moment: datetime) -> bool:
+    """Whether a timestamptz can hold it: in UTC it must stay within years 1-9999 (`0001-01-01T00:00+05:00` does
+    not, and the driver would refuse it as a database error)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def _typed(value: Any, kind: type[Any]) -> Any:
     """One part of a sort key as `kind`, or :func:`_invalid`. `bool` is not an `int` here."""
     if kind is int:
@@ -66,7 +76,7 @@ def _typed(value: Any, kind: type[Any]) -> Any:
             except ValueError:
                 pass
             else:
-                if parsed.tzinfo is not None:  # every sort key is a timestamptz
+                if parsed.tzinfo is not None and _storable(parsed):  # every sort key is a timestamptz
                     return parsed
         else:
             raise TypeError(f"cursors hold int, str, UUID and datetime, not {kind!r}")

@@ -15,7 +15,6 @@ from coupon.repositories import campaigns as campaign_rows
 from coupon.repositories import jobs as job_rows
 from coupon.repositories import redemptions as redemption_rows
 from coupon.repositories.campaigns import CampaignRow, NewCampaign
-from coupon.repositories.jobs import CodeJobRow
 from coupon.runtime import CouponRuntime
 from coupon.schemas import (
     Campaign,
@@ -51,21 +50,7 @@ def discount(row: HasDiscount) -> DiscountOut:
     )
 
 
-def code_job(row: CodeJobRow) -> CodeJob:
-    return CodeJob(
-        id=row.id,
-        campaign_id=row.campaign_id,
-        status=row.status,
-        requested=row.requested,
-        generated=row.generated,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        error=row.error,
-    )
-
-
-def _campaign(row: CampaignRow, redeemed: int, rolled_back: int, job: CodeJobRow | None) -> Campaign:
+def _campaign(row: CampaignRow, redeemed: int, rolled_back: int, job: CodeJob | None) -> Campaign:
     return Campaign(
         id=row.id,
         name=row.name,
@@ -80,7 +65,7 @@ def _campaign(row: CampaignRow, redeemed: int, rolled_back: int, job: CodeJobRow
         created_at=row.created_at,
         updated_at=row.updated_at,
         stats=CampaignStats(generated=row.generated, issued=row.issued, redeemed=redeemed, rolled_back=rolled_back),
-        generation=code_job(job) if job is not None else None,
+        generation=job,
     )
 
 
@@ -107,27 +92,17 @@ async def campaign_row(session: AsyncSession, campaign_id: uuid.UUID, *, lock: b
 
 async def create_campaign(session: AsyncSession, runtime: CouponRuntime, body: CampaignCreate) -> Campaign:
     fmt = CodeFormat(body.normalized_prefix, body.code.length, body.code.charset)
-    row = await campaign_rows.insert(
-        session,
-        NewCampaign(
-            id=uuid.uuid4(),
-            name=body.name,
-            discount_type=body.discount.type,
-            discount_value=body.discount.value,
-            currency=body.discount.currency,
-            max_discount=body.discount.max_discount,
-            code_prefix=fmt.prefix,
-            code_length=fmt.length,
-            charset=body.code.charset,
-            per_code_limit=body.limits.per_code,
-            per_customer_limit=body.limits.per_customer,
-            total_limit=body.limits.total,
-            min_order_total=body.min_order_total,
-            categories=body.categories,
-            valid_from=body.valid_from,
-            valid_until=body.valid_until,
-        ),
-    )
+    discount, limits = body.discount, body.limits
+    new = NewCampaign(
+        id=uuid.uuid4(), name=body.name,
+        discount_type=discount.type, discount_value=discount.value, currency=discount.currency,
+        max_discount=discount.max_discount,
+        code_prefix=fmt.prefix, code_length=fmt.length, charset=body.code.charset,
+        per_code_limit=limits.per_code, per_customer_limit=limits.per_customer, total_limit=limits.total,
+        min_order_total=body.min_order_total, categories=body.categories,
+        valid_from=body.valid_from, valid_until=body.valid_until,
+    )  # fmt: skip
+    row = await campaign_rows.insert(session, new)
     runtime.formats.add(fmt)
     log.info("coupon.campaign.created", campaign_id=str(row.id))
     return _campaign(row, 0, 0, None)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coupon.campaigns import campaign_row, code_job
+from coupon.campaigns import campaign_row
 from coupon.code_format import CodeFormat, generate_bodies
 from coupon.repositories import campaigns as campaign_rows
 from coupon.repositories import codes as code_rows
@@ -69,14 +69,14 @@ async def request_codes(
         await campaign_rows.add_generated(session, campaign_id, body.count)
     job = await job_rows.insert(session, uuid.uuid4(), campaign_id, body.count, seq_start, done=done)
     log.info("coupon.codes.requested", campaign_id=str(campaign_id), count=body.count, job_id=str(job.id))
-    return code_job(job), done
+    return job, done
 
 
 async def get_code_job(session: AsyncSession, campaign_id: uuid.UUID, job_id: uuid.UUID) -> CodeJob:
     job = await job_rows.get(session, campaign_id, job_id)
     if job is None:
         raise NotFound("No code generation job with this id for this campaign.", code="code_job_not_found")
-    return code_job(job)
+    return job
 
 
 async def list_codes(session: AsyncSession, campaign_id: uuid.UUID, page: PageParams) -> Page[CouponCode]:

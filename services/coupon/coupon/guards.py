@@ -55,30 +55,26 @@ class GuessThrottle(Protocol):
         """Forget what left the window (memory)."""
 
 
-def _throttled(detail: str, retry_after: float, **extra: object) -> TooManyRequests:
-    return TooManyRequests(detail, code="coupon_guess_throttled", retry_after=int(retry_after) + 1, **extra)
+def _throttled(scope: str, whose: str, then: str, limit: int, window: float, wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        f"Too many failed coupon codes {whose}: at most {limit} unknown or mistyped codes in {int(window)} seconds"
+        + then,
+        code="coupon_guess_throttled",
+        retry_after=int(wait) + 1,
+        limit=limit,
+        window_seconds=int(window),
+        scope=scope,
+    )
 
 
 def caller_throttled(caller_limit: int, window: float, wait: float) -> TooManyRequests:
-    return _throttled(
-        f"Too many failed coupon codes from this caller: at most {caller_limit} unknown or mistyped codes "
-        f"in {int(window)} seconds, across all its customers; every coupon call waits until then.",
-        wait,
-        limit=caller_limit,
-        window_seconds=int(window),
-        scope="caller",
-    )
+    then = ", across all its customers; every coupon call waits until then."
+    return _throttled("caller", "from this caller", then, caller_limit, window, wait)
 
 
 def pair_throttled(limit: int, window: float, wait: float) -> TooManyRequests:
-    return _throttled(
-        f"Too many failed coupon codes for this customer: at most {limit} unknown or mistyped codes "
-        f"in {int(window)} seconds; a valid code is still accepted.",
-        wait,
-        limit=limit,
-        window_seconds=int(window),
-        scope="customer",
-    )
+    then = "; a valid code is still accepted."
+    return _throttled("customer", "for this customer", then, limit, window, wait)
 
 
 class _Windows:

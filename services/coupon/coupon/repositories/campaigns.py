@@ -18,38 +18,6 @@ from coupon.schemas import DiscountType
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignRow:
-    id: uuid.UUID
-    name: str
-    discount_type: DiscountType
-    discount_value: Decimal
-    currency: str | None
-    max_discount: Decimal | None
-    code_prefix: str
-    code_length: int
-    charset: Charset
-    per_code_limit: int
-    per_customer_limit: int
-    total_limit: int | None
-    uses: int
-    min_order_total: Decimal | None
-    categories: list[str]
-    valid_from: datetime | None
-    valid_until: datetime | None
-    active: bool
-    generated: int
-    issued: int
-    reserved: int
-    issue_cursor: int
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def format(self) -> CodeFormat:
-        return CodeFormat(self.code_prefix, self.code_length, self.charset)
-
-
-@dataclass(frozen=True, slots=True)
 class NewCampaign:
     id: uuid.UUID
     name: str
@@ -67,6 +35,26 @@ class NewCampaign:
     categories: list[str]
     valid_from: datetime | None
     valid_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRow(NewCampaign):
+    """A stored campaign: what it was created with, and its state."""
+
+    active: bool
+    # standing redemptions, kept only when total_limit is set
+    uses: int
+    # codes stored, codes assigned to a customer, sequence numbers promised (jobs reserve their range up front)
+    generated: int
+    issued: int
+    reserved: int
+    issue_cursor: int  # where the next unassigned code is looked for
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def format(self) -> CodeFormat:
+        return CodeFormat(self.code_prefix, self.code_length, self.charset)
 
 
 CAMPAIGN_COLUMNS = columns(CampaignRow, "k")

@@ -8,27 +8,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coupon.repositories._rows import columns, typed
+from coupon.repositories._rows import typed
+from coupon.schemas import CodeJob
 from kit.db import request_driver_connection
-
-
-@dataclass(frozen=True, slots=True)
-class CodeJobRow:
-    id: uuid.UUID
-    campaign_id: uuid.UUID
-    status: Literal["pending", "running", "succeeded", "failed"]
-    requested: int
-    generated: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +27,12 @@ class ClaimedJob:
     seq_start: int
 
 
-JOB_COLUMNS = columns(CodeJobRow)
+JOB_COLUMNS = ", ".join(CodeJob.model_fields)  # a job's row is the API's view of it
+
+
+def _job(row: Row[Any]) -> CodeJob:
+    return CodeJob.model_validate(row._mapping)
+
 
 _INSERT = text(
     f"""
@@ -54,7 +46,7 @@ _INSERT = text(
 
 async def insert(
     session: AsyncSession, job_id: uuid.UUID, campaign_id: uuid.UUID, requested: int, seq_start: int, *, done: bool
-) -> CodeJobRow:
+) -> CodeJob:
     """A job for `requested` codes from `seq_start`: `succeeded` when its codes were stored already, else
     `pending` for the worker."""
     params = {
@@ -66,15 +58,15 @@ async def insert(
         "status": "succeeded" if done else "pending",
         "done": done,
     }
-    return typed(CodeJobRow, (await session.execute(_INSERT, params)).one())
+    return _job((await session.execute(_INSERT, params)).one())
 
 
 _GET = text(f"SELECT {JOB_COLUMNS} FROM code_jobs WHERE id = :id AND campaign_id = :campaign_id")
 
 
-async def get(session: AsyncSession, campaign_id: uuid.UUID, job_id: uuid.UUID) -> CodeJobRow | None:
+async def get(session: AsyncSession, campaign_id: uuid.UUID, job_id: uuid.UUID) -> CodeJob | None:
     row = (await session.execute(_GET, {"id": job_id, "campaign_id": campaign_id})).first()
-    return None if row is None else typed(CodeJobRow, row)
+    return None if row is None else _job(row)
 
 
 _LATEST = text(
@@ -85,10 +77,10 @@ _LATEST = text(
 )
 
 
-async def latest(session: AsyncSession, campaign_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CodeJobRow]:
+async def latest(session: AsyncSession, campaign_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CodeJob]:
     """Each campaign's latest job (campaigns without one are left out)."""
     rows = await session.execute(_LATEST, {"ids": list(campaign_ids)})
-    return {row.campaign_id: typed(CodeJobRow, row) for row in rows}
+    return {row.campaign_id: _job(row) for row in rows}
 
 
 _CLAIM = text(
