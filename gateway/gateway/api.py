@@ -204,11 +204,9 @@ async def create_refund(
     response_model=CustomerOverview,
     responses=problem_responses(404),
 )
-async def get_customer_overview(
-    customer_id: CustomerIdPath, request: Request, session: SessionDep, _: PrincipalDep
-) -> ORJSONResponse:
+async def get_customer_overview(customer_id: CustomerIdPath, request: Request, _: PrincipalDep) -> ORJSONResponse:
     # returned as a response: the parts are stored as the services answered them, in the documented shape
-    overview = await request.app.state.overview.read(session, customer_id, request.state.request_id)
+    overview = await request.app.state.overview.read(customer_id, request.state.request_id)
     return ORJSONResponse(overview)
 
 

@@ -285,8 +285,11 @@ class ReadModel:
         # anything else an event says changed is fetched afresh until the refresher has it
         return service == "recommend" or row.seen >= row.changed
 
-    async def read(self, session: AsyncSession, customer_id: str, request_id: str) -> dict[str, Any]:
-        rows = {row.service: row for row in await repo.load(session, customer_id)}
+    async def read(self, customer_id: str, request_id: str) -> dict[str, Any]:
+        # no database connection is held while parts are fetched: one short transaction reads the rows, another
+        # stores what had to be fetched
+        async with self.database.transaction() as session:
+            rows = {row.service: row for row in await repo.load(session, customer_id)}
         now = datetime.now(UTC)
         own_write_after = self._own_write_after(customer_id)
         shown: dict[str, dict[str, Any] | None] = {}
@@ -305,9 +308,13 @@ class ReadModel:
             fetched = await asyncio.gather(*(self.fetch(s, customer_id, headers) for s in missing))
             for service, result in zip(missing, fetched, strict=True):
                 shown[service] = result.partial
-                if result.body is not None:
-                    row = rows.get(service)
-                    await self._store(session, customer_id, service, result, row.changed if row is not None else 0)
+            complete = [(s, r) for s, r in zip(missing, fetched, strict=True) if r.body is not None]
+            if complete:
+                async with self.database.transaction() as session:
+                    for service, result in complete:
+                        row = rows.get(service)
+                        seen = row.changed if row is not None else 0
+                        await self._store(session, customer_id, service, result, seen)
         overview: dict[str, Any] = {"customer_id": customer_id}
         unavailable: list[str] = []
         for part in PARTS:
