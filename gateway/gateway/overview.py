@@ -9,7 +9,8 @@ fetched from its service (the fan-out of before, for that part alone) and stored
 How the rows are kept:
 - **events**: the services already send the gateway an event for every change a customer sees in their
   overview (points earned, redeemed, reversed or expired, a tier change, a reward or coupon redeemed, a coupon
-  issued, a survey answered; `SIGNALS`). The gateway's consumer counts each as a change of that service's row
+  issued, a survey answered; `SIGNALS`), and the survey service tells it of each invitation (`survey.invited`,
+  with the moment it falls due). The gateway's consumer counts each as a change of that service's row
   (`changed`), in the transaction that records the event; the refresher (a periodic job) fetches the rows whose
   count moved since they were stored (`seen`), a bounded batch at a time. A part known to be stale is never
   served: until the refresher has it, a visit fetches it itself.
@@ -17,9 +18,9 @@ How the rows are kept:
   (`ReadModel.watch`, every second). Until it reaches a customer, their recommendations of the previous model
   are shown (they were the model's answer a moment ago).
 - **time**: a part whose contents say when they stop being true (the next expiry of points, a coupon's end of
-  validity, a survey invitation's) is fresh until then; every part at most `OVERVIEW_MAX_AGE_SECONDS`, which
-  bounds what changes with no event (an invitation falling due, a tier's trailing window, catalogue and campaign
-  edits, adjustments).
+  validity, a survey invitation's, an invitation falling due) is fresh until then; every part at most
+  `OVERVIEW_MAX_AGE_SECONDS`, which bounds what changes with no event (a tier's trailing window, catalogue and
+  campaign edits, adjustments).
 - **the customer's own writes** through this gateway (any write on a path naming them) are never shown undone:
   the rows stored before the write answered are not served to them; their next visit fetches every part afresh
   (and stores it), before the write's own event arrives.
@@ -47,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import overview_repository as repo
 from gateway.proxy import Upstreams
 from kit.auth import INTERNAL_TOKEN_HEADER
+from kit.contracts import SurveyInvited
 from kit.db import Database
 from kit.events import Batched, Event, EventHandler
 
@@ -281,6 +283,8 @@ class ReadModel:
             return False
         if row.fetched_at.timestamp() < own_write_after:
             return False
+        if row.due and any(moment <= now for moment in row.due):
+            return False  # an invitation fell due since it was fetched
         # recommendations of a previous model (or before the latest purchases) are still the model's answer;
         # anything else an event says changed is fetched afresh until the refresher has it
         return service == "recommend" or row.seen >= row.changed
@@ -408,4 +412,14 @@ def signalled(handlers: Mapping[str, EventHandler]) -> dict[str, EventHandler]:
 
         return Batched(many)
 
-    return {t: counting(t, h) if t in SIGNALS else h for t, h in handlers.items()}
+    counted = {t: counting(t, h) if t in SIGNALS else h for t, h in handlers.items()}
+    counted[SurveyInvited.type] = Batched(_invited)
+    return counted
+
+
+async def _invited(session: AsyncSession, events: Sequence[Event]) -> None:
+    """`survey.invited`: the survey row is fetched again now (the invitation exists) and when it falls due."""
+    invitations = [SurveyInvited.model_validate(e.payload) for e in events]
+    await repo.mark_changed(session, [(i.customer_id, "survey") for i in invitations], SERVICES)
+    now = datetime.now(UTC)
+    await repo.add_due(session, "survey", [(i.customer_id, i.send_at) for i in invitations if i.send_at > now])

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.json import dumps
 
-__all__ = ["load", "mark_changed", "mark_recommendations_stale", "stale", "store"]
+__all__ = ["add_due", "load", "mark_changed", "mark_recommendations_stale", "stale", "store"]
 
 _LOAD = text(
-    "SELECT service, body, changed, seen, fetched_at, fresh_until FROM overview_parts WHERE customer_id = :customer"
+    "SELECT service, body, changed, seen, fetched_at, fresh_until, due"
+    " FROM overview_parts WHERE customer_id = :customer"
 )
 
 
@@ -30,7 +31,8 @@ _STORE = text(
     VALUES (:customer, :service, CAST(:body AS jsonb), :seen, :seen, :fetched_at, :fresh_until)
     ON CONFLICT (customer_id, service) DO UPDATE
        SET body = EXCLUDED.body, seen = greatest(p.seen, EXCLUDED.seen),
-           fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until
+           fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until,
+           due = nullif(ARRAY(SELECT d FROM unnest(p.due) AS d WHERE d > EXCLUDED.fetched_at), '{}')
      WHERE p.fetched_at IS NULL OR p.fetched_at <= EXCLUDED.fetched_at
     """
 )
@@ -88,10 +90,29 @@ async def mark_changed(session: AsyncSession, changes: Sequence[tuple[str, str]]
     await session.execute(_COUNT, {"customers": [c for c, _ in changes], "services": [s for _, s in changes]})
 
 
+_ADD_DUE = text(
+    """
+    UPDATE overview_parts AS p SET due = coalesce(p.due, '{}') || d.moments
+      FROM (SELECT customer, array_agg(moment ORDER BY moment) AS moments
+              FROM unnest(CAST(:customers AS varchar[]), CAST(:moments AS timestamptz[])) AS e(customer, moment)
+             GROUP BY customer) AS d
+     WHERE p.customer_id = d.customer AND p.service = :service
+    """
+)
+
+
+async def add_due(session: AsyncSession, service: str, moments: Sequence[tuple[str, datetime]]) -> None:
+    """The rows must be fetched again after these moments (customer, moment); rows exist (`mark_changed`)."""
+    if moments:
+        params = {"service": service, "customers": [c for c, _ in moments], "moments": [m for _, m in moments]}
+        await session.execute(_ADD_DUE, params)
+
+
 _STALE = text(
     """
     SELECT customer_id, service, changed FROM overview_parts
      WHERE changed > seen
+        OR due IS NOT NULL AND EXISTS (SELECT FROM unnest(due) AS d WHERE d <= now())
      ORDER BY fetched_at IS NULL, fetched_at
      LIMIT :limit
     """

@@ -174,6 +174,9 @@ overview_parts = Table(
     Column("seen", BigInteger, nullable=False, server_default="0"),
     Column("fetched_at", DateTime(timezone=True)),
     Column("fresh_until", DateTime(timezone=True)),
+    # moments after which the row must be fetched again (a survey invitation falling due), pruned when fetched
+    Column("due", ARRAY(DateTime(timezone=True))),
     PrimaryKeyConstraint("customer_id", "service"),
     Index("ix_overview_parts_stale", "service", postgresql_where="changed > seen"),
+    Index("ix_overview_parts_due", "service", postgresql_where="due IS NOT NULL"),
 )

@@ -15,6 +15,7 @@ import httpx
 
 from tests.conftest import Platform
 from tests.support.rigs import points_behind_gateway
+from tests.survey.conftest import address, create_survey, invite
 
 # OUTBOX_POLL_SECONDS (0.1 in the suite) + OVERVIEW_REFRESH_SECONDS (0.1) + one refresh, with room for a busy
 # machine: a change the customer did not make shows within this
@@ -146,3 +147,21 @@ async def test_a_stored_part_of_a_stopped_service_is_null_and_unavailable(platfo
                 assert time.monotonic() < deadline, "the points part did not come back with its service"
                 await asyncio.sleep(0.2)
             assert overview["points"]["balance"] == 40
+
+
+async def test_an_invitation_made_behind_the_customers_back_shows_within_the_bound(
+    admin: httpx.AsyncClient, platform: Platform
+) -> None:
+    customer = f"ov-{uuid4().hex[:10]}"
+    path = f"/v1/customers/{customer}/overview"
+    survey = await create_survey(admin)
+    first = await overview_of(admin, path)
+    assert first["unavailable"] == [] and first["surveys"] == {"pending": []}, first
+    # stored now; the invitation then comes from the survey service alone, with its `survey.invited` event
+    invited = await invite(admin, survey["id"], customer, address())
+    assert invited.status_code == 201, invited.text
+    made_at = time.monotonic()
+    while not (await overview_of(admin, path))["surveys"]["pending"]:
+        assert time.monotonic() - made_at < STALE_BOUND, "the invitation stayed out of the overview past its bound"
+        await asyncio.sleep(0.05)
+    assert [s["survey_id"] for s in (await overview_of(admin, path))["surveys"]["pending"]] == [survey["id"]]

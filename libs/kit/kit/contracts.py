@@ -13,6 +13,7 @@ Payloads ignore members they do not know, so a producer may add a field before i
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, ClassVar
 
@@ -29,6 +30,7 @@ __all__ = [
     "PurchaseItem",
     "PurchaseRefunded",
     "SurveyDetractor",
+    "SurveyInvited",
     "SurveyPreference",
     "SurveyResponded",
 ]
@@ -166,6 +168,21 @@ class ExperimentReward(Contract):
     currency: Currency | None = None
 
 
+class SurveyInvited(Contract):
+    """A customer was invited to a survey: the gateway's overview shows the invitation from `send_at` (when the
+    invitation falls due) until `expires_at` (gateway/overview.py). Business time: when it was made."""
+
+    type: ClassVar[str] = "survey.invited"
+    producer: ClassVar[str] = "survey"
+    consumers: ClassVar[tuple[str, ...]] = ("gateway",)
+
+    invitation_id: uuid.UUID
+    survey_id: uuid.UUID
+    customer_id: Identifier
+    send_at: datetime
+    expires_at: datetime
+
+
 CONTRACTS: dict[str, type[Contract]] = {
     model.type: model
     for model in (
@@ -176,5 +193,6 @@ CONTRACTS: dict[str, type[Contract]] = {
         SurveyPreference,
         GiftGranted,
         ExperimentReward,
+        SurveyInvited,
     )
 }

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiments
 from kit.auth import Caller
+from kit.contracts import SurveyInvited
 from kit.errors import Conflict, DomainError, FieldError, NotFound, TooManyRequests, ValidationFailed
 from kit.events import publish
 from kit.imports import ImportReport, ParsedLines
@@ -232,6 +233,14 @@ async def invite(
             code="survey_throttled",
             next_invitation_at=next_at.isoformat() if next_at else None,
         )
+    invited_event = SurveyInvited(
+        invitation_id=invitation_id,
+        survey_id=survey_id,
+        customer_id=customer_id,
+        send_at=send_at,
+        expires_at=expires_at,
+    )
+    await publish(session, invited_event.type, invited_event.model_dump(mode="json"), invited_event.consumers)
     if experiment is not None:
         await experiments.record(
             session,
