@@ -54,11 +54,18 @@ async def _admin(base_url: str, statement: str) -> None:
         await connection.close()
 
 
+def copies_the_template(base_url: str) -> bool:
+    """Whether `create_database(base_url)` makes a migrated copy (the session's template lives on that server)."""
+    return _template is not None and _template[0] == base_url
+
+
 async def create_database(base_url: str, *, empty: bool = False) -> tuple[str, str]:
     """A new database: migrated (a copy of the session's template) when the template lives on this server, unless
     `empty` asks for a database without schemas."""
     name = f"reciprocity_test_{uuid.uuid4().hex[:10]}"
-    template = f' TEMPLATE "{_template[1]}"' if _template is not None and _template[0] == base_url and not empty else ""
+    template = (
+        f' TEMPLATE "{_template[1]}"' if _template is not None and copies_the_template(base_url) and not empty else ""
+    )
     await _admin(base_url, f'CREATE DATABASE "{name}"{template}')
     return with_database(base_url, name), name
 

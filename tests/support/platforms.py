@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.support.database import create_database, drop_database, server_url
+from tests.support.database import copies_the_template, create_database, drop_database, server_url
 from tests.support.servers import InProcessServer, free_port
 
 SERVICES = ("coupon", "points", "recommend", "survey")
@@ -92,14 +92,22 @@ async def own_platform(
 ) -> AsyncIterator[Platform]:
     """A platform of its own on a database of its own (a copy of the migrated template: nothing to migrate), for a
     test that changes programme-wide state (earning rules, tiers, surprise rules, the post-purchase survey, the
-    product catalogue, webhook subscriptions) which no other test may see, and that nothing may undo.
+    rewards catalogue, a running lever) which no other test may see, and that nothing may undo.
 
     `services` names what to serve, "gateway" among them when the test calls it (each one costs start-up time);
     by default every service (as RECIPROCITY_TEST_SERVICES allows) and the gateway."""
     base = await asyncio.to_thread(server_url)
     database_url, name = await create_database(base)
+    migrated = copies_the_template(base)  # a copy of the template has nothing to migrate
     # small pools: this platform shares the PostgreSQL server with the session's (and other runs' on this machine)
-    own = addresses({**env, "DATABASE_URL": database_url, "MIGRATE_ON_START": "false", "DB_POOL_SIZE": str(pool_size)})
+    own = addresses(
+        {
+            **env,
+            "DATABASE_URL": database_url,
+            "MIGRATE_ON_START": str(not migrated).lower(),
+            "DB_POOL_SIZE": str(pool_size),
+        }
+    )
     try:
         if services is None:
             served, gateway = wanted_services(), True
