@@ -24,10 +24,10 @@ __all__ = [
     "body_hashes",
     "find_purchase",
     "find_refund",
-    "insert_outbox",
     "insert_purchase",
     "insert_purchases",
     "insert_refund",
+    "publish_purchases",
     "refunded_amount",
     "refunds_of",
 ]
@@ -132,9 +132,10 @@ _INSERT_PURCHASES = """
     RETURNING purchase_id
 """
 _BODY_HASHES = "SELECT purchase_id, body_hash FROM purchases WHERE purchase_id = ANY($1::text[])"
-_INSERT_EVENTS = """
+# the payload is the stored body itself: copying the jsonb value costs a tenth of parsing the same text again
+_INSERT_PURCHASE_EVENTS = """
     INSERT INTO outbox_events (id, type, payload)
-    SELECT id, $2, payload FROM unnest($1::uuid[], $3::text[]::jsonb[]) AS e (id, payload)
+    SELECT event_id, $2, body FROM purchases WHERE purchase_id = ANY($1::text[])
 """
 # delivery ids ascend in the events' order, consumer by consumer: the relay delivers in id order
 _INSERT_DELIVERIES = """
@@ -165,14 +166,11 @@ async def body_hashes(session: AsyncSession, purchase_ids: list[str]) -> dict[st
     return dict(await connection.fetch(_BODY_HASHES, purchase_ids))
 
 
-async def insert_outbox(
-    session: AsyncSession,
-    event_type: str,
-    event_ids: list[uuid.UUID],
-    payloads: list[str],
-    consumers: Sequence[str],
+async def publish_purchases(
+    session: AsyncSession, event_type: str, inserted: Sequence[NewPurchase], consumers: Sequence[str]
 ) -> None:
-    """Events of one type into the kit's outbox, with a delivery per consumer, as `kit.events.publish` writes one."""
+    """An event per purchase this transaction inserted, its payload the stored body, into the kit's outbox with a
+    delivery per consumer (as `kit.events.publish` writes one), delivered in the order given."""
     connection = await request_driver_connection(session)
-    await connection.execute(_INSERT_EVENTS, event_ids, event_type, payloads)
-    await connection.execute(_INSERT_DELIVERIES, event_ids, list(consumers))
+    await connection.execute(_INSERT_PURCHASE_EVENTS, [p.purchase_id for p in inserted], event_type)
+    await connection.execute(_INSERT_DELIVERIES, [p.event_id for p in inserted], list(consumers))

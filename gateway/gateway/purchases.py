@@ -217,8 +217,9 @@ async def accept_batch(session: AsyncSession, parsed: ParsedLines[PurchaseCreate
                 refused.append(_conflict(line))
     fresh = [line for line in candidates if line.purchase_id in inserted]
     if fresh:
-        ids = [event_ids[line.purchase_id] for line in fresh]
-        await repository.insert_outbox(session, PURCHASE_EVENT, ids, [line.text for line in fresh], PURCHASE_CONSUMERS)
+        by_id = {purchase.purchase_id: purchase for purchase in new}
+        in_file_order = [by_id[line.purchase_id] for line in fresh]
+        await repository.publish_purchases(session, PURCHASE_EVENT, in_file_order, PURCHASE_CONSUMERS)
         if await webhooks.subscribed(session, PurchaseAccepted.type):
             for line in fresh:
                 await _enqueue_webhook(session, event_ids[line.purchase_id], loads(line.text))
