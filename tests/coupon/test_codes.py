@@ -133,12 +133,13 @@ async def test_colliding_codes_are_drawn_again(coupon: httpx.AsyncClient, monkey
 
 
 async def test_an_interrupted_job_is_resumed_where_it_stopped(platform: Platform, coupon: httpx.AsyncClient) -> None:
-    """A job whose process died (heartbeat stale) after batches 0 and 2 of 5 committed, out of order as two
-    writers do: it is taken over, and only batches 1, 3 and 4 are written."""
+    """A job whose process died (its lease ran out) after batches 0 and 2 of 5 committed, out of order as two
+    writers do: it is taken over, and only batches 1, 3 and 4 are written. A running job whose lease holds is left
+    to its worker."""
     runner = platform.servers["coupon"].server.config.app.state.code_jobs  # type: ignore[attr-defined]
     campaign = await create_campaign(coupon, code={"prefix": "RSM", "length": 14, "charset": "unambiguous"})
     fmt = CodeFormat("RSM", 14, "unambiguous")
-    job_id = uuid.uuid4()
+    job_id, leased_id = uuid.uuid4(), uuid.uuid4()
     connection = await asyncpg.connect(platform.env["DATABASE_URL"], server_settings={"search_path": "coupon"})
     saved = runner.batch_size
     runner.batch_size = 1000
@@ -148,10 +149,12 @@ async def test_an_interrupted_job_is_resumed_where_it_stopped(platform: Platform
                 "UPDATE campaigns SET reserved = 5000, generated = 2000 WHERE id = $1", uuid.UUID(campaign["id"])
             )
             await connection.execute(
-                "INSERT INTO code_jobs (id, campaign_id, requested, generated, seq_start, status, heartbeat_at) "
-                "VALUES ($1, $2, 5000, 2000, 1, 'running', now() - interval '5 minutes')",
+                "INSERT INTO code_jobs (id, campaign_id, requested, generated, seq_start, status, next_attempt_at) "
+                "VALUES ($1, $2, 5000, 2000, 1, 'running', now() - interval '5 minutes'), "
+                "       ($3, $2, 1000, 0, 5001, 'running', now() + interval '5 minutes')",
                 job_id,
                 uuid.UUID(campaign["id"]),
+                leased_id,
             )
             for seq_start in (1, 2001):
                 bodies = as_strings(generate_bodies(fmt, 1000))
@@ -170,8 +173,12 @@ async def test_an_interrupted_job_is_resumed_where_it_stopped(platform: Platform
         assert all(fmt.accepts(r["code"]) for r in seqs)
         stats = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}")).json()["stats"]
         assert stats["generated"] == 5000
+        leased = (await coupon.get(f"/v1/coupon-campaigns/{campaign['id']}/code-jobs/{leased_id}")).json()
+        assert (leased["status"], leased["generated"]) == ("running", 0)
     finally:
         runner.batch_size = saved
+        # its worker "died" too: nobody may take it over later in the session
+        await connection.execute("UPDATE code_jobs SET status = 'failed' WHERE id = $1", leased_id)
         await connection.close()
 
 

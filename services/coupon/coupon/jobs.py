@@ -1,9 +1,10 @@
 """The background worker that runs large code generation jobs.
 
-A job is claimed with `FOR UPDATE SKIP LOCKED` (so replicas share the work) and run in batches; each batch
-is its own transaction that stores its codes by COPY and advances the job's and the campaign's counters, so
-progress is visible while it runs and a crash loses at most one batch: a job whose heartbeat is older than
-`STALE_SECONDS` is claimed again and continues where its last committed batch ended. The next batch is
+A job is claimed under the kit's lease (kit.leases: `FOR UPDATE SKIP LOCKED`, so replicas share the work) and run
+in batches; each batch is its own transaction that stores its codes by COPY, advances the job's and the campaign's
+counters and renews the lease, so progress is visible while it runs and a crash loses at most one batch: a job
+whose worker stored nothing for `LEASE_SECONDS` is claimed again and continues where its last committed batch
+ended. The next batch is
 generated in a thread while the current one is being copied, and two writers COPY at once (PostgreSQL
 runs each COPY on one core).
 """
@@ -27,7 +28,7 @@ from kit.db import Database
 
 log = structlog.get_logger("coupon.jobs")
 
-STALE_SECONDS = 60
+LEASE_SECONDS = 60  # a job whose worker stored no batch for this long is due again
 POLL_SECONDS = 2.0
 
 
@@ -67,7 +68,7 @@ class CodeJobRunner:
     async def run_one(self) -> bool:
         """Claim and run one due job; False when there was none."""
         async with self.database.transaction() as session:
-            job = await job_rows.claim_due(session, STALE_SECONDS)
+            job = await job_rows.claim_due(session, LEASE_SECONDS)
             if job is None:
                 return False
             campaign = await campaign_rows.get(session, job.campaign_id)
@@ -122,4 +123,4 @@ class CodeJobRunner:
         size = bodies.shape[0]
         async with self.database.transaction() as session:
             await code_rows.store_batch(session, campaign_id, fmt, bodies, seq_start)
-            await job_rows.count_batch(session, job_id, campaign_id, size)
+            await job_rows.count_batch(session, job_id, campaign_id, size, LEASE_SECONDS)

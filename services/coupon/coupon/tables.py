@@ -114,7 +114,8 @@ code_jobs = Table(
     Column("error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
-    Column("heartbeat_at", DateTime(timezone=True)),
+    # due for a worker (kit.leases): at once when queued, one lease after each stored batch while it runs
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     Index("ix_code_jobs_campaign", "campaign_id", "created_at"),
     Index("ix_code_jobs_unfinished", "created_at", postgresql_where=text("status IN ('pending', 'running')")),

@@ -1,7 +1,8 @@
 """Code generation jobs (`code_jobs`): their rows, and the lease under which the background worker claims one.
 
-A job is claimed with `FOR UPDATE SKIP LOCKED` (replicas share the work); a running job whose heartbeat is older
-than the lease is claimed again and continues where its last committed batch ended."""
+A job is claimed through the kit's lease (kit.leases: `FOR UPDATE SKIP LOCKED`, so replicas share the work); each
+stored batch renews it, and a running job whose worker stopped renewing is due again and continues where its last
+committed batch ended."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coupon.repositories._rows import typed
 from coupon.schemas import CodeJob
 from kit.db import request_driver_connection
+from kit.leases import DueRows
+from kit.leases import claim_due as claim_due_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,40 +86,41 @@ async def latest(session: AsyncSession, campaign_ids: Sequence[uuid.UUID]) -> di
     return {row.campaign_id: _job(row) for row in rows}
 
 
-_CLAIM = text(
-    """
-    UPDATE code_jobs SET status = 'running', heartbeat_at = now(), started_at = coalesce(started_at, now())
-     WHERE id = (SELECT id FROM code_jobs
-                  WHERE status = 'pending'
-                     OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => :lease))
-                  ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING id, campaign_id, requested, generated, seq_start
-    """
+# Pending jobs, and running ones whose worker stopped renewing its lease, oldest first.
+_DUE = DueRows(
+    table="code_jobs",
+    waiting="d.status IN ('pending', 'running')",
+    order_by="d.created_at",
+    also_set="status = 'running', started_at = coalesce(d.started_at, now())",
+    returning="d.id, d.campaign_id, d.requested, d.generated, d.seq_start",
 )
 
 
 async def claim_due(session: AsyncSession, lease_seconds: float) -> ClaimedJob | None:
-    """The oldest pending job, or a running one whose heartbeat is older than the lease, marked running."""
-    row = (await session.execute(_CLAIM, {"lease": float(lease_seconds)})).first()
-    return None if row is None else typed(ClaimedJob, row)
+    """The oldest due job, marked running and leased to this worker for `lease_seconds`."""
+    rows = await claim_due_rows(session, _DUE, batch=1, lease_seconds=lease_seconds)
+    return typed(ClaimedJob, rows[0]) if rows else None
 
 
-_PROGRESS = "UPDATE code_jobs SET generated = generated + $2, heartbeat_at = now() WHERE id = $1"
+_PROGRESS = (
+    "UPDATE code_jobs SET generated = generated + $2, next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1"
+)
 _CAMPAIGN_PROGRESS = "UPDATE campaigns SET generated = generated + $2 WHERE id = $1"
 
 
-async def count_batch(session: AsyncSession, job_id: uuid.UUID, campaign_id: uuid.UUID, size: int) -> None:
-    """A batch of `size` codes is stored: the job's progress (and heartbeat), then the campaign's count (last, so
-    the campaign row is locked only for the commit)."""
+async def count_batch(
+    session: AsyncSession, job_id: uuid.UUID, campaign_id: uuid.UUID, size: int, lease_seconds: float
+) -> None:
+    """A batch of `size` codes is stored: the job's progress (its lease renewed), then the campaign's count (last,
+    so the campaign row is locked only for the commit)."""
     connection = await request_driver_connection(session)
-    await connection.execute(_PROGRESS, job_id, size)
+    await connection.execute(_PROGRESS, job_id, size, float(lease_seconds))
     await connection.execute(_CAMPAIGN_PROGRESS, campaign_id, size)
 
 
 _FAILED = text("UPDATE code_jobs SET status = 'failed', error = :error, finished_at = now() WHERE id = :id")
 _SUCCEEDED = text(
-    "UPDATE code_jobs SET status = 'succeeded', finished_at = now(), heartbeat_at = now() "
-    "WHERE id = :id AND generated = requested"
+    "UPDATE code_jobs SET status = 'succeeded', finished_at = now() WHERE id = :id AND generated = requested"
 )
 
 
