@@ -29,6 +29,7 @@ from gateway.schemas import (
     RefundAccepted,
     RefundCreate,
 )
+from gateway.state import AUTHENTICATOR, OVERVIEW, SettingsDep
 from kit import events
 from kit.db import SessionDep, service_router
 from kit.errors import (
@@ -54,11 +55,7 @@ async def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-async def get_authenticator(request: Request) -> Authenticator:
-    return request.app.state.authenticator  # type: ignore[no-any-return]
-
-
-AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+AuthenticatorDep = Annotated[Authenticator, Depends(AUTHENTICATOR)]
 
 router = service_router(responses=problem_responses(401, 403, 422, 429))
 
@@ -103,9 +100,9 @@ async def revoke_api_key(
     operation_id="create_customer_token",
 )
 async def create_customer_token(
-    body: CustomerTokenCreate, request: Request, authenticator: AuthenticatorDep, principal: PrincipalDep
+    body: CustomerTokenCreate, settings: SettingsDep, authenticator: AuthenticatorDep, principal: PrincipalDep
 ) -> CustomerToken:
-    longest = request.app.state.settings.customer_token_max_ttl_seconds
+    longest = settings.customer_token_max_ttl_seconds
     if body.ttl_seconds > longest:
         message = f"At most {longest} seconds (CUSTOMER_TOKEN_MAX_TTL_SECONDS)."
         raise ValidationFailed([FieldError("ttl_seconds", message)])
@@ -206,7 +203,7 @@ async def create_refund(
 )
 async def get_customer_overview(customer_id: CustomerIdPath, request: Request, _: PrincipalDep) -> ORJSONResponse:
     # returned as a response: the parts are stored as the services answered them, in the documented shape
-    overview = await request.app.state.overview.read(customer_id, request.state.request_id)
+    overview = await OVERVIEW.of(request.app).read(customer_id, request.state.request_id)
     return ORJSONResponse(overview)
 
 

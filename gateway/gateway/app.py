@@ -12,15 +12,17 @@ from gateway.experiments_api import router as experiments_router
 from gateway.limits import Limits
 from gateway.overview import CircuitBreaker, ReadModel, signalled
 from gateway.principals import Authenticator
-from gateway.proxy import FrontDoor, Upstreams
+from gateway.proxy import FrontDoor
 from gateway.settings import GatewaySettings
+from gateway.state import AUTHENTICATOR, BREAKERS, LIMITS, OVERVIEW, UPSTREAMS, WEBHOOKS
 from gateway.webhooks.api import router as webhooks_router
 from gateway.webhooks.delivery import WebhookDispatcher
 from gateway.webhooks.handlers import HANDLERS as WEBHOOK_HANDLERS
 from kit.app import PROBLEM_SCHEMA, ServiceSpec, create_service_app
 from kit.background import PeriodicJob
-from kit.client import InternalClient
+from kit.client import UpstreamError, Upstreams
 from kit.observability import ReadinessCheck
+from kit.state import DATABASE, SHARED_STATE
 
 SCHEMA = "gateway"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -30,39 +32,29 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()  # type: ignore[call-arg]
 
     async def on_startup(app: FastAPI) -> None:
-        app.state.authenticator = Authenticator(
+        authenticator = Authenticator(
             admin_key=settings.admin_key,
             jwt_secret=settings.jwt_secret,
-            database=app.state.database,
+            database=DATABASE.of(app),
             cache_seconds=settings.api_key_cache_seconds,
             revocation_cache_seconds=settings.token_revocation_cache_seconds,
             max_entries=settings.auth_cache_max_entries,
-            shared=app.state.shared_state,
+            shared=SHARED_STATE.of(app),
         )
-        app.state.upstreams = Upstreams(
-            settings.upstreams,
-            timeout=settings.upstream_timeout_seconds,
-            bulk_timeout=settings.upstream_bulk_timeout_seconds,
-            connect_timeout=settings.upstream_connect_timeout_seconds,
-            max_concurrency=settings.upstream_max_concurrency,
-            queue_seconds=settings.upstream_queue_seconds,
-        )
-        app.state.breakers = {name: CircuitBreaker() for name in settings.upstreams}
-        app.state.overview = ReadModel(
-            app.state.database,
-            app.state.upstreams,
-            app.state.breakers,
+        AUTHENTICATOR.set(app, authenticator)
+        breakers = BREAKERS.set(app, {name: CircuitBreaker() for name in settings.upstreams})
+        overview = ReadModel(
+            DATABASE.of(app),
+            UPSTREAMS.of(app),
+            breakers,
             internal_token=settings.internal_token,
             budget_seconds=settings.overview_budget_ms / 1000,
             max_age_seconds=settings.overview_max_age_seconds,
             refresh_timeout_seconds=settings.upstream_timeout_seconds,
         )
-        app.state.clients = {
-            name: InternalClient(url, settings.internal_token, timeout=settings.upstream_timeout_seconds)
-            for name, url in settings.upstreams.items()
-        }
-        app.state.webhooks = WebhookDispatcher(
-            app.state.database,
+        OVERVIEW.set(app, overview)
+        dispatcher = WebhookDispatcher(
+            DATABASE.of(app),
             allow_private=settings.webhook_allow_private,
             timeout_seconds=settings.webhook_timeout_seconds,
             per_endpoint=settings.webhook_per_endpoint_concurrency,
@@ -73,25 +65,25 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             backoff_max_seconds=settings.webhook_backoff_max_seconds,
             disable_after=timedelta(hours=settings.webhook_disable_after_hours),
         )
+        WEBHOOKS.set(app, dispatcher)
 
     def jobs(app: FastAPI) -> list[PeriodicJob]:
+        overview = OVERVIEW.of(app)
         return [
-            PeriodicJob("webhooks.dispatcher", 1.0, app.state.webhooks.run),
-            PeriodicJob("overview.refresh", settings.overview_refresh_seconds, app.state.overview.refresh),
-            PeriodicJob("overview.watch", 1.0, app.state.overview.watch),
+            PeriodicJob("webhooks.dispatcher", 1.0, WEBHOOKS.of(app).run),
+            PeriodicJob("overview.refresh", settings.overview_refresh_seconds, overview.refresh),
+            PeriodicJob("overview.watch", 1.0, overview.watch),
         ]
 
     async def on_shutdown(app: FastAPI) -> None:
-        await app.state.webhooks.aclose()
-        await app.state.upstreams.aclose()
-        for client in app.state.clients.values():
-            await client.aclose()
+        await WEBHOOKS.of(app).aclose()
 
     def readiness(app: FastAPI) -> dict[str, ReadinessCheck]:
         def upstream_alive(name: str) -> ReadinessCheck:
             async def check() -> None:
-                response = await app.state.clients[name].get("/healthz", timeout=1.0)
-                response.raise_for_status()
+                response = await UPSTREAMS.of(app).call(name, "GET", "/healthz", timeout=1.0)
+                if response.status != 200:
+                    raise UpstreamError(f"{name}: HTTP {response.status}")
 
             return check
 
@@ -116,7 +108,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         jobs=jobs,
     )
     app = create_service_app(spec, settings)
-    app.state.limits = Limits(settings, app.state.shared_state)
+    LIMITS.set(app, Limits(settings, SHARED_STATE.of(app)))
+    # Set before start-up, so the kit's outbox relay sends through the same pools as the proxy.
+    UPSTREAMS.set(
+        app,
+        Upstreams(
+            settings.upstreams,
+            timeout=settings.upstream_timeout_seconds,
+            bulk_timeout=settings.upstream_bulk_timeout_seconds,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            internal_token=settings.internal_token,
+            max_concurrency=settings.upstream_max_concurrency,
+            queue_seconds=settings.upstream_queue_seconds,
+        ),
+    )
     _serve_merged_openapi(app)
     console.install(app)
     return app
@@ -129,9 +134,10 @@ def _serve_merged_openapi(app: FastAPI) -> None:
         if not merged:
             own = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             own.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-            documents = await openapi.fetch_service_documents(app.state.clients)
+            upstreams = UPSTREAMS.of(app)
+            documents = await openapi.fetch_service_documents(upstreams)
             document = openapi.merge(own, documents)
-            if len(documents) < len(app.state.clients):
+            if len(documents) < len(upstreams.urls):
                 return JSONResponse(document, headers={"Cache-Control": "no-store"})
             merged.update(document)
         return JSONResponse(merged)

@@ -10,12 +10,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-import httpx
 import structlog
 from pydantic import AwareDatetime, BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +32,7 @@ from gateway.experiment_schemas import (
     Results,
 )
 from gateway.experiment_stats import Lift, two_proportions, welch
-from kit.client import InternalClient
+from kit.client import UpstreamError, Upstreams
 from kit.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from kit.events import Event
 from kit.experiments import EXPERIMENT_REWARD_EVENT, Arm, assign_arm
@@ -75,31 +73,31 @@ def to_model(row: ExperimentRecord) -> Experiment:
     )
 
 
-async def _call(client: InternalClient | None, service: str, method: str, path: str, body: Any = None) -> None:
+async def _call(upstreams: Upstreams, service: str, method: str, path: str, body: Any = None) -> None:
     """A call to the lever's service; its refusals become ours, its absence a 503 (and nothing is stored)."""
-    if client is None:
+    if service not in upstreams.urls:
         raise ServiceUnavailable(f"The {service} service is not configured.", code="upstream_unavailable")
     try:
-        response = await client.request(method, path, json=body)
-    except httpx.HTTPError as exc:
-        log.warning("experiments.lever_unreachable", service=service, error=type(exc).__name__)
+        response = await upstreams.call(service, method, path, json=body)
+    except UpstreamError as exc:
+        log.warning("experiments.lever_unreachable", service=service, error=str(exc)[:200])
         raise ServiceUnavailable(
             f"The {service} service did not answer; nothing was changed. Retry shortly.",
             code="upstream_unavailable",
             headers={"Retry-After": "1"},
         ) from None
-    if response.status_code < 300:
+    if response.status < 300:
         return
     try:
         problem = response.json()
     except ValueError:
         problem = {}
-    detail = str(problem.get("detail") or f"The {service} service answered {response.status_code}.")
-    if response.status_code == 404:
+    detail = str(problem.get("detail") or f"The {service} service answered {response.status}.")
+    if response.status == 404:
         raise Unprocessable(detail, code="lever_not_found")
-    if response.status_code == 409:
+    if response.status == 409:
         raise Conflict(detail, code=str(problem.get("code") or "lever_in_experiment"))
-    log.warning("experiments.lever_refused", service=service, status=response.status_code, detail=detail[:200])
+    log.warning("experiments.lever_refused", service=service, status=response.status, detail=detail[:200])
     raise ServiceUnavailable(
         f"The {service} service could not attach the experiment; nothing was changed.",
         code="upstream_unavailable",
@@ -107,7 +105,7 @@ async def _call(client: InternalClient | None, service: str, method: str, path: 
     )
 
 
-async def create(session: AsyncSession, clients: Mapping[str, InternalClient], body: ExperimentCreate) -> Experiment:
+async def create(session: AsyncSession, upstreams: Upstreams, body: ExperimentCreate) -> Experiment:
     service = LEVER_SERVICES[body.lever.type]
     await repo.close_ended(session, body.lever.type, body.lever.id)
     running = await repo.live_on_lever(session, body.lever.type, body.lever.id)
@@ -143,7 +141,7 @@ async def create(session: AsyncSession, clients: Mapping[str, InternalClient], b
         "starts_at": starts_at.isoformat(),
         "ends_at": body.ends_at.isoformat() if body.ends_at else None,
     }
-    await _call(clients.get(service), service, "PUT", f"/internal/experiments/{experiment_id}", attachment)
+    await _call(upstreams, service, "PUT", f"/internal/experiments/{experiment_id}", attachment)
     log.info("experiments.created", experiment_id=str(experiment_id), lever=body.lever.type, lever_id=body.lever.id)
     return to_model(row)
 
@@ -159,12 +157,12 @@ async def get(session: AsyncSession, experiment_id: uuid.UUID) -> Experiment:
     return to_model(await _row(session, experiment_id))
 
 
-async def stop(session: AsyncSession, clients: Mapping[str, InternalClient], experiment_id: uuid.UUID) -> Experiment:
+async def stop(session: AsyncSession, upstreams: Upstreams, experiment_id: uuid.UUID) -> Experiment:
     """Idempotent: stopping a stopped experiment answers it as it is."""
     row = await _row(session, experiment_id, lock=True)
     if row.stopped_at is None:
         service = LEVER_SERVICES[row.lever_type]
-        await _call(clients.get(service), service, "POST", f"/internal/experiments/{experiment_id}/stop")
+        await _call(upstreams, service, "POST", f"/internal/experiments/{experiment_id}/stop")
         await repo.stop(session, experiment_id)
         row = await _row(session, experiment_id)
         log.info("experiments.stopped", experiment_id=str(experiment_id))

@@ -6,11 +6,12 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Query, Request
+from fastapi import Query
 
 from gateway import experiment_repository, experiments
 from gateway.api import PrincipalDep
 from gateway.experiment_schemas import Assignment, Experiment, ExperimentCreate, ExperimentStatus, Results
+from gateway.state import UpstreamsDep
 from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.pagination import Page, PageParamsDep, paginate
@@ -23,12 +24,12 @@ router = service_router(responses=problem_responses(401, 403, 422, 429), tags=["
     "/v1/experiments", status_code=201, operation_id="create_experiment", responses=problem_responses(409, 503)
 )
 async def create_experiment(
-    body: ExperimentCreate, request: Request, session: SessionDep, _: PrincipalDep
+    body: ExperimentCreate, upstreams: UpstreamsDep, session: SessionDep, _: PrincipalDep
 ) -> Experiment:
     """Starts an experiment on one lever: from now on (or `starts_at`), `holdout_percent` of the customers it
     fires for get nothing, and the withholding is recorded as a given reward would be. 409 `lever_in_experiment`
     while another experiment runs on the lever; 422 `lever_not_found`."""
-    return await experiments.create(session, request.app.state.clients, body)
+    return await experiments.create(session, upstreams, body)
 
 
 @router.get("/v1/experiments", operation_id="list_experiments")
@@ -54,9 +55,11 @@ async def get_experiment(experiment_id: UUID, session: SessionDep, _: PrincipalD
 @router.post(
     "/v1/experiments/{experiment_id}/stop", operation_id="stop_experiment", responses=problem_responses(404, 503)
 )
-async def stop_experiment(experiment_id: UUID, request: Request, session: SessionDep, _: PrincipalDep) -> Experiment:
+async def stop_experiment(
+    experiment_id: UUID, upstreams: UpstreamsDep, session: SessionDep, _: PrincipalDep
+) -> Experiment:
     """The lever gives to everyone again; the results stay available. Stopping twice changes nothing."""
-    return await experiments.stop(session, request.app.state.clients, experiment_id)
+    return await experiments.stop(session, upstreams, experiment_id)
 
 
 @router.get(

@@ -29,7 +29,7 @@ import structlog
 
 from gateway.routing import declared_route
 from kit.app import PROBLEM_SCHEMA
-from kit.client import InternalClient
+from kit.client import UpstreamError, Upstreams
 
 __all__ = ["SECURITY_SCHEMES", "fetch_service_documents", "merge"]
 
@@ -353,17 +353,18 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(value)
 
 
-async def fetch_service_documents(clients: dict[str, InternalClient]) -> dict[str, dict[str, Any]]:
+async def fetch_service_documents(upstreams: Upstreams) -> dict[str, dict[str, Any]]:
     """Each service's /openapi.json; a service that does not answer is left out (and logged)."""
 
-    async def fetch(name: str, client: InternalClient) -> tuple[str, dict[str, Any] | None]:
+    async def fetch(name: str) -> tuple[str, dict[str, Any] | None]:
         try:
-            response = await client.get("/openapi.json", timeout=2.0)
-            response.raise_for_status()
+            response = await upstreams.call(name, "GET", "/openapi.json", timeout=2.0)
+            if response.status != 200:
+                raise UpstreamError(f"HTTP {response.status}")
             return name, response.json()
         except Exception as exc:
             log.warning("openapi.service_unavailable", service=name, error=type(exc).__name__)
             return name, None
 
-    results = await asyncio.gather(*(fetch(n, c) for n, c in clients.items()))
+    results = await asyncio.gather(*(fetch(name) for name in upstreams.urls))
     return {name: doc for name, doc in results if doc is not None}

@@ -46,8 +46,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import overview_repository as repo
-from gateway.proxy import Upstreams
 from kit.auth import INTERNAL_TOKEN_HEADER
+from kit.client import Upstreams
 from kit.contracts import SurveyInvited
 from kit.db import Database
 from kit.events import Batched, Event, EventHandler

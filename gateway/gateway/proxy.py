@@ -1,14 +1,13 @@
 """The gateway's front door as one pure-ASGI layer: authenticate, rate-limit, authorise, then forward to the
 owning service or hand over to the gateway's own routes.
 
-Forwarding uses one pooled `aiohttp.ClientSession` per upstream: measured in the same `make bench` run, it
-costs a fraction of httpx's CPU per proxied request (see docs/benchmarks.md). Bodies stream both ways;
+Forwarding uses the process's one pooled `aiohttp.ClientSession` per upstream (`kit.client.Upstreams`, shared
+with the overview, the console and the gateway's other calls to the services). Bodies stream both ways;
 status, headers and problem+json errors pass through unchanged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 from collections.abc import AsyncIterator
@@ -23,10 +22,10 @@ from gateway.limits import Limits
 from gateway.principals import Authenticator, Principal
 from gateway.routing import BodyClass, authorize, canonical_path, match
 from kit.auth import INTERNAL_TOKEN_HEADER
+from kit.client import Upstreams
 from kit.errors import (
     DomainError,
     NotFound,
-    ServiceUnavailable,
     Unauthorized,
     problem_response,
     unexpected_error_response,
@@ -35,7 +34,7 @@ from kit.errors import (
 if TYPE_CHECKING:
     from gateway.overview import ReadModel
 
-__all__ = ["FrontDoor", "Upstreams"]
+__all__ = ["FrontDoor"]
 
 log = structlog.get_logger("gateway.proxy")
 
@@ -81,71 +80,6 @@ BROKEN_LINK_PAGE = (
     "<p>Please check that you opened the whole link from your email.</p></body></html>"
 )
 REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-
-
-class Upstreams:
-    """One pooled aiohttp session per service."""
-
-    def __init__(
-        self,
-        urls: dict[str, str],
-        *,
-        timeout: float,
-        connect_timeout: float,
-        bulk_timeout: float | None = None,
-        max_concurrency: int = 256,
-        queue_seconds: float = 5.0,
-    ) -> None:
-        self.urls = {name: url.rstrip("/") for name, url in urls.items()}
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=timeout)
-        self.bulk_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=bulk_timeout or timeout
-        )
-        self.max_concurrency = max_concurrency
-        self.queue_seconds = queue_seconds
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._slots = {name: asyncio.Semaphore(max_concurrency) for name in self.urls}
-
-    @contextlib.asynccontextmanager
-    async def slot(self, service: str) -> AsyncIterator[None]:
-        """At most `max_concurrency` requests in flight to one service; a request that cannot get a slot within
-        `queue_seconds` is refused (503), so a slow service holds a bounded number of callers, never all."""
-        slots = self._slots[service]
-        try:
-            if slots.locked():
-                await asyncio.wait_for(slots.acquire(), self.queue_seconds)
-            else:
-                # a free slot is taken at once: wait_for would cost a task per request for nothing
-                await slots.acquire()
-        except TimeoutError:
-            raise ServiceUnavailable(
-                f"The {service} service is saturated; retry shortly.",
-                code="upstream_saturated",
-                headers={"Retry-After": "1"},
-                service=service,
-            ) from None
-        try:
-            yield
-        finally:
-            slots.release()
-
-    def session(self, service: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(service)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300)
-            # No cookie jar: a cookie one caller's answer set must never ride along on another caller's request.
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self.timeout,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent",),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            self._sessions[service] = session
-        return session
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*(s.close() for s in self._sessions.values()), return_exceptions=True)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -20,9 +20,9 @@ import aiohttp
 import orjson
 
 from gateway.principals import Principal
-from gateway.proxy import Upstreams
 from gateway.routing import authorize, match
 from kit.auth import INTERNAL_TOKEN_HEADER
+from kit.client import Upstreams
 from kit.errors import DomainError
 
 __all__ = ["ApiResult", "Caller"]

@@ -35,6 +35,7 @@ from gateway.console.web import (
 )
 from gateway.principals import SCOPES, Authenticator
 from gateway.routing import PARAMETERS
+from gateway.state import AUTHENTICATOR, LIMITS, SETTINGS
 from kit import events
 from kit.db import SessionDep
 from kit.errors import DomainError, NotFound, Unauthorized
@@ -120,13 +121,13 @@ async def login(request: Request, session: SessionDep) -> Response:
         verify_csrf(request, request.cookies.get(LOGIN_COOKIE, ""), form)
     except DomainError:
         return _login_page(request, 403, "The sign-in form expired; please try again.")
-    limits = request.app.state.limits
+    limits = LIMITS.of(request.app)
     address = request.client.host if request.client else "unknown"
     try:
         await limits.check_failed_authentication(address)
     except DomainError as exc:
         return _login_page(request, exc.status, exc.detail)
-    authenticator: Authenticator = request.app.state.authenticator
+    authenticator: Authenticator = AUTHENTICATOR.of(request.app)
     key = form.get("key", "").strip()
     try:
         principal = await authenticator.authenticate(f"Bearer {key}") if key else None
@@ -135,7 +136,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     if principal is None or principal.kind == "customer":
         await limits.record_failed_authentication(address)
         return _login_page(request, 401, "That key is not valid. Use the admin key or a partner API key.")
-    settings = request.app.state.settings
+    settings = SETTINGS.of(request.app)
     token, _ = await sessions.start(
         session, principal, admin_key=settings.admin_key, lifetime_seconds=settings.console_session_seconds
     )
@@ -722,7 +723,7 @@ async def change_keys(console: ConsoleDep, session: SessionDep) -> Response:
             key_id = uuid.UUID(str(form.get("key_id", "")))
         except ValueError:
             raise NotFound("No such key.") from None
-        console.request.app.state.authenticator.forget_api_key(await api_keys.revoke(session, key_id))
+        AUTHENTICATOR.of(console.request.app).forget_api_key(await api_keys.revoke(session, key_id))
         return _back("/console/api-keys", "revoked")
     name = str(form.get("name", "")).strip()
     chosen = [str(s) for s in form.getlist("scopes") if str(s) in SCOPES]

@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from gateway.console import sessions
 from gateway.console.caller import Caller
 from gateway.principals import Principal
+from gateway.state import LIMITS, SETTINGS, UPSTREAMS
 from kit.db import SessionDep, TransactionalRoute
 from kit.errors import DomainError
 
@@ -81,7 +82,7 @@ class Console:
 
 
 def secure_cookies(request: Request) -> bool:
-    return request.url.scheme == "https" or str(request.app.state.settings.public_base_url).startswith("https:")
+    return request.url.scheme == "https" or str(SETTINGS.of(request.app).public_base_url).startswith("https:")
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str) -> None:
@@ -129,7 +130,7 @@ def verify_csrf(request: Request, expected: str, form: dict[str, str]) -> None:
 
 
 async def _console(request: Request, session: SessionDep) -> Console:
-    settings = request.app.state.settings
+    settings = SETTINGS.of(request.app)
     token = request.cookies.get(COOKIE)
     found = None
     if token:
@@ -139,9 +140,9 @@ async def _console(request: Request, session: SessionDep) -> Console:
     if found is None:
         raise SignInNeeded("Please sign in.")
     if found.principal.kind != "admin":
-        await request.app.state.limits.check_caller(found.principal)
+        await LIMITS.of(request.app).check_caller(found.principal)
     caller = Caller(
-        found.principal, request.app.state.upstreams, settings.internal_token, request.state.request_id, request.app
+        found.principal, UPSTREAMS.of(request.app), settings.internal_token, request.state.request_id, request.app
     )
     console = Console(request, found.principal, caller, found.csrf_token, found.token_hash)
     if request.method == "POST":

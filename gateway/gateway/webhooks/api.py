@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import BackgroundTasks, Path, Query, Request, Response
 
+from gateway.state import SETTINGS, WEBHOOKS
 from gateway.webhooks import domain
 from gateway.webhooks.schemas import (
     DeliveryStatus,
@@ -30,7 +31,7 @@ _NOT_FOUND = problem_responses(404)
 
 
 def _allow_private(request: Request) -> bool:
-    return bool(request.app.state.settings.webhook_allow_private)
+    return SETTINGS.of(request.app).webhook_allow_private
 
 
 @router.post("/v1/webhook-endpoints", status_code=201, operation_id="create_webhook_endpoint")
@@ -88,7 +89,7 @@ async def delete_webhook_endpoint(endpoint_id: EndpointIdPath, session: SessionD
 async def rotate_webhook_secret(endpoint_id: EndpointIdPath, session: SessionDep, request: Request) -> WebhookSecret:
     """A new secret, shown once; the old one keeps signing alongside it (two signatures per message) until
     `previous_secret_expires_at`, 24 hours from now."""
-    overlap = timedelta(hours=request.app.state.settings.webhook_secret_overlap_hours)
+    overlap = timedelta(hours=SETTINGS.of(request.app).webhook_secret_overlap_hours)
     return await domain.rotate_secret(session, endpoint_id, overlap)
 
 
@@ -125,7 +126,7 @@ async def retry_webhook_delivery(
     """Sends the delivery again now (same `webhook-id`), with a fresh retry window: after fixing a receiver,
     or when the partner lost what it was sent."""
     result = await domain.redrive(session, delivery_id)
-    dispatcher = getattr(request.app.state, "webhooks", None)
+    dispatcher = WEBHOOKS.get(request.app)
     if dispatcher is not None:
         background.add_task(dispatcher.wake)  # after the commit, which comes before the answer
     return result

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from kit import idempotency
 from kit.auth import InternalTokenMiddleware
 from kit.background import PeriodicJob, run_periodically
+from kit.client import Upstreams
 from kit.db import Database
 from kit.errors import install_error_handlers
 from kit.events import EventHandler, OutboxRelay, events_router
@@ -33,10 +34,14 @@ from kit.migrations import upgrade
 from kit.observability import ReadinessCheck, RequestContextMiddleware, health_router
 from kit.settings import ServiceSettings
 from kit.shared_state import SharedState
+from kit.state import DATABASE, SETTINGS, SHARED_STATE, UPSTREAMS, AppState
 
 __all__ = ["PROBLEM_SCHEMA", "ServiceSpec", "create_service_app"]
 
 log = structlog.get_logger("kit.app")
+
+OUTBOX_RELAY: AppState[OutboxRelay] = AppState("outbox_relay")
+BACKGROUND_TASKS: AppState[list[asyncio.Task[None]]] = AppState("background_tasks")
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -121,24 +126,34 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         database = await Database.connect(
             settings.database_url, spec.schema, pool_size=settings.db_pool_size, pooled=settings.behind_pooler
         )
-        app.state.database = database
+        DATABASE.set(app, database)
         relay: OutboxRelay | None = None
         jobs: list[PeriodicJob] = []
         if settings.runs_background:
             jobs.append(
                 PeriodicJob("idempotency.purge", 3600, lambda: _purge_idempotency(database), initial_delay_seconds=60)
             )
+        upstreams = UPSTREAMS.get(app) or UPSTREAMS.set(
+            app,
+            Upstreams(
+                spec.outbox_consumers or {},
+                timeout=settings.outbox_timeout_seconds,
+                connect_timeout=1.0,
+                internal_token=settings.internal_token,
+            ),
+        )
         if spec.outbox_consumers and settings.runs_background:
             relay = OutboxRelay(
                 database,
                 spec.outbox_consumers,
                 settings.internal_token,
+                upstreams=upstreams,
                 max_attempts=settings.outbox_max_attempts,
                 base_delay_seconds=settings.outbox_base_delay_seconds,
                 max_delay_seconds=settings.outbox_max_delay_seconds,
                 timeout_seconds=settings.outbox_timeout_seconds,
             )
-            app.state.outbox_relay = relay
+            OUTBOX_RELAY.set(app, relay)
             jobs.append(PeriodicJob("outbox.relay", settings.outbox_poll_seconds, relay.run_until_idle))
         if spec.on_startup:
             await spec.on_startup(app)
@@ -151,8 +166,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             jobs.extend(spec.jobs(app))
         if settings.serves_api:
             jobs.extend(spec.api_jobs(app))
-        tasks = [asyncio.create_task(run_periodically(job), name=job.name) for job in jobs]
-        app.state.background_tasks = tasks
+        tasks = BACKGROUND_TASKS.set(app, [asyncio.create_task(run_periodically(job), name=job.name) for job in jobs])
         # What start-up made (modules, routes, pools, a loaded model) lives as long as the process: out of the cyclic
         # collector's reach, a full collection walks only what came since. Otherwise every full collection walks
         # ~160,000 objects (recommend: 300+ ms on the loaded 2-core machine, one pause for every request in flight,
@@ -173,8 +187,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             if spec.on_shutdown:
                 await spec.on_shutdown(app)
-            if relay:
-                await relay.aclose()
+            await upstreams.aclose()
             await shared_state.close()
             await database.dispose()
 
@@ -185,14 +198,14 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
     )
-    app.state.settings = settings
+    SETTINGS.set(app, settings)
     # Redis when REDIS_URL is set: the process's limits fall back on its own while Redis is away (kit.shared_state)
     shared_state = SharedState(settings.redis_url)
-    app.state.shared_state = shared_state
+    SHARED_STATE.set(app, shared_state)
     install_error_handlers(app)
 
     async def database_ready() -> None:
-        await app.state.database.ping()
+        await DATABASE.of(app).ping()
 
     checks: dict[str, ReadinessCheck] = {"database": database_ready}
     if settings.serves_api:

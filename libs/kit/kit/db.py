@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.responses import Response
 
 from kit import connection_repository, idempotency
+from kit.state import DATABASE
 
 __all__ = [
     "Database",
@@ -214,7 +215,7 @@ class TransactionalRoute(APIRoute):
         honours_idempotency_key = "POST" in (self.methods or ())
 
         async def run_in_transaction(request: Request) -> Response:
-            database: Database = request.app.state.database
+            database = DATABASE.of(request.app)
             async with database.sessionmaker() as session:
                 request.state.session = session
                 async with session.begin():

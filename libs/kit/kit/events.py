@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import relay_repository
 from kit.auth import INTERNAL_TOKEN_HEADER
+from kit.client import Upstreams
 from kit.db import Database, SessionDep, service_router
 from kit.errors import DomainError, NotFound, Unprocessable
 from kit.json import dumps, loads
@@ -223,6 +224,7 @@ class OutboxRelay:
         consumers: Mapping[str, str],
         internal_token: str,
         *,
+        upstreams: Upstreams | None = None,
         batch_size: int = 500,
         events_per_request: int = 250,
         max_attempts: int = 10,
@@ -242,22 +244,13 @@ class OutboxRelay:
         self._request_timeout = timeout_seconds * max(1.0, self.events_per_request / 25)
         requests_per_round = -(-batch_size // self.events_per_request)
         self.lease = max(lease_seconds, self._request_timeout * requests_per_round * 2)
-        self._internal_token = internal_token
+        # the process's one pool per service (kit.client), shared with whatever else it sends there
+        self._own_upstreams = upstreams is None
+        self.upstreams = upstreams or Upstreams(self.consumers, timeout=self._request_timeout, connect_timeout=1.0)
+        self._headers = {INTERNAL_TOKEN_HEADER: internal_token, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=self._request_timeout, sock_connect=1.0)
-        self._http: aiohttp.ClientSession | None = None
 
-    def _session(self) -> aiohttp.ClientSession:
-        # aiohttp rather than httpx: measured several times cheaper per request on these machines
-        # (docs/benchmarks.md, the gateway hop).
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                timeout=self._timeout,
-                headers={INTERNAL_TOKEN_HEADER: self._internal_token},
-                connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=30),
-            )
-        return self._http
-
-    async def _post(self, url: str, rows: Sequence[Any]) -> list[_Outcome]:
+    async def _post(self, consumer: str, url: str, rows: Sequence[Any]) -> list[_Outcome]:
         """One request carrying `rows` (one consumer's, in order): an outcome per row."""
         body = dumps(
             {
@@ -268,8 +261,8 @@ class OutboxRelay:
             }
         )
         try:
-            async with self._session().post(
-                url + BATCH_PATH, data=body, headers={"Content-Type": "application/json"}
+            async with self.upstreams.session(consumer).post(
+                url + BATCH_PATH, data=body, headers=self._headers, timeout=self._timeout
             ) as response:
                 status = response.status
                 answer = await response.read()
@@ -302,7 +295,7 @@ class OutboxRelay:
         outcomes: list[_Outcome] = []
         for start in range(0, len(rows), self.events_per_request):
             chunk = rows[start : start + self.events_per_request]
-            done = await self._post(url, chunk)
+            done = await self._post(consumer, url, chunk)
             outcomes += done
             if all(o.error is not None and not o.deferred for o in done):
                 outcomes += [_Outcome(r.id, "held back behind a failed request", deferred=True)
@@ -385,8 +378,8 @@ class OutboxRelay:
         await asyncio.gather(*(drain(consumer) for consumer in [*self.consumers, None]))
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        if self._own_upstreams:
+            await self.upstreams.aclose()
 
 
 async def _apply(session: AsyncSession, handlers: Mapping[str, EventHandler], event: Event) -> str:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from kit import idempotency_repository as repository
 from kit.errors import Conflict, FieldError, Unprocessable, ValidationFailed
 from kit.idempotency_repository import StoredResponse
+from kit.state import DATABASE
 
 __all__ = ["HEADER", "RETENTION", "Claim", "claim", "purge_expired", "remember"]
 
@@ -57,7 +58,7 @@ async def claim(session: AsyncSession, request: Request, key: str) -> Claim:
     route = f"{request.method} {request.url.path}"
     request_hash = hashlib.sha256(await request.body()).hexdigest()
     # Advisory locks are per database, and the services share one: the schema keeps their keys apart.
-    scope = f"{request.app.state.database.schema}\n{caller}\n{route}\n{key}"
+    scope = f"{DATABASE.of(request.app).schema}\n{caller}\n{route}\n{key}"
     if not await repository.try_lock(session, scope):
         raise Conflict(
             "A request with this Idempotency-Key is still being processed.",

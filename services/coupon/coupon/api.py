@@ -32,20 +32,18 @@ from coupon.schemas import (
     WalletCoupon,
 )
 from kit.auth import CallerDep, requires
-from kit.db import Database, SessionDep, service_router
+from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.imports import IMPORT_MEDIA_TYPES, ImportReport, parse_lines
 from kit.pagination import Page, PageParamsDep
+from kit.state import DATABASE, AppState
 from kit.types import CustomerIdPath
 
 router = service_router(tags=["coupon"])
 
 
-async def _runtime(request: Request) -> CouponRuntime:
-    return request.app.state.coupon_runtime  # type: ignore[no-any-return]
-
-
-RuntimeDep = Annotated[CouponRuntime, Depends(_runtime)]
+RUNTIME: AppState[CouponRuntime] = AppState("coupon_runtime")
+RuntimeDep = Annotated[CouponRuntime, Depends(RUNTIME)]
 CodePath = Annotated[str, Path(min_length=1, max_length=64, description="The code; case and separators ignored.")]
 
 
@@ -161,7 +159,7 @@ async def list_codes(
 ) -> Page[CouponCode] | StreamingResponse:
     if format == "csv":
         await codes.check_campaign_exists(session, campaign_id)
-        database: Database = request.app.state.database
+        database = DATABASE.of(request.app)
         return StreamingResponse(
             codes.stream_codes_csv(database.sessionmaker, campaign_id),
             media_type="text/csv",

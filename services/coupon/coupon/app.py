@@ -2,7 +2,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from coupon.api import router
+from coupon.api import RUNTIME, router
 from coupon.events import handlers
 from coupon.experiments import gift_rule_exists, rule_exists
 from coupon.guards import FormatCache, GuessThrottle, LocalGuessThrottle, SharedGuessThrottle
@@ -12,9 +12,12 @@ from coupon.settings import CouponSettings
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
 from kit.experiments import experiments_router
+from kit.state import DATABASE, SHARED_STATE, AppState
 
 SCHEMA = "coupon"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+CODE_JOBS: AppState[CodeJobRunner] = AppState("code_jobs")
 
 
 def create_app(settings: CouponSettings | None = None) -> FastAPI:
@@ -32,9 +35,9 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
     async def on_startup(app: FastAPI) -> None:
         if not settings.runs_background:
             return  # a worker replica claims the jobs this process queues
-        runner = CodeJobRunner(app.state.database, settings.code_batch_size)
+        runner = CodeJobRunner(DATABASE.of(app), settings.code_batch_size)
         runners.append(runner)
-        app.state.code_jobs = runner
+        CODE_JOBS.set(app, runner)
         runner.start()
 
     async def on_shutdown(app: FastAPI) -> None:
@@ -58,6 +61,6 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
     )
     app = create_service_app(spec, settings)
     if settings.redis_url:  # one budget for every replica, in Redis (the local throttle while it is away)
-        runtime.throttle = SharedGuessThrottle(app.state.shared_state, local)
-    app.state.coupon_runtime = runtime
+        runtime.throttle = SharedGuessThrottle(SHARED_STATE.of(app), local)
+    RUNTIME.set(app, runtime)
     return app

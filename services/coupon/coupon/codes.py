@@ -82,8 +82,8 @@ async def get_code_job(session: AsyncSession, campaign_id: uuid.UUID, job_id: uu
 async def list_codes(session: AsyncSession, campaign_id: uuid.UUID, page: PageParams) -> Page[CouponCode]:
     """Codes in the order they were made. Reads go by windows of sequence numbers (what the BRIN index
     answers well); sequence numbers are dense, so a window of `4 * limit` nearly always fills a page."""
+    (after,) = page.after(int) or (0,)  # a forged cursor is a 422 whether or not the campaign exists
     campaign = await campaign_row(session, campaign_id)
-    (after,) = page.after(int) or (0,)
     last = campaign.reserved
     rows: list[CodeRow] = []
     window = 4 * page.limit

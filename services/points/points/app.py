@@ -1,3 +1,4 @@
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -5,10 +6,13 @@ from fastapi import FastAPI
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
 from kit.experiments import experiments_router
+from kit.leases import Backoff
+from kit.state import DATABASE
 from points import rewards, service
 from points.api import router
 from points.coupons import CouponClient
 from points.events import HANDLERS
+from points.rewards_api import REWARDS
 from points.rewards_api import router as rewards_router
 from points.settings import PointsSettings
 
@@ -21,24 +25,31 @@ def create_app(settings: PointsSettings | None = None) -> FastAPI:
 
     async def on_startup(app: FastAPI) -> None:
         coupons = CouponClient(settings.coupon_url, settings.internal_token, settings.coupon_timeout_seconds)
-        app.state.rewards = rewards.RewardsRuntime(app.state.database, coupons, settings)
+        runtime = rewards.RewardsRuntime(
+            DATABASE.of(app),
+            coupons,
+            retry_after=timedelta(seconds=settings.coupon_timeout_seconds + 1),
+            issue_deadline=timedelta(seconds=settings.reward_issue_deadline_seconds),
+            retry_backoff=Backoff(settings.reward_retry_interval_seconds, settings.reward_retry_max_delay_seconds),
+        )
+        REWARDS.set(app, runtime)
 
     async def on_shutdown(app: FastAPI) -> None:
-        await app.state.rewards.coupons.aclose()
+        await REWARDS.of(app).coupons.aclose()
 
     def jobs(app: FastAPI) -> list[PeriodicJob]:
         return [
             PeriodicJob(
                 "points.expiry",
                 settings.expiry_interval_seconds,
-                lambda: service.expire_due(app.state.database),
+                lambda: service.expire_due(DATABASE.of(app)),
                 initial_delay_seconds=min(60.0, settings.expiry_interval_seconds),
             ),
             # coupon rewards whose code is not known yet: ask again, or past the deadline void and refund
             PeriodicJob(
                 "points.reward_issuance",
                 settings.reward_retry_interval_seconds,
-                lambda: rewards.settle_issuing(app.state.rewards),
+                lambda: rewards.settle_issuing(REWARDS.of(app)),
                 initial_delay_seconds=settings.reward_retry_interval_seconds,
             ),
         ]

@@ -12,14 +12,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-import httpx
 import structlog
 
-from kit.client import InternalClient
+from kit.client import UpstreamError, Upstreams
 
 log = structlog.get_logger("points.coupons")
 
 ISSUANCES = "/internal/reward-issuances"
+
+COUPON = "coupon"
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,18 @@ class IssueAnswer:
 
 class CouponClient:
     def __init__(self, base_url: str, internal_token: str, timeout: float) -> None:
-        self._client = InternalClient(base_url, internal_token, timeout=timeout, connect_timeout=min(1.0, timeout))
+        self._client = Upstreams(
+            {COUPON: base_url}, timeout=timeout, connect_timeout=min(1.0, timeout), internal_token=internal_token
+        )
 
     async def _answer(self, method: str, path: str, body: dict[str, str] | None = None) -> IssueAnswer | None:
         try:
-            response = await self._client.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            log.warning("points.coupon.unreachable", error=type(exc).__name__)
+            response = await self._client.call(COUPON, method, path, json=body)
+        except UpstreamError as exc:
+            log.warning("points.coupon.unreachable", error=str(exc)[:200])
             return None
-        if response.status_code != 200:
-            log.warning("points.coupon.failed", status=response.status_code, body=response.text[:300])
+        if response.status != 200:
+            log.warning("points.coupon.failed", status=response.status, body=response.text[:300])
             return None
         try:
             data = response.json()
@@ -64,11 +67,11 @@ class CouponClient:
     async def campaign_exists(self, campaign_id: uuid.UUID) -> bool | None:
         """None when the coupon service did not answer."""
         try:
-            response = await self._client.get(f"/v1/coupon-campaigns/{campaign_id}")
-        except httpx.HTTPError:
+            response = await self._client.call(COUPON, "GET", f"/v1/coupon-campaigns/{campaign_id}")
+        except UpstreamError:
             return None
-        if response.status_code in (200, 404):
-            return response.status_code == 200
+        if response.status in (200, 404):
+            return response.status == 200
         return None
 
     async def aclose(self) -> None:

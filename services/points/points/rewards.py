@@ -40,7 +40,6 @@ from points.schemas import (
     RewardRedemptionRequest,
     RewardRedemptionResult,
 )
-from points.settings import PointsSettings
 
 log = structlog.get_logger("points.rewards")
 
@@ -51,23 +50,13 @@ DEFAULT_TIERS_JSON = dumps([t.model_dump(mode="json") for t in service.DEFAULT_T
 @dataclass
 class RewardsRuntime:
     """What the rewards need besides a session: the database (for statements that commit on their own), the
-    coupon service, and the settings."""
+    coupon service, and the values app.py took from the settings."""
 
     database: Database
     coupons: CouponClient
-    settings: PointsSettings
-
-    @property
-    def retry_after(self) -> timedelta:
-        return timedelta(seconds=self.settings.coupon_timeout_seconds + 1)
-
-    @property
-    def issue_deadline(self) -> timedelta:
-        return timedelta(seconds=self.settings.reward_issue_deadline_seconds)
-
-    @property
-    def retry_backoff(self) -> Backoff:
-        return Backoff(self.settings.reward_retry_interval_seconds, self.settings.reward_retry_max_delay_seconds)
+    retry_after: timedelta  # how long a coupon call may take: an answer is due by then
+    issue_deadline: timedelta  # past it, an unknown code is voided and the points given back
+    retry_backoff: Backoff  # before asking the coupon service again about an unknown code
 
 
 def _reward(row: Row[Any]) -> Reward:

@@ -12,6 +12,7 @@ from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from kit.pagination import Page, PageParamsDep
+from kit.state import AppState
 from kit.types import CustomerIdPath
 from points import rewards
 from points.rewards import RewardsRuntime
@@ -28,11 +29,8 @@ from points.schemas import (
 router = service_router(tags=["rewards"])
 
 
-async def _runtime(request: Request) -> RewardsRuntime:
-    return request.app.state.rewards  # type: ignore[no-any-return]
-
-
-RuntimeDep = Annotated[RewardsRuntime, Depends(_runtime)]
+REWARDS: AppState[RewardsRuntime] = AppState("rewards")
+RuntimeDep = Annotated[RewardsRuntime, Depends(REWARDS)]
 
 
 @router.post(

@@ -11,6 +11,7 @@ from kit.auth import requires
 from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.json import ORJSONResponse
+from kit.state import AppState
 from kit.types import IDENTIFIER_PATTERN, CustomerIdPath
 from recommend import service
 from recommend.engine import Engine
@@ -34,12 +35,8 @@ reads = APIRouter(tags=["recommend"])
 ProductIdPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="Product id.")]
 
 
-# `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
-async def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
-
-
-EngineDep = Annotated[Engine, Depends(get_engine)]
+ENGINE: AppState[Engine] = AppState("engine")
+EngineDep = Annotated[Engine, Depends(ENGINE)]
 
 
 @router.put(

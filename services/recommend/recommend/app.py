@@ -8,7 +8,8 @@ from fastapi import FastAPI
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
 from kit.db import POOLER_ASYNCPG_ARGS, raw_dsn
-from recommend.api import reads, router
+from kit.state import DATABASE, AppState
+from recommend.api import ENGINE, reads, router
 from recommend.engine import Engine
 from recommend.events import purchase_created, purchase_refunded, survey_detractor, survey_preference
 from recommend.settings import RecommendSettings
@@ -17,6 +18,8 @@ from recommend.training import Connection
 
 SCHEMA = "recommend"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+POOL: AppState[asyncpg.Pool] = AppState("pool")
+TRAINER: AppState[Trainer] = AppState("trainer")
 
 
 async def _reset(_connection: asyncpg.Connection) -> None:
@@ -30,7 +33,7 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
     # one; the workers (worker or all) train it: at start and on the schedule when the history changed, and for
     # every retrain request recorded through the API.
     async def start(app: FastAPI) -> None:
-        database = app.state.database
+        database = DATABASE.of(app)
         server_settings = {"application_name": f"reciprocity-recommend-{settings.process_role}"}
         if database.role and not settings.behind_pooler:
             server_settings["role"] = database.role
@@ -42,11 +45,11 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
             reset=_reset,
             **(POOLER_ASYNCPG_ARGS if settings.behind_pooler else {}),
         )
-        app.state.pool = pool
+        POOL.set(app, pool)
         engine: Engine | None = None
         if settings.serves_api:
             engine = Engine(pool)
-            app.state.engine = engine
+            ENGINE.set(app, engine)
             # serve the newest stored model at once (popular, then personal, until there is one)
             await engine.load_latest()
         if settings.runs_background:
@@ -60,19 +63,19 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
                 name=f"{socket.gethostname()}:{settings.port}/{os.getpid()}",
                 install=engine.install if engine is not None else None,
             )
-            app.state.trainer = trainer
+            TRAINER.set(app, trainer)
             if engine is not None:
                 engine.trainer = trainer
             await trainer.start()
 
     async def stop(app: FastAPI) -> None:
-        trainer: Trainer | None = getattr(app.state, "trainer", None)
+        trainer = TRAINER.get(app)
         if trainer is not None:
             await trainer.close()
-        await app.state.pool.close()
+        await POOL.of(app).close()
 
     def api_jobs(app: FastAPI) -> list[PeriodicJob]:
-        engine: Engine = app.state.engine
+        engine = ENGINE.of(app)
         return [
             PeriodicJob("recommend.catalog_reload", 60, engine.reload_catalog, initial_delay_seconds=60),
             PeriodicJob(
@@ -84,7 +87,7 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         ]
 
     def jobs(app: FastAPI) -> list[PeriodicJob]:
-        trainer: Trainer = app.state.trainer
+        trainer = TRAINER.of(app)
         return [
             PeriodicJob(
                 "recommend.training_requests",

@@ -13,6 +13,7 @@ from kit.db import SessionDep, service_router
 from kit.errors import problem_responses
 from kit.imports import IMPORT_MEDIA_TYPES, ImportReport, parse_lines
 from kit.pagination import Page, PageParamsDep
+from kit.state import AppState
 from kit.types import CustomerIdPath
 from survey import service
 from survey.schemas import (
@@ -34,11 +35,6 @@ from survey.settings import SurveySettings
 router = service_router(tags=["survey"])
 
 
-async def invite_policy(request: Request) -> service.InvitePolicy:
-    settings: SurveySettings = request.app.state.settings
-    return policy_from(settings)
-
-
 def policy_from(settings: SurveySettings) -> service.InvitePolicy:
     return service.InvitePolicy(
         public_base_url=settings.public_base_url,
@@ -48,7 +44,8 @@ def policy_from(settings: SurveySettings) -> service.InvitePolicy:
     )
 
 
-PolicyDep = Annotated[service.InvitePolicy, Depends(invite_policy)]
+POLICY: AppState[service.InvitePolicy] = AppState("invite_policy")
+PolicyDep = Annotated[service.InvitePolicy, Depends(POLICY)]
 
 
 @router.post(

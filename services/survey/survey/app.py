@@ -5,6 +5,7 @@ from fastapi import FastAPI
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
 from kit.experiments import experiments_router
+from kit.state import DATABASE
 from survey import api, pages, service
 from survey.events import purchase_created_handler
 from survey.mail import MailSender
@@ -17,9 +18,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def create_app(settings: SurveySettings | None = None) -> FastAPI:
     settings = settings or SurveySettings()  # type: ignore[call-arg]
 
+    policy = api.policy_from(settings)
+
     def jobs(app: FastAPI) -> list[PeriodicJob]:
-        sender = MailSender(app.state.database, settings)
-        app.state.mail_sender = sender
+        sender = MailSender(DATABASE.of(app), settings)
         return [PeriodicJob("survey.mail_sender", settings.mail_poll_seconds, sender.run_until_idle)]
 
     spec = ServiceSpec(
@@ -30,7 +32,7 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
         description="Surveys, email invitations, public answer pages and NPS/CSAT results.",
         event_handlers={
             "purchase.created": purchase_created_handler(
-                api.policy_from(settings), settings.post_purchase_delay_seconds, settings.recent_purchase_hours
+                policy, settings.post_purchase_delay_seconds, settings.recent_purchase_hours
             ),
         },
         outbox_consumers={
@@ -42,4 +44,6 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
         jobs=jobs,
         public_prefixes=("/s/",),
     )
-    return create_service_app(spec, settings)
+    app = create_service_app(spec, settings)
+    api.POLICY.set(app, policy)
+    return app
