@@ -35,10 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALLOWED: frozenset[str] = frozenset(
     {
         "libs/kit/kit/events.py",  # kit-infra (the outbox relay), events (publish)
-        "services/points/points/service.py",  # sql
-        "services/recommend/recommend/engine.py",  # sql
-        "services/recommend/recommend/trainer.py",  # sql
-        "services/recommend/recommend/training.py",  # sql
     }
 )
 

@@ -7,7 +7,8 @@ can never go out as a success. Domain code flushes; it never commits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "Database",
     "SessionDep",
     "TransactionalRoute",
+    "array_columns",
     "get_session",
     "own_driver_connection",
     "request_driver_connection",
@@ -179,6 +181,12 @@ async def request_driver_connection(session: AsyncSession) -> asyncpg.Connection
         # transaction and commits or rolls it back: one round trip, where a first statement would cost two
         await raw.dbapi_connection._start_transaction()  # type: ignore[union-attr]
     return connection
+
+
+def array_columns(rows: Sequence[Any], kind: type[Any]) -> list[list[Any]]:
+    """Rows of a dataclass as one list per field, in the dataclass's order: the arrays of a statement that reads
+    its rows from `unnest($1::type[], $2::type[], ...)` on a raw connection (one round trip for them all)."""
+    return [[getattr(row, field.name) for row in rows] for field in dataclasses.fields(kind)]
 
 
 @asynccontextmanager

@@ -8,18 +8,28 @@ processing cost about as much CPU as the rest of the request (measured in script
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.db import request_driver_connection
-from kit.json import dumps
+from kit.db import array_columns, request_driver_connection
+from kit.json import dumps, loads
+from points.schemas import AuditMismatch, LiabilityMonth
 from points.tables import MAX_BALANCE
+
+Typed = TypeVar("Typed")
+
+
+async def _first(session: AsyncSession, kind: type[Typed], statement: str, params: dict[str, Any]) -> Typed | None:
+    """The statement's first row as `kind` (its columns by name), or None."""
+    row = (await session.execute(text(statement), params)).first()
+    return None if row is None else kind(**row._mapping)
 
 
 @dataclass(frozen=True)
@@ -51,20 +61,35 @@ async def credit(
     description: str,
     expires_at: datetime | None,
 ) -> Movement:
+    return await _move(session, "points_credit", customer_id, type_, points, reference, description, expires_at)
+
+
+async def _move(
+    session: AsyncSession,
+    function: str,
+    customer_id: str,
+    type_: str,
+    points: int,
+    reference: str,
+    description: str,
+    last: datetime | int | None,
+) -> Movement:
+    """One value-moving function (`points_credit` or `points_debit`, whose last argument is the lot's expiry or
+    the first lot to take from)."""
     row = (
         await session.execute(
-            text("SELECT * FROM points_credit(:customer, :type, :points, :reference, :description, :expires_at)"),
+            text(f"SELECT * FROM {function}(:customer, :type, :points, :reference, :description, :last)"),
             {
                 "customer": customer_id,
                 "type": type_,
                 "points": points,
                 "reference": reference,
                 "description": description,
-                "expires_at": expires_at,
+                "last": last,
             },
         )
     ).one()
-    return Movement(row.r_outcome, row.r_transaction_id, row.r_points, row.r_balance, row.r_lot_id)
+    return Movement(row.r_outcome, row.r_transaction_id, row.r_points, row.r_balance, row._mapping.get("r_lot_id"))
 
 
 _CREDIT_MANY = text(
@@ -204,8 +229,97 @@ async def credit_lines(session: AsyncSession, type_: str, lines: Sequence[Openin
     return {row[0] - 1: row[1] for row in rows}
 
 
-async def record_qualifications(session: AsyncSession, qualifications: Sequence[tuple[int, datetime, int]]) -> None:
-    """Many `record_qualification`s: (transaction id, when it counts, qualifying points)."""
+# now, the rules and tiers, and each time's window start as the ledger computes it (`interval '365 days'` in the
+# session's time zone: a calendar year of days, not always 365 x 24 hours)
+_RUN_CONTEXT = """
+    SELECT now(), (SELECT value FROM settings WHERE key = 'rules'), (SELECT value FROM settings WHERE key = 'tiers'),
+           now() - interval '365 days',
+           ARRAY(SELECT t - interval '365 days' FROM unnest($1::timestamptz[]) WITH ORDINALITY AS u (t, n) ORDER BY n)
+"""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run of purchases is earned by: the rules and tiers (JSON values, None when never set), now, and the
+    start of the 365-day window before now and before each purchase's time (in the run's order)."""
+
+    now: datetime
+    rules: Any
+    tiers: Any
+    now_since: datetime
+    window_starts: list[datetime]
+
+
+async def run_context(session: AsyncSession, times: Sequence[datetime]) -> RunContext:
+    connection = await request_driver_connection(session)
+    row = await connection.fetchrow(_RUN_CONTEXT, times)
+    assert row is not None
+    rules, tiers = (loads(v) if isinstance(v, str) else v for v in (row[1], row[2]))
+    return RunContext(row[0], rules, tiers, row[3], list(row[4]))
+
+
+_QUALIFYING_ROWS = """
+    SELECT t.customer_id, coalesce(q.qualifies_at, t.created_at) AS at,
+           coalesce(q.qualifying_points, CASE WHEN t.type IN ('earn', 'reverse') THEN t.points ELSE 0 END) AS points
+      FROM transactions t LEFT JOIN transaction_qualification q ON q.transaction_id = t.id
+     WHERE t.customer_id = ANY($1::varchar[]) AND coalesce(q.qualifies_at, t.created_at) > $2
+"""
+
+
+@dataclass(frozen=True)
+class QualifyingEntry:
+    customer_id: str
+    at: datetime
+    points: int
+
+
+async def qualifying_entries(session: AsyncSession, customers: Sequence[str], since: datetime) -> list[QualifyingEntry]:
+    """The customers' ledger entries counting toward tiers after `since`, each at its business time."""
+    connection = await request_driver_connection(session)
+    rows = await connection.fetch(_QUALIFYING_ROWS, customers, since)
+    return [QualifyingEntry(customer, at, int(points)) for customer, at, points in rows]
+
+
+_RECORD_PURCHASES = """
+    INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency, occurred_at)
+    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::bigint[], $5::numeric[], $6::varchar[],
+                         $7::timestamptz[])
+    ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True)
+class PurchaseEarning:
+    customer_id: str
+    purchase_id: str
+    points: int
+    lot_id: int | None
+    total: Decimal
+    currency: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class EarnedPurchase:
+    points: int
+    lot_id: int | None
+    total: Decimal
+    currency: str
+    refunded_amount: Decimal
+    reversed_points: int
+    occurred_at: datetime | None
+
+
+async def record_purchase_earnings(session: AsyncSession, earnings: Sequence[PurchaseEarning]) -> None:
+    connection = await request_driver_connection(session)
+    await connection.execute(_RECORD_PURCHASES, *array_columns(earnings, PurchaseEarning))
+
+
+async def record_qualifications(
+    session: AsyncSession, qualifications: Sequence[tuple[int, datetime, int | None]]
+) -> None:
+    """Count transactions toward tiers: (transaction id, when it counts, the qualifying points it declares, or
+    None for what its type counts)."""
     if qualifications:
         await session.execute(
             text(
@@ -225,20 +339,7 @@ async def debit(
     description: str,
     first_lot: int | None = None,
 ) -> Movement:
-    row = (
-        await session.execute(
-            text("SELECT * FROM points_debit(:customer, :type, :points, :reference, :description, :first_lot)"),
-            {
-                "customer": customer_id,
-                "type": type_,
-                "points": points,
-                "reference": reference,
-                "description": description,
-                "first_lot": first_lot,
-            },
-        )
-    ).one()
-    return Movement(row.r_outcome, row.r_transaction_id, row.r_points, row.r_balance)
+    return await _move(session, "points_debit", customer_id, type_, points, reference, description, first_lot)
 
 
 async def lock_account(session: AsyncSession, customer_id: str) -> None:
@@ -319,17 +420,9 @@ async def earning_context(session: AsyncSession, customer_id: str, at: datetime)
     return row.rules, row.tiers, int(row.qualifying)
 
 
-async def record_qualification(
-    session: AsyncSession, transaction_id: int, qualifies_at: datetime, qualifying_points: int | None = None
-) -> None:
-    """Count a transaction toward tiers at `qualifies_at` (and with `qualifying_points`, when given)."""
-    await session.execute(
-        text(
-            "INSERT INTO transaction_qualification (transaction_id, qualifies_at, qualifying_points) "
-            "VALUES (:t, :at, :points) ON CONFLICT (transaction_id) DO NOTHING"
-        ),
-        {"t": transaction_id, "at": qualifies_at, "points": qualifying_points},
-    )
+async def record_qualification(session: AsyncSession, transaction_id: int, qualifies_at: datetime) -> None:
+    """Count a transaction toward tiers at `qualifies_at` (its business time)."""
+    await record_qualifications(session, [(transaction_id, qualifies_at, None)])
 
 
 _BALANCE = text(
@@ -346,13 +439,38 @@ _BALANCE = text(
 )
 
 
-async def balance_view(session: AsyncSession, customer_id: str, expiring: int) -> Row[Any]:
-    return (await session.execute(_BALANCE, {"c": customer_id, "expiring": expiring, "at": None})).one()
+@dataclass(frozen=True)
+class BalanceView:
+    balance: int
+    tiers: Any  # the tiers setting's JSON, None when never set
+    qualifying: int
+    expiring: list[dict[str, Any]]  # {points, expires_at}, soonest first
+
+
+async def balance_view(session: AsyncSession, customer_id: str, expiring: int) -> BalanceView:
+    row = (await session.execute(_BALANCE, {"c": customer_id, "expiring": expiring, "at": None})).one()
+    return BalanceView(int(row.balance or 0), row.tiers, int(row.qualifying), list(row.expiring))
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    type: str
+    points: int
+    balance_after: int
+    reference: str
+    description: str
+    created_at: datetime
+    # a reward's entries: its redemption, the reward's name and the redemption's status
+    reward_redemption_id: uuid.UUID | None
+    reward_id: uuid.UUID | None
+    reward_name: str | None
+    reward_status: str | None
 
 
 async def list_transactions(
     session: AsyncSession, customer_id: str, limit: int, before_id: int | None
-) -> Sequence[Row[Any]]:
+) -> list[LedgerEntry]:
     # a reward's entries (reference `reward/<redemption id>`, written by the system only: API references
     # cannot hold a `/`) carry their redemption, and so the reward's name and the redemption's status
     query = (
@@ -367,75 +485,39 @@ async def list_transactions(
     params: dict[str, Any] = {"c": customer_id, "n": limit}
     if before_id is not None:
         params["before"] = before_id
-    return (
-        await session.execute(text(query.format(after="AND t.id < :before" if before_id is not None else "")), params)
-    ).all()
-
-
-async def find_transaction(session: AsyncSession, customer_id: str, type_: str, reference: str) -> Row[Any] | None:
-    return (
-        await session.execute(
-            text(
-                "SELECT id, points, balance_after FROM transactions "
-                "WHERE customer_id = :c AND type = :t AND reference = :r"
-            ),
-            {"c": customer_id, "t": type_, "r": reference},
-        )
-    ).first()
+    statement = text(query.format(after="AND t.id < :before" if before_id is not None else ""))
+    return [LedgerEntry(**row._mapping) for row in await session.execute(statement, params)]
 
 
 # --- purchases and refunds ---
 
 
-async def record_purchase(
-    session: AsyncSession,
-    customer_id: str,
-    purchase_id: str,
-    points: int,
-    lot_id: int | None,
-    total: Decimal,
-    currency: str,
-    occurred_at: datetime,
-) -> None:
-    await session.execute(
-        text(
-            "INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency, occurred_at) "
-            "VALUES (:c, :p, :points, :lot, :total, :currency, :occurred_at) ON CONFLICT DO NOTHING"
-        ),
-        {
-            "c": customer_id,
-            "p": purchase_id,
-            "points": points,
-            "lot": lot_id,
-            "total": total,
-            "currency": currency,
-            "occurred_at": occurred_at,
-        },
+async def lock_purchase(session: AsyncSession, customer_id: str, purchase_id: str) -> EarnedPurchase | None:
+    """What a purchase earned and how much of it was refunded, locked until the transaction ends."""
+    return await _first(
+        session,
+        EarnedPurchase,
+        "SELECT points, lot_id, total, currency, refunded_amount, reversed_points, occurred_at "
+        "FROM purchase_earnings WHERE customer_id = :c AND purchase_id = :p FOR UPDATE",
+        {"c": customer_id, "p": purchase_id},
     )
 
 
-async def lock_purchase(session: AsyncSession, customer_id: str, purchase_id: str) -> Row[Any] | None:
-    return (
-        await session.execute(
-            text(
-                "SELECT points, lot_id, total, currency, refunded_amount, reversed_points, occurred_at "
-                "FROM purchase_earnings WHERE customer_id = :c AND purchase_id = :p FOR UPDATE"
-            ),
-            {"c": customer_id, "p": purchase_id},
-        )
-    ).first()
+@dataclass(frozen=True)
+class RecordedRefund:
+    purchase_id: str
+    points: int
+    transaction_id: int | None
+    balance: int
 
 
-async def find_refund(session: AsyncSession, customer_id: str, refund_id: str) -> Row[Any] | None:
-    return (
-        await session.execute(
-            text(
-                "SELECT purchase_id, points, transaction_id, balance FROM refunds "
-                "WHERE customer_id = :c AND refund_id = :r"
-            ),
-            {"c": customer_id, "r": refund_id},
-        )
-    ).first()
+async def find_refund(session: AsyncSession, customer_id: str, refund_id: str) -> RecordedRefund | None:
+    return await _first(
+        session,
+        RecordedRefund,
+        "SELECT purchase_id, points, transaction_id, balance FROM refunds WHERE customer_id = :c AND refund_id = :r",
+        {"c": customer_id, "r": refund_id},
+    )
 
 
 async def record_refund(
@@ -499,8 +581,9 @@ _LIABILITY_TOTALS = text(
 )
 
 
-async def liability(session: AsyncSession) -> tuple[list[Row[Any]], int, int]:
-    months = list((await session.execute(_LIABILITY)).all())
+async def liability(session: AsyncSession) -> tuple[list[LiabilityMonth], int, int]:
+    """The points outstanding by expiry month, the points owed by negative balances, how many hold points."""
+    months = [LiabilityMonth(month=row.month, points=int(row.points)) for row in await session.execute(_LIABILITY)]
     totals = (await session.execute(_LIABILITY_TOTALS)).one()
     return months, int(totals.negative), int(totals.holders)
 
@@ -540,7 +623,19 @@ _AUDIT = text(
 )
 
 
-async def audit(session: AsyncSession, limit: int) -> tuple[int, list[Row[Any]]]:
+async def audit(session: AsyncSession, limit: int) -> tuple[int, list[AuditMismatch]]:
+    """How many accounts were checked, and the first `limit` whose balance disagrees with its ledger or lots."""
     rows = (await session.execute(_AUDIT, {"limit": limit})).all()
     checked = int(rows[0].accounts_checked) if rows else 0
-    return checked, [row for row in rows if row.customer_id is not None]
+    return checked, [
+        AuditMismatch(
+            customer_id=r.customer_id,
+            balance=r.balance,
+            ledger_sum=int(r.ledger_sum),
+            last_balance_after=r.last_balance_after,
+            lots_remaining=int(r.lots_remaining),
+            broken_chain_links=int(r.broken_chain_links),
+        )
+        for r in rows
+        if r.customer_id is not None
+    ]

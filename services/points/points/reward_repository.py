@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kit.leases import DueRows, claim_due
 from points.repository import _QUALIFYING
+from points.schemas import Reward, RewardRedemption
 
 REWARD_COLUMNS = """
     w.id, w.name, w.description, w.kind, w.cost_points, w.campaign_id, w.stock, w.stock_left,
@@ -30,6 +32,55 @@ REDEMPTION_COLUMNS = """
     d.id AS redemption_id, d.reward_id, w.name AS reward_name, w.kind, d.customer_id, d.reference, d.source,
     d.points, d.status, d.coupon_code, d.cancel_reason, d.created_at, d.fulfilled_at, d.cancelled_at
 """
+
+
+@dataclass(frozen=True)
+class OfferedReward:
+    """A reward as one customer sees it: their balance, and why they cannot redeem it (None: they can)."""
+
+    reward: Reward
+    balance: int
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class RedemptionOutcome:
+    """What `points_redeem_reward` answered (its columns, in order); only `outcome` when the reward is unknown."""
+
+    outcome: str  # created | replayed | reward_not_found | insufficient | out_of_stock | limit_reached | ...
+    redemption_id: uuid.UUID | None
+    reward_id: uuid.UUID | None
+    points: int | None
+    balance: int | None
+    status: str | None
+    coupon_code: str | None
+    cancel_reason: str | None
+    kind: str | None
+    campaign_id: uuid.UUID | None
+    name: str | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What `points_cancel_reward_redemption` answered."""
+
+    outcome: str  # cancelled | not_found | not_cancellable | ...
+    status: str | None
+    balance: int | None
+
+
+@dataclass(frozen=True)
+class RedemptionState:
+    status: str
+    coupon_code: str | None
+    cancel_reason: str | None
+    points: int
+    balance_after: int | None
+    issue_deadline: datetime | None
+    campaign_id: uuid.UUID | None
+    customer_id: str
+    now: datetime
 
 
 _REDEEM = "SELECT * FROM points_redeem_reward($1, $2, $3, $4, $5, $6::jsonb, $7, $8)"
@@ -45,18 +96,18 @@ async def redeem(
     default_tiers: str,
     retry_after: timedelta,
     issue_deadline: timedelta,
-) -> asyncpg.Record:
+) -> RedemptionOutcome:
     row = await connection.fetchrow(
         _REDEEM, customer_id, reward_id, reference, redemption_id, gift, default_tiers, retry_after, issue_deadline
     )
     assert row is not None
-    return row
+    return RedemptionOutcome(*row)
 
 
-async def redeem_in_session(session: AsyncSession, *args: Any) -> Row[Any]:
+async def redeem_in_session(session: AsyncSession, *args: Any) -> RedemptionOutcome:
     """The same function inside the caller's transaction (an event handler's: the gift and the inbox record
     commit together)."""
-    return (
+    row = (
         await session.execute(
             text(
                 "SELECT * FROM points_redeem_reward(:c, :r, :ref, :id, :gift, CAST(:tiers AS jsonb), :retry, :deadline)"
@@ -64,6 +115,7 @@ async def redeem_in_session(session: AsyncSession, *args: Any) -> Row[Any]:
             dict(zip(("c", "r", "ref", "id", "gift", "tiers", "retry", "deadline"), args, strict=True)),
         )
     ).one()
+    return RedemptionOutcome(*row)
 
 
 _CANCEL = "SELECT * FROM points_cancel_reward_redemption($1, $2, $3::varchar[], $4)"
@@ -71,10 +123,10 @@ _CANCEL = "SELECT * FROM points_cancel_reward_redemption($1, $2, $3::varchar[], 
 
 async def cancel(
     connection: asyncpg.Connection, redemption_id: uuid.UUID, customer_id: str | None, from_: list[str], reason: str
-) -> asyncpg.Record:
+) -> CancelOutcome:
     row = await connection.fetchrow(_CANCEL, redemption_id, customer_id, from_, reason)
     assert row is not None
-    return row
+    return CancelOutcome(*row)
 
 
 async def fulfil_coupon(connection: asyncpg.Connection, redemption_id: uuid.UUID, code: str) -> bool:
@@ -87,12 +139,13 @@ async def fulfil_coupon(connection: asyncpg.Connection, redemption_id: uuid.UUID
     return done is not None
 
 
-async def find_redemption_state(connection: asyncpg.Connection, redemption_id: uuid.UUID) -> asyncpg.Record | None:
-    return await connection.fetchrow(
+async def find_redemption_state(connection: asyncpg.Connection, redemption_id: uuid.UUID) -> RedemptionState | None:
+    row = await connection.fetchrow(
         "SELECT d.status, d.coupon_code, d.cancel_reason, d.points, d.balance_after, d.issue_deadline, "
         "d.campaign_id, d.customer_id, now() AS now FROM reward_redemptions d WHERE d.id = $1",
         redemption_id,
     )
+    return None if row is None else RedemptionState(*row)
 
 
 _ISSUING = DueRows(
@@ -123,8 +176,8 @@ async def retry_issuing(connection: AsyncConnection, redemption_id: uuid.UUID, d
 # --- the catalogue ---
 
 
-async def insert_reward(session: AsyncSession, values: dict[str, Any]) -> Row[Any]:
-    return (
+async def insert_reward(session: AsyncSession, values: dict[str, Any]) -> Reward:
+    row = (
         await session.execute(
             text(
                 f"""
@@ -138,15 +191,17 @@ async def insert_reward(session: AsyncSession, values: dict[str, Any]) -> Row[An
             values,
         )
     ).one()
+    return Reward.model_validate(row, from_attributes=True)
 
 
-async def get_reward(session: AsyncSession, reward_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
-    return (
+async def get_reward(session: AsyncSession, reward_id: uuid.UUID, *, lock: bool = False) -> Reward | None:
+    row = (
         await session.execute(
             text(f"SELECT {REWARD_COLUMNS} FROM rewards w WHERE w.id = :id" + (" FOR UPDATE" if lock else "")),
             {"id": reward_id},
         )
     ).first()
+    return None if row is None else Reward.model_validate(row, from_attributes=True)
 
 
 async def standing_redemptions(session: AsyncSession, reward_id: uuid.UUID) -> int:
@@ -160,37 +215,37 @@ async def standing_redemptions(session: AsyncSession, reward_id: uuid.UUID) -> i
     )
 
 
-async def update_reward(session: AsyncSession, reward_id: uuid.UUID, fields: dict[str, Any]) -> Row[Any]:
+async def update_reward(session: AsyncSession, reward_id: uuid.UUID, fields: dict[str, Any]) -> Reward:
     sets = ", ".join(f"{name} = :{name}" for name in fields)
-    return (
+    row = (
         await session.execute(
             text(f"UPDATE rewards w SET {sets}, updated_at = now() WHERE w.id = :id RETURNING {REWARD_COLUMNS}"),
             {"id": reward_id, **fields},
         )
     ).one()
+    return Reward.model_validate(row, from_attributes=True)
 
 
 async def list_rewards(
     session: AsyncSession, active: bool | None, after: tuple[int, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
-    return (
-        await session.execute(
-            text(
-                f"""
+) -> list[Reward]:
+    rows = await session.execute(
+        text(
+            f"""
                 SELECT {REWARD_COLUMNS} FROM rewards w
                  WHERE (CAST(:active AS boolean) IS NULL OR w.active = :active)
                    AND (CAST(:after_cost AS bigint) IS NULL OR (w.cost_points, w.id) > (:after_cost, :after_id))
                  ORDER BY w.cost_points, w.id LIMIT :limit
                 """
-            ),
-            {
-                "active": active,
-                "after_cost": after[0] if after else None,
-                "after_id": after[1] if after else None,
-                "limit": limit,
-            },
-        )
-    ).all()
+        ),
+        {
+            "active": active,
+            "after_cost": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    return [Reward.model_validate(row, from_attributes=True) for row in rows]
 
 
 _CUSTOMER_VIEW = f"""
@@ -228,8 +283,8 @@ async def customer_view(
     available: bool | None,
     after: tuple[int, uuid.UUID] | None,
     limit: int,
-) -> Sequence[Row[Any]]:
-    return (
+) -> list[OfferedReward]:
+    rows = (
         await session.execute(
             text(_CUSTOMER_VIEW),
             {
@@ -245,26 +300,28 @@ async def customer_view(
             },
         )
     ).all()
+    return [OfferedReward(Reward.model_validate(row, from_attributes=True), row.balance, row.reason) for row in rows]
 
 
 # --- redemptions ---
 
 
-async def get_redemption(session: AsyncSession, redemption_id: uuid.UUID) -> Row[Any] | None:
-    return (
+async def get_redemption(session: AsyncSession, redemption_id: uuid.UUID) -> RewardRedemption | None:
+    row = (
         await session.execute(
             text(f"SELECT {REDEMPTION_COLUMNS} FROM reward_redemptions d JOIN rewards w ON w.id = d.reward_id "
                  "WHERE d.id = :id"),
             {"id": redemption_id},
         )
     ).first()  # fmt: skip
+    return None if row is None else RewardRedemption.model_validate(row, from_attributes=True)
 
 
 async def list_redemptions(
     session: AsyncSession, customer_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> list[RewardRedemption]:
     """Newest first."""
-    return (
+    rows = (
         await session.execute(
             text(
                 f"""
@@ -282,14 +339,15 @@ async def list_redemptions(
             },
         )
     ).all()
+    return [RewardRedemption.model_validate(row, from_attributes=True) for row in rows]
 
 
 async def list_pending(
     session: AsyncSession, after: tuple[datetime, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> list[RewardRedemption]:
     """Every customer's redemptions waiting to be handed over, newest first (index
     ix_reward_redemptions_pending: the page is read in order, however many have been fulfilled)."""
-    return (
+    rows = (
         await session.execute(
             text(
                 f"""
@@ -302,6 +360,7 @@ async def list_pending(
             {"after_at": after[0] if after else None, "after_id": after[1] if after else None, "limit": limit},
         )
     ).all()
+    return [RewardRedemption.model_validate(row, from_attributes=True) for row in rows]
 
 
 async def fulfil(session: AsyncSession, redemption_id: uuid.UUID) -> bool:

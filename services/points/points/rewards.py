@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiments
@@ -59,10 +58,6 @@ class RewardsRuntime:
     retry_backoff: Backoff  # before asking the coupon service again about an unknown code
 
 
-def _reward(row: Row[Any]) -> Reward:
-    return Reward.model_validate(row._mapping)
-
-
 async def _check_tier(session: AsyncSession, name: str | None) -> None:
     if name is not None and name not in {t.name for t in await service.get_tiers(session)}:
         raise ValidationFailed([FieldError("min_tier", f"No tier named {name!r} (GET /v1/points/tiers).")])
@@ -90,21 +85,21 @@ async def create_reward(session: AsyncSession, runtime: RewardsRuntime, body: Re
     await _check_campaign(runtime, body.campaign_id)
     row = await repo.insert_reward(session, {"id": uuid.uuid4(), **body.model_dump()})
     log.info("points.reward.created", reward_id=str(row.id), kind=row.kind)
-    return _reward(row)
+    return row
 
 
 async def get_reward(session: AsyncSession, reward_id: uuid.UUID, caller: Caller | None = None) -> Reward:
     row = await repo.get_reward(session, reward_id)
     if row is None or (caller is not None and caller.kind == "customer" and not row.active):
         raise NotFound("No reward with this id.", code="reward_not_found")
-    return _reward(row)
+    return row
 
 
 async def list_rewards(session: AsyncSession, caller: Caller, active: bool | None, page: PageParams) -> Page[Reward]:
     if caller.kind == "customer":
         active = True  # a customer sees the catalogue as it is offered
     rows = await repo.list_rewards(session, active, page.after(int, uuid.UUID), page.limit + 1)
-    items = [_reward(r) for r in rows[: page.limit]]
+    items = list(rows[: page.limit])
     cursor = encode_cursor([items[-1].cost_points, str(items[-1].id)]) if len(rows) > page.limit else None
     return Page[Reward](items=items, next_cursor=cursor)
 
@@ -131,7 +126,7 @@ async def update_reward(
         if stock is None:
             fields["stock_left"] = None
         else:
-            if row.stock is None:
+            if row.stock is None or row.stock_left is None:
                 standing = await repo.standing_redemptions(session, reward_id)
             else:
                 standing = row.stock - row.stock_left
@@ -141,8 +136,8 @@ async def update_reward(
                 )
             fields["stock_left"] = stock - standing
     if not fields:
-        return _reward(row)
-    return _reward(await repo.update_reward(session, reward_id, fields))
+        return row
+    return await repo.update_reward(session, reward_id, fields)
 
 
 async def customer_rewards(
@@ -155,10 +150,11 @@ async def customer_rewards(
     items = [
         CustomerReward.model_validate(
             {
-                **row._mapping,
-                "affordable": row.cost_points <= row.balance,
-                "points_needed": max(0, row.cost_points - row.balance),
+                **row.reward.model_dump(),
+                "affordable": row.reward.cost_points <= row.balance,
+                "points_needed": max(0, row.reward.cost_points - row.balance),
                 "available": row.reason is None,
+                "reason": row.reason,
             }
         )
         for row in rows[: page.limit]
@@ -214,34 +210,28 @@ async def redeem(
     else:
         async with own_driver_connection(runtime.database) as connection:
             row = await repo.redeem(connection, *args)
-    outcome = row["r_outcome"]
+    outcome = row.outcome
     if outcome == "reward_not_found":
         raise NotFound("No reward with this id.", code="reward_not_found")
     if outcome in _REFUSALS:
         kind, code, detail = _REFUSALS[outcome]
         extra: dict[str, Any] = {}
         if outcome == "insufficient":
-            extra = {"balance": row["r_balance"], "requested": row["r_points"]}
+            extra = {"balance": row.balance, "requested": row.points}
         elif kind is Unprocessable:
             extra = {"reason": outcome}
         log.info("points.reward.refused", customer_id=customer_id, reason=outcome)
         raise kind(detail, code=code, **extra)
-    if outcome == "replayed" and row["r_reward_id"] != body.reward_id:
+    if outcome == "replayed" and row.reward_id != body.reward_id:
         raise Conflict("This reference was used for another reward by this customer.", code="reference_already_used")
-    result = RewardRedemptionResult(
-        redemption_id=row["r_id"],
-        reward_id=row["r_reward_id"],
-        points=row["r_points"],
-        balance=row["r_balance"],
-        status=row["r_status"],
-        coupon_code=row["r_coupon_code"],
-    )
-    if result.status == "cancelled" and row["r_cancel_reason"] == "coupon_not_issued":
+    result = RewardRedemptionResult.model_validate(row, from_attributes=True)
+    if result.status == "cancelled" and row.cancel_reason == "coupon_not_issued":
         raise _not_issued(result.redemption_id)
     if result.status == "issuing":
         if in_transaction is not None:
             return result, 202, result.redemption_id
-        settled = await settle(runtime, result.redemption_id, row["r_campaign_id"], customer_id)
+        assert row.campaign_id is not None  # only a coupon reward waits for its code
+        settled = await settle(runtime, result.redemption_id, row.campaign_id, customer_id)
         if settled == "issuing":
             return result, 202, None
         if settled == "cancelled":
@@ -249,7 +239,7 @@ async def redeem(
         async with own_driver_connection(runtime.database) as connection:
             state = await repo.find_redemption_state(connection, result.redemption_id)
         assert state is not None
-        result = result.model_copy(update={"status": state["status"], "coupon_code": state["coupon_code"]})
+        result = result.model_copy(update={"status": state.status, "coupon_code": state.coupon_code})
     if outcome == "created":
         log.info("points.reward.redeemed", customer_id=customer_id, reward_id=str(body.reward_id), status=result.status)
     return result, 201, None
@@ -281,9 +271,9 @@ async def settle(
             redemption_id=str(redemption_id),
             answer=answer.status,
             reason=answer.reason,
-            outcome=row["r_outcome"],
+            outcome=row.outcome,
         )
-        return str(row["r_status"])
+        return str(row.status)
 
 
 async def settle_issuing(runtime: RewardsRuntime) -> int:
@@ -305,9 +295,9 @@ async def list_redemptions(session: AsyncSession, customer_id: str, page: PagePa
     return _redemption_page(rows, page)
 
 
-def _redemption_page(rows: Sequence[Row[Any]], page: PageParams) -> Page[RewardRedemption]:
+def _redemption_page(rows: Sequence[RewardRedemption], page: PageParams) -> Page[RewardRedemption]:
     """Rows sorted by (created_at, id) descending, one more than the page when there is a next one."""
-    items = [RewardRedemption.model_validate(r._mapping) for r in rows[: page.limit]]
+    items = list(rows[: page.limit])
     cursor = (
         encode_cursor([items[-1].created_at.isoformat(), str(items[-1].redemption_id)])
         if len(rows) > page.limit
@@ -322,7 +312,7 @@ async def list_pending(session: AsyncSession, page: PageParams) -> Page[RewardRe
     return _redemption_page(rows, page)
 
 
-async def _redemption(session: AsyncSession, redemption_id: uuid.UUID, caller: Caller) -> Row[Any]:
+async def _redemption(session: AsyncSession, redemption_id: uuid.UUID, caller: Caller) -> RewardRedemption:
     row = await repo.get_redemption(session, redemption_id)
     if row is None or (caller.kind == "customer" and row.customer_id != caller.id):
         raise NotFound("No reward redemption with this id.", code="redemption_not_found")
@@ -342,7 +332,7 @@ async def fulfil(session: AsyncSession, caller: Caller, redemption_id: uuid.UUID
         )
     found = await repo.get_redemption(session, redemption_id)
     assert found is not None
-    return RewardRedemption.model_validate(found._mapping)
+    return found
 
 
 async def cancel(session: AsyncSession, caller: Caller, redemption_id: uuid.UUID) -> RewardRedemption:
@@ -358,28 +348,27 @@ async def cancel(session: AsyncSession, caller: Caller, redemption_id: uuid.UUID
         allowed,
         "customer" if by_customer else "shop",
     )
-    if done["r_outcome"] == "not_found":
+    if done.outcome == "not_found":
         raise NotFound("No reward redemption with this id.", code="redemption_not_found")
-    if done["r_outcome"] == "not_cancellable":
+    if done.outcome == "not_cancellable":
         raise Conflict(
-            f"This redemption is {done['r_status']} and cannot be cancelled"
-            + (" by the customer." if by_customer else "."),
+            f"This redemption is {done.status} and cannot be cancelled" + (" by the customer." if by_customer else "."),
             code="redemption_not_cancellable",
-            redemption_status=done["r_status"],
+            redemption_status=done.status,
         )
-    if done["r_outcome"] == "cancelled":
+    if done.outcome == "cancelled":
         log.info("points.reward.cancelled", redemption_id=str(redemption_id), by=caller.kind)
     found = await repo.get_redemption(session, redemption_id)
     assert found is not None
-    return RewardRedemption.model_validate(found._mapping)
+    return found
 
 
 async def settle_one(runtime: RewardsRuntime, redemption_id: uuid.UUID) -> None:
     """Settle one redemption now if it still waits for its code (the retry job would, a little later)."""
     async with own_driver_connection(runtime.database) as connection:
         state = await repo.find_redemption_state(connection, redemption_id)
-    if state is not None and state["status"] == "issuing":
-        await settle(runtime, redemption_id, state["campaign_id"], state["customer_id"])
+    if state is not None and state.status == "issuing" and state.campaign_id is not None:
+        await settle(runtime, redemption_id, state.campaign_id, state.customer_id)
 
 
 async def grant_gift(session: AsyncSession, gift: GiftGranted) -> None:
@@ -403,9 +392,9 @@ async def grant_gift(session: AsyncSession, gift: GiftGranted) -> None:
         customer_id=gift.customer_id,
         reward_id=str(gift.reward_id),
         rule_id=str(gift.rule_id),
-        outcome=row.r_outcome,
+        outcome=row.outcome,
     )
-    if gift.experiment_id is not None and row.r_outcome == "created":
+    if gift.experiment_id is not None and row.outcome == "created":
         reward = await repo.get_reward(session, gift.reward_id)
         price = reward.cost_points if reward is not None else 0
         await experiments.report_cost(

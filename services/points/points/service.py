@@ -21,10 +21,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiments
-from kit.db import Database, request_driver_connection
+from kit.db import Database
 from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from kit.imports import ImportReport, ParsedLines, RejectedLine
-from kit.json import loads
 from kit.purchases import utc
 from kit.types import CURRENCY_DECIMALS, MAX_POINTS
 from kit.webhooks import TierChanged, publish_webhook
@@ -33,14 +32,12 @@ from points.repository import Movement
 from points.schemas import (
     AdjustmentRequest,
     Audit,
-    AuditMismatch,
     Balance,
     EarningRules,
     EarnRequest,
     Expiring,
     ExpiryRun,
     Liability,
-    LiabilityMonth,
     NextTier,
     OpeningBalance,
     PointsResult,
@@ -313,15 +310,19 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) ->
         if movement.outcome == "created" and movement.transaction_id is not None:
             await repository.record_qualification(session, movement.transaction_id, occurred_at)
             await announce_tier_change(session, purchase.customer_id, tier_before)
-    await repository.record_purchase(
+    await repository.record_purchase_earnings(
         session,
-        purchase.customer_id,
-        purchase.purchase_id,
-        points,
-        lot_id,
-        purchase.total,
-        purchase.currency,
-        occurred_at,
+        [
+            repository.PurchaseEarning(
+                purchase.customer_id,
+                purchase.purchase_id,
+                points,
+                lot_id,
+                purchase.total,
+                purchase.currency,
+                occurred_at,
+            )
+        ],
     )
     for decision in decisions:
         await experiments.record(
@@ -342,27 +343,6 @@ class _RunDiverged(Exception):
     caller undoes the run and applies its purchases one at a time."""
 
 
-_QUALIFYING_ROWS = """
-    SELECT t.customer_id, coalesce(q.qualifies_at, t.created_at) AS at,
-           coalesce(q.qualifying_points, CASE WHEN t.type IN ('earn', 'reverse') THEN t.points ELSE 0 END) AS points
-      FROM transactions t LEFT JOIN transaction_qualification q ON q.transaction_id = t.id
-     WHERE t.customer_id = ANY($1::varchar[]) AND coalesce(q.qualifies_at, t.created_at) > $2
-"""
-# now, the rules and tiers, and each time's window start as the ledger computes it (`interval '365 days'` in the
-# session's time zone: a calendar year of days, not always 365 x 24 hours)
-_CONTEXT = """
-    SELECT now(), (SELECT value FROM settings WHERE key = 'rules'), (SELECT value FROM settings WHERE key = 'tiers'),
-           now() - interval '365 days',
-           ARRAY(SELECT t - interval '365 days' FROM unnest($1::timestamptz[]) WITH ORDINALITY AS u (t, n) ORDER BY n)
-"""
-_RECORD_PURCHASES = """
-    INSERT INTO purchase_earnings (customer_id, purchase_id, points, lot_id, total, currency, occurred_at)
-    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::bigint[], $5::numeric[], $6::varchar[],
-                         $7::timestamptz[])
-    ON CONFLICT DO NOTHING
-"""
-
-
 def _qualifying(entries: Sequence[tuple[datetime, int]], since: datetime, at: datetime) -> int:
     """What `repository.earning_context` sums: the points qualifying after `since` (365 days before `at`) up to
     `at`."""
@@ -380,12 +360,11 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
         for purchase in purchases:
             await earn_for_purchase(session, purchase)
         return
-    connection = await request_driver_connection(session)
     times = [utc(p.occurred_at) for p in purchases]
-    now, rules_value, tiers_value, now_since, window_starts = await connection.fetchrow(_CONTEXT, times)
-    rules_value, tiers_value = (loads(v) if isinstance(v, str) else v for v in (rules_value, tiers_value))
-    rules = EarningRules.model_validate(rules_value) if rules_value is not None else EarningRules()
-    tiers = _tiers(tiers_value)
+    context = await repository.run_context(session, times)
+    now, now_since, window_starts = context.now, context.now_since, context.window_starts
+    rules = EarningRules.model_validate(context.rules) if context.rules is not None else EarningRules()
+    tiers = _tiers(context.tiers)
     if rules.bonus_campaigns:
         for purchase in purchases:
             await earn_for_purchase(session, purchase)
@@ -393,8 +372,8 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
     customers = sorted({p.customer_id for p in purchases})
     since = min([now_since, *window_starts])
     entries: dict[str, list[tuple[datetime, int]]] = {c: [] for c in customers}
-    for customer, at, points in await connection.fetch(_QUALIFYING_ROWS, customers, since):
-        entries[customer].append((at, int(points)))
+    for entry in await repository.qualifying_entries(session, customers, since):
+        entries[entry.customer_id].append((entry.at, entry.points))
     credits: list[repository.Credit] = []
     earned: list[tuple[PurchaseCreated, int, datetime]] = []
     for purchase, occurred_at, window_start in zip(purchases, times, window_starts, strict=True):
@@ -437,16 +416,13 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
             raise _RunDiverged(f"purchase {purchase.purchase_id}: {movement.outcome}")
         qualifications.append((movement.transaction_id, occurred_at, None))
         lots.append(movement.lot_id)
-    await repository.record_qualifications(session, qualifications)  # type: ignore[arg-type]
-    await connection.execute(
-        _RECORD_PURCHASES,
-        [p.customer_id for p, _, _ in earned],
-        [p.purchase_id for p, _, _ in earned],
-        [points for _, points, _ in earned],
-        lots,
-        [p.total for p, _, _ in earned],
-        [p.currency for p, _, _ in earned],
-        [at for _, _, at in earned],
+    await repository.record_qualifications(session, qualifications)
+    await repository.record_purchase_earnings(
+        session,
+        [
+            repository.PurchaseEarning(p.customer_id, p.purchase_id, points, lot, p.total, p.currency, at)
+            for (p, points, at), lot in zip(earned, lots, strict=True)
+        ],
     )
     log.info("points.purchases.earned", purchases=len(earned), credited=len(credits))
 
@@ -628,11 +604,11 @@ async def create_reversal(session: AsyncSession, customer_id: str, body: Reversa
 
 async def balance(session: AsyncSession, customer_id: str) -> Balance:
     row = await repository.balance_view(session, customer_id, EXPIRING_SHOWN)
-    qualifying = max(0, int(row.qualifying))
+    qualifying = max(0, row.qualifying)
     current, following = tier_for(_tiers(row.tiers), qualifying)
     return Balance(
         customer_id=customer_id,
-        balance=int(row.balance or 0),
+        balance=row.balance,
         tier=current.name if current else None,
         qualifying_points=qualifying,
         next_tier=NextTier(name=following.name, points_needed=following.threshold - qualifying) if following else None,
@@ -640,16 +616,25 @@ async def balance(session: AsyncSession, customer_id: str) -> Balance:
     )
 
 
-def _transaction(row: Any) -> Transaction:
-    entry = dict(row._mapping)
-    redemption_id = entry.pop("reward_redemption_id", None)
+def _transaction(entry: repository.LedgerEntry) -> Transaction:
     reward = {
-        "redemption_id": redemption_id,
-        "reward_id": entry.pop("reward_id", None),
-        "name": entry.pop("reward_name", None),
-        "status": entry.pop("reward_status", None),
+        "redemption_id": entry.reward_redemption_id,
+        "reward_id": entry.reward_id,
+        "name": entry.reward_name,
+        "status": entry.reward_status,
     }
-    return Transaction.model_validate({**entry, "reward": reward if redemption_id is not None else None})
+    return Transaction.model_validate(
+        {
+            "id": entry.id,
+            "type": entry.type,
+            "points": entry.points,
+            "balance_after": entry.balance_after,
+            "reference": entry.reference,
+            "description": entry.description,
+            "created_at": entry.created_at,
+            "reward": reward if entry.reward_redemption_id is not None else None,
+        }
+    )
 
 
 async def transactions(
@@ -696,8 +681,7 @@ async def expire_due(database: Database) -> ExpiryRun:
 
 
 async def liability(session: AsyncSession) -> Liability:
-    months, negative, holders = await repository.liability(session)
-    by_month = [LiabilityMonth(month=m.month, points=int(m.points)) for m in months]
+    by_month, negative, holders = await repository.liability(session)
     pending_points, pending_redemptions = await reward_repository.pending_totals(session)
     return Liability(
         pending_reward_points=pending_points,
@@ -710,18 +694,5 @@ async def liability(session: AsyncSession) -> Liability:
 
 
 async def audit(session: AsyncSession) -> Audit:
-    checked, rows = await repository.audit(session, AUDIT_MISMATCH_LIMIT)
-    return Audit(
-        accounts_checked=checked,
-        mismatches=[
-            AuditMismatch(
-                customer_id=r.customer_id,
-                balance=r.balance,
-                ledger_sum=int(r.ledger_sum),
-                last_balance_after=r.last_balance_after,
-                lots_remaining=int(r.lots_remaining),
-                broken_chain_links=int(r.broken_chain_links),
-            )
-            for r in rows
-        ],
-    )
+    checked, mismatches = await repository.audit(session, AUDIT_MISMATCH_LIMIT)
+    return Audit(accounts_checked=checked, mismatches=mismatches)

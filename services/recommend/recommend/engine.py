@@ -43,13 +43,6 @@ __all__ = ["Engine", "Item", "Result", "View"]
 
 log = structlog.get_logger("recommend.engine")
 
-_NEWEST = """
-SELECT m.version, extract(epoch FROM m.finished_at - m.started_at)::float8 AS seconds,
-       coalesce((SELECT max(version) FROM recommend.training_requests), 0) AS requested
-  FROM (SELECT 1) AS one
-  LEFT JOIN (SELECT version, started_at, finished_at FROM recommend.models ORDER BY version DESC LIMIT 1) AS m ON true
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
@@ -141,12 +134,7 @@ class Engine:
         async with self._catalog_lock:
             view = self.view
             if seq > view.seq:
-                rows = await repository.catalog_since(self.pool, view.seq)
-                catalog = dict(view.catalog)
-                newest = view.seq
-                for r in rows:
-                    catalog[r["product_id"]] = CatalogEntry(r["name"], r["category"], r["active"])
-                    newest = max(newest, r["seq"])
+                catalog, newest = _merged(view.catalog, view.seq, await repository.catalog_since(self.pool, view.seq))
                 view = View.build(view.model, catalog, newest)
                 self.view = view
             return view
@@ -155,9 +143,7 @@ class Engine:
         """Read the whole catalog again: a change committed out of sequence order (two writers at once) is
         never missed for longer than one period of this job."""
         async with self._catalog_lock:
-            rows = await repository.catalog_since(self.pool, 0)
-            catalog = {r["product_id"]: CatalogEntry(r["name"], r["category"], r["active"]) for r in rows}
-            newest = max((r["seq"] for r in rows), default=0)
+            catalog, newest = _merged({}, 0, await repository.catalog_since(self.pool, 0))
             self.view = View.build(self.view.model, catalog, max(newest, self.view.seq))
 
     async def load_latest(self) -> bool:
@@ -165,17 +151,15 @@ class Engine:
         go on with the current model meanwhile (the blob is decoded in a thread). Also notes the newest training
         request, for `training` in the model info."""
         async with self._load_lock:
-            row = await self.pool.fetchrow(_NEWEST)
-            assert row is not None
-            self.requested = max(self.requested, int(row["requested"]))
-            latest = row["version"]
-            if latest is None or latest <= self.view.model.version:
+            newest = await repository.newest_model(self.pool)
+            self.requested = max(self.requested, newest.requested)
+            if newest.version is None or newest.version <= self.view.model.version:
                 return False
-            blob = await self.pool.fetchval("SELECT body FROM recommend.models WHERE version = $1", latest)
+            blob = await repository.model_body(self.pool, newest.version)
             if blob is None:
                 return False
             model = await asyncio.to_thread(loads, blob)
-            await self.install(model, seconds=row["seconds"])
+            await self.install(model, seconds=newest.seconds)
         log.info("recommend.model_loaded", version=model.version)
         return True
 
@@ -187,12 +171,8 @@ class Engine:
         async with self._catalog_lock:
             seq = await repository.catalog_seq(self.pool)
             view = self.view
-            catalog = dict(view.catalog)
-            newest = view.seq
-            if seq > newest:
-                for r in await repository.catalog_since(self.pool, newest):
-                    catalog[r["product_id"]] = CatalogEntry(r["name"], r["category"], r["active"])
-                    newest = max(newest, r["seq"])
+            changes = await repository.catalog_since(self.pool, view.seq) if seq > view.seq else []
+            catalog, newest = _merged(view.catalog, view.seq, changes)
             self.view = View.build(model, catalog, newest)
 
     # -- serving -------------------------------------------------------------------------------------------
@@ -299,6 +279,17 @@ class Engine:
             "settings": settings_dict(model.params),
             "validation": model.report or None,
         }
+
+
+def _merged(
+    catalog: Mapping[str, CatalogEntry], seq: int, changes: Sequence[repository.CatalogChange]
+) -> tuple[dict[str, CatalogEntry], int]:
+    """A copy of `catalog` (as of catalog sequence `seq`) with the changes applied, and its new sequence."""
+    merged = dict(catalog)
+    for change in changes:
+        merged[change.product_id] = CatalogEntry(change.name, change.category, change.active)
+        seq = max(seq, change.seq)
+    return merged, seq
 
 
 def _shown(entry: CatalogEntry, category: str | None, excluded: Sequence[str]) -> bool:

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import text
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.db import request_driver_connection
+from kit.db import array_columns, request_driver_connection
+from recommend.schemas import Preferences, Product
 
 __all__ = [
     "Aggregate",
@@ -30,6 +31,16 @@ __all__ = [
     "training_state",
     "upsert_products",
 ]
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+async def _fetch_one(session: AsyncSession, kind: type[Model], statement: str, *args: Any) -> Model | None:
+    """The statement's row as `kind` (its columns by name), or None, in the request's transaction."""
+    connection = await request_driver_connection(session)
+    row = await connection.fetchrow(statement, *args)
+    return None if row is None else kind.model_validate(dict(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +70,10 @@ ON CONFLICT (product_id) DO NOTHING
 """
 
 
-def _columns(rows: Sequence[CatalogRow]) -> list[list[Any]]:
-    return [
-        [r.product_id for r in rows],
-        [r.name for r in rows],
-        [r.category for r in rows],
-        [r.price for r in rows],
-        [r.currency for r in rows],
-        [r.active for r in rows],
-    ]
-
-
 async def upsert_products(session: AsyncSession, rows: Sequence[CatalogRow], *, only_missing: bool = False) -> None:
     connection = await request_driver_connection(session)
-    await connection.execute(_INSERT_MISSING_PRODUCTS if only_missing else _UPSERT_PRODUCTS, *_columns(rows))
+    statement = _INSERT_MISSING_PRODUCTS if only_missing else _UPSERT_PRODUCTS
+    await connection.execute(statement, *array_columns(rows, CatalogRow))
 
 
 async def catalog_marker(session: AsyncSession) -> int:
@@ -85,15 +86,13 @@ async def changed_since(session: AsyncSession, seq: int) -> int:
     return int(await connection.fetchval("SELECT count(*) FROM products WHERE seq > $1", seq))
 
 
-async def get_product(session: AsyncSession, product_id: str) -> Any:
-    result = await session.execute(
-        text(
-            "SELECT product_id, name, category, price, currency, active, updated_at FROM products"
-            " WHERE product_id = :id"
-        ),
-        {"id": product_id},
+async def get_product(session: AsyncSession, product_id: str) -> Product | None:
+    return await _fetch_one(
+        session,
+        Product,
+        "SELECT product_id, name, category, price, currency, active, updated_at FROM products WHERE product_id = $1",
+        product_id,
     )
-    return result.first()
 
 
 async def existing_products(session: AsyncSession, product_ids: Sequence[str]) -> set[str]:
@@ -175,25 +174,28 @@ async def insert_interactions(
 
 async def put_preferences(
     session: AsyncSession, customer_id: str, categories: Sequence[str], excluded: Sequence[str]
-) -> Any:
-    result = await session.execute(
-        text(
-            "INSERT INTO preferences (customer_id, categories, excluded_categories) VALUES (:c, :cats, :excl)"
-            " ON CONFLICT (customer_id) DO UPDATE SET categories = excluded.categories,"
-            " excluded_categories = excluded.excluded_categories, updated_at = now()"
-            " RETURNING customer_id, categories, excluded_categories, updated_at"
-        ),
-        {"c": customer_id, "cats": list(categories), "excl": list(excluded)},
+) -> Preferences:
+    connection = await request_driver_connection(session)
+    row = await connection.fetchrow(
+        "INSERT INTO preferences (customer_id, categories, excluded_categories) VALUES ($1, $2, $3)"
+        " ON CONFLICT (customer_id) DO UPDATE SET categories = excluded.categories,"
+        " excluded_categories = excluded.excluded_categories, updated_at = now()"
+        " RETURNING customer_id, categories, excluded_categories, updated_at",
+        customer_id,
+        list(categories),
+        list(excluded),
     )
-    return result.one()
+    assert row is not None
+    return Preferences(**row)
 
 
-async def get_preferences(session: AsyncSession, customer_id: str) -> Any:
-    result = await session.execute(
-        text("SELECT customer_id, categories, excluded_categories, updated_at FROM preferences WHERE customer_id = :c"),
-        {"c": customer_id},
+async def get_preferences(session: AsyncSession, customer_id: str) -> Preferences | None:
+    return await _fetch_one(
+        session,
+        Preferences,
+        "SELECT customer_id, categories, excluded_categories, updated_at FROM preferences WHERE customer_id = $1",
+        customer_id,
     )
-    return result.first()
 
 
 # Workers listen on this channel for training requests (and poll `training_requests`, should a notice be missed).
@@ -280,14 +282,105 @@ async def read_for_serving(pool: asyncpg.Pool, customer_id: str) -> ServingRead:
     return ServingRead(history, categories, excluded, has_preferences, seq)
 
 
-async def catalog_since(pool: asyncpg.Pool, seq: int) -> list[asyncpg.Record]:
-    return await pool.fetch(
+@dataclass(frozen=True, slots=True)
+class CatalogChange:
+    product_id: str
+    name: str
+    category: str
+    active: bool
+    seq: int
+
+
+async def catalog_since(pool: asyncpg.Pool, seq: int) -> list[CatalogChange]:
+    """The products changed after catalog sequence `seq`, in sequence order."""
+    rows = await pool.fetch(
         "SELECT product_id, name, category, active, seq FROM recommend.products WHERE seq > $1 ORDER BY seq", seq
     )
+    return [CatalogChange(*row) for row in rows]
 
 
 async def catalog_seq(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM recommend.products"))
+
+
+@dataclass(frozen=True, slots=True)
+class NewestModel:
+    version: int | None  # None: no model stored yet
+    seconds: float | None  # how long its training took
+    requested: int  # the newest training request's version (0 when none)
+
+
+_NEWEST = """
+SELECT m.version, extract(epoch FROM m.finished_at - m.started_at)::float8 AS seconds,
+       coalesce((SELECT max(version) FROM recommend.training_requests), 0) AS requested
+  FROM (SELECT 1) AS one
+  LEFT JOIN (SELECT version, started_at, finished_at FROM recommend.models ORDER BY version DESC LIMIT 1) AS m ON true
+"""
+
+
+async def newest_model(pool: asyncpg.Pool) -> NewestModel:
+    row = await pool.fetchrow(_NEWEST)
+    assert row is not None
+    return NewestModel(row[0], row[1], int(row[2]))
+
+
+async def model_body(pool: asyncpg.Pool, version: int) -> bytes | None:
+    body: bytes | None = await pool.fetchval("SELECT body FROM recommend.models WHERE version = $1", version)
+    return body
+
+
+async def stored_interactions(pool: asyncpg.Pool) -> int | None:
+    """How many interactions the newest stored model was trained on (None: no model stored)."""
+    value = await pool.fetchval("SELECT interactions FROM recommend.models ORDER BY version DESC LIMIT 1")
+    return None if value is None else int(value)
+
+
+# --- training, on the trainer's own connection (straight to the database: it holds a session-level lock) ---
+
+
+async def take_training_lock(connection: asyncpg.Connection, key: int) -> None:
+    """Wait for the training lock; it is held until the connection closes."""
+    await connection.execute("SELECT pg_advisory_lock($1)", key)
+
+
+async def latest_model_version(connection: asyncpg.Connection) -> int | None:
+    value = await connection.fetchval("SELECT max(version) FROM models")
+    return None if value is None else int(value)
+
+
+async def reserved_model_version(connection: asyncpg.Connection) -> int:
+    """The model version sequence's latest value: every training request made so far reserved at most it."""
+    return int(await connection.fetchval("SELECT last_value FROM model_version_seq"))
+
+
+async def store_model(
+    connection: asyncpg.Connection,
+    version: int,
+    trained_by: str,
+    started_at: datetime,
+    interactions: int,
+    body: bytes,
+    kept: int,
+) -> None:
+    """Store a trained model, keep the newest `kept` (a look back after a bad training) and drop the training
+    requests it covers, in one transaction."""
+    async with connection.transaction():
+        await connection.execute(
+            "INSERT INTO models (version, trained_by, started_at, finished_at, interactions, body)"
+            " VALUES ($1, $2, $3, now(), $4, $5)",
+            version, trained_by, started_at, interactions, body,
+        )  # fmt: skip
+        await connection.execute(
+            "DELETE FROM models WHERE version < (SELECT min(version) FROM"
+            " (SELECT version FROM models ORDER BY version DESC LIMIT $1) AS kept)",
+            kept,
+        )
+        await connection.execute("DELETE FROM training_requests WHERE version <= $1", version)
+
+
+async def product_categories(connection: asyncpg.Connection) -> list[tuple[str, str]]:
+    """Every product of the catalog with its category."""
+    return [(row[0], row[1]) for row in await connection.fetch("SELECT product_id, category FROM products")]
 
 
 async def new_model_version(pool: asyncpg.Pool) -> int:

@@ -64,7 +64,7 @@ async def get_product(session: AsyncSession, product_id: str) -> Product:
     row = await repository.get_product(session, product_id)
     if row is None:
         raise NotFound("No such product.", code="product_not_found")
-    return Product.model_validate(row._mapping)
+    return row
 
 
 # -- interactions ---------------------------------------------------------------------------------------------
@@ -163,14 +163,14 @@ async def put_preferences(session: AsyncSession, customer_id: str, body: Prefere
     categories = list(dict.fromkeys(body.categories))
     excluded = list(dict.fromkeys(body.excluded_categories))
     row = await repository.put_preferences(session, customer_id, categories, excluded)
-    return Preferences.model_validate(row._mapping)
+    return row
 
 
 async def get_preferences(session: AsyncSession, customer_id: str) -> Preferences:
     row = await repository.get_preferences(session, customer_id)
     if row is None:
         raise NotFound("This customer has no preferences.", code="preferences_not_found")
-    return Preferences.model_validate(row._mapping)
+    return row
 
 
 # -- purchases ------------------------------------------------------------------------------------------------

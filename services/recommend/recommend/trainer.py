@@ -87,8 +87,8 @@ class Trainer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _stored_interactions(self) -> int:
-        value = await self.pool.fetchval("SELECT interactions FROM recommend.models ORDER BY version DESC LIMIT 1")
-        return -1 if value is None else int(value)
+        value = await repository.stored_interactions(self.pool)
+        return -1 if value is None else value
 
     # -- requests ------------------------------------------------------------------------------------------
     async def listen(self) -> None:
@@ -161,12 +161,12 @@ class Trainer:
         self._attempted = max(self._attempted, version)
         conn = await self.connection.connect()
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", TRAINING_LOCK)
-            latest = await conn.fetchval("SELECT max(version) FROM models")
+            await repository.take_training_lock(conn, TRAINING_LOCK)
+            latest = await repository.latest_model_version(conn)
             if latest is not None and latest >= version:
                 self.trained_interactions = await self._stored_interactions()
                 return
-            version = max(version, int(await conn.fetchval("SELECT last_value FROM model_version_seq")))
+            version = max(version, await repository.reserved_model_version(conn))
             self._attempted = max(self._attempted, version)
             started_at = datetime.now(UTC)
             started = time.perf_counter()
@@ -180,19 +180,7 @@ class Trainer:
                 self.tuning_budget_seconds,
             )
             model = await asyncio.to_thread(loads, blob)
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO models (version, trained_by, started_at, finished_at, interactions, body)"
-                    " VALUES ($1, $2, $3, now(), $4, $5)",
-                    version, self.name, started_at, model.interactions, blob,
-                )  # fmt: skip
-                # the newest few stay (a look back after a bad training); older ones go, and the requests covered
-                await conn.execute(
-                    "DELETE FROM models WHERE version < (SELECT min(version) FROM"
-                    " (SELECT version FROM models ORDER BY version DESC LIMIT $1) AS kept)",
-                    MODELS_KEPT,
-                )
-                await conn.execute("DELETE FROM training_requests WHERE version <= $1", version)
+            await repository.store_model(conn, version, self.name, started_at, model.interactions, blob, MODELS_KEPT)
         finally:
             await conn.close()  # releases the lock, also when cancelled or failed
         self.trained_interactions = model.interactions

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 import numpy as np
 
+from recommend import repository
 from recommend.model import Params, train
 from recommend.repository import TRAINING_READ
 from recommend.store import dumps
@@ -51,7 +52,7 @@ async def load_purchases(connection: Connection) -> tuple[Purchases, list[str]]:
                     products.append(product)
                     times.append(at)
                     weights.append(weight)
-            catalog = await conn.fetch("SELECT product_id, category FROM products")
+            catalog = await repository.product_categories(conn)
     finally:
         await conn.close()
     feedback = np.frombuffer(weights, dtype=np.float64)
@@ -59,10 +60,10 @@ async def load_purchases(connection: Connection) -> tuple[Purchases, list[str]]:
         customers,
         products,
         np.frombuffer(times, dtype=np.float64),
-        categories={r[0]: r[1] for r in catalog},
+        categories=dict(catalog),
         weight=feedback if (feedback != 1.0).any() else None,
     )
-    return purchases, [r[0] for r in catalog]
+    return purchases, [product for product, _ in catalog]
 
 
 def train_from_database(connection: Connection, version: int, params: Params, budget_seconds: float) -> bytes:

@@ -4,17 +4,96 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.db import request_driver_connection
+from survey.schemas import Invitation, Question, Survey
 from survey.tables import response_scores, responses, suppressions, surveys
 
-AnyRow = Row[*tuple[Any, ...]]
+
+@dataclass(frozen=True)
+class SurveyFacts:
+    name: str
+    cooldown_days: int
+    reward_points: int | None
+
+
+@dataclass(frozen=True)
+class PendingInvitation:
+    id: uuid.UUID
+    survey_id: uuid.UUID
+    name: str
+    reward_points: int | None  # None: withheld (an experiment) or a survey without a reward
+    sent_at: datetime | None
+    expires_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenInvitation:
+    """An invitation found by its link's token, with what answering it needs of its survey."""
+
+    id: uuid.UUID
+    survey_id: uuid.UUID
+    customer_id: str
+    email: str
+    name: str
+    questions: list[Question]
+    reward_points: int | None  # what this invitation promises (None: withheld, or no reward)
+    expires_at: datetime
+    used_at: datetime | None
+    survey_reward_points: int | None  # the survey's own reward, whether or not this invitation promised it
+    purchase_id: str | None  # a post-purchase invitation: the purchase it asks about
+
+
+@dataclass(frozen=True)
+class Totals:
+    invited: int
+    responded: int
+    promoters: int
+    passives: int
+    detractors: int
+    ratings: int
+    satisfied: int
+
+
+@dataclass(frozen=True)
+class PeriodResponses:
+    period: datetime
+    responses: int
+
+
+@dataclass(frozen=True)
+class PeriodNps:
+    period: datetime
+    promoters: int
+    detractors: int
+    answered: int
+
+
+@dataclass(frozen=True)
+class Results:
+    totals: Totals
+    responses: list[PeriodResponses]
+    nps: list[PeriodNps]
+
+
+Typed = TypeVar("Typed")
+
+
+def _typed(kind: type[Typed], row: Row[*tuple[Any, ...]]) -> Typed:
+    return kind(**row._mapping)
+
+
+def _typed_or_none(kind: type[Typed], row: Row[*tuple[Any, ...]] | None) -> Typed | None:
+    return None if row is None else _typed(kind, row)
+
 
 SURVEY_COLUMNS = (
     surveys.c.id,
@@ -27,38 +106,39 @@ SURVEY_COLUMNS = (
 )
 
 
-async def insert_survey(session: AsyncSession, values: dict[str, Any]) -> AnyRow:
+async def insert_survey(session: AsyncSession, values: dict[str, Any]) -> Survey:
     result = await session.execute(surveys.insert().values(**values).returning(*SURVEY_COLUMNS))
-    return result.one()
+    return _typed(Survey, result.one())
 
 
-async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> AnyRow | None:
-    return (await session.execute(select(*SURVEY_COLUMNS).where(surveys.c.id == survey_id))).one_or_none()
+async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> Survey | None:
+    row = (await session.execute(select(*SURVEY_COLUMNS).where(surveys.c.id == survey_id))).one_or_none()
+    return _typed_or_none(Survey, row)
 
 
-async def list_surveys(session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None) -> Sequence[AnyRow]:
+async def list_surveys(session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[Survey]:
     query = select(*SURVEY_COLUMNS).order_by(surveys.c.created_at, surveys.c.id).limit(limit + 1)
     if after:
         created_at, survey_id = after
         query = query.where(
             (surveys.c.created_at > created_at) | ((surveys.c.created_at == created_at) & (surveys.c.id > survey_id))
         )
-    return (await session.execute(query)).all()
+    return [_typed(Survey, row) for row in await session.execute(query)]
 
 
-async def latest_post_purchase_survey(session: AsyncSession) -> AnyRow | None:
+async def latest_post_purchase_survey(session: AsyncSession) -> Survey | None:
     query = (
         select(*SURVEY_COLUMNS)
         .where(surveys.c.send_after_purchase)
         .order_by(surveys.c.created_at.desc(), surveys.c.id.desc())
         .limit(1)
     )
-    return (await session.execute(query)).one_or_none()
+    return _typed_or_none(Survey, (await session.execute(query)).one_or_none())
 
 
-async def survey_facts(session: AsyncSession, survey_id: uuid.UUID) -> AnyRow | None:
+async def survey_facts(session: AsyncSession, survey_id: uuid.UUID) -> SurveyFacts | None:
     query = select(surveys.c.name, surveys.c.cooldown_days, surveys.c.reward_points).where(surveys.c.id == survey_id)
-    return (await session.execute(query)).one_or_none()
+    return _typed_or_none(SurveyFacts, (await session.execute(query)).one_or_none())
 
 
 async def last_invited_at(session: AsyncSession, customer_id: str) -> datetime | None:
@@ -125,17 +205,17 @@ async def insert_invitation(session: AsyncSession, values: dict[str, Any]) -> tu
 
 _INVITATION_STATUS = text(
     """
-    SELECT i.id, i.survey_id, i.customer_id, i.status, i.source, i.created_at, i.send_at, i.sent_at,
-           i.expires_at, i.used_at, coalesce(m.attempts, 0) AS attempts, m.last_error
+    SELECT i.id AS invitation_id, i.survey_id, i.customer_id, i.status, i.source, i.created_at, i.send_at,
+           i.sent_at, i.expires_at, i.used_at AS responded_at, coalesce(m.attempts, 0) AS attempts, m.last_error
       FROM invitations AS i LEFT JOIN mail_outbox AS m ON m.invitation_id = i.id
      WHERE i.id = :id AND i.survey_id = :survey_id
     """
 )
 
 
-async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitation_id: uuid.UUID) -> AnyRow | None:
+async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitation_id: uuid.UUID) -> Invitation | None:
     params = {"id": invitation_id, "survey_id": survey_id}
-    return (await session.execute(_INVITATION_STATUS, params)).one_or_none()
+    return _typed_or_none(Invitation, (await session.execute(_INVITATION_STATUS, params)).one_or_none())
 
 
 _PENDING = text(
@@ -156,20 +236,20 @@ _PENDING = text(
 
 async def pending_invitations(
     session: AsyncSession, customer_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> Sequence[AnyRow]:
+) -> list[PendingInvitation]:
     params = {
         "customer_id": customer_id,
         "limit": limit + 1,
         "after_created": after[0] if after else None,
         "after_id": after[1] if after else None,
     }
-    return (await session.execute(_PENDING, params)).all()
+    return [_typed(PendingInvitation, row) for row in await session.execute(_PENDING, params)]
 
 
 _BY_TOKEN = text(
     """
-    SELECT i.id, i.survey_id, i.customer_id, i.email, i.status, i.expires_at, i.used_at, i.purchase_id,
-           s.name, s.questions, s.reward_points AS survey_reward_points, i.reward_withheld,
+    SELECT i.id, i.survey_id, i.customer_id, i.email, i.expires_at, i.used_at, i.purchase_id,
+           s.name, s.questions, s.reward_points AS survey_reward_points,
            CASE WHEN i.reward_withheld THEN NULL ELSE s.reward_points END AS reward_points
       FROM invitations AS i JOIN surveys AS s ON s.id = i.survey_id
      WHERE i.token_hash = :token_hash
@@ -177,8 +257,11 @@ _BY_TOKEN = text(
 )
 
 
-async def invitation_by_token(session: AsyncSession, token_hash: bytes) -> AnyRow | None:
-    return (await session.execute(_BY_TOKEN, {"token_hash": token_hash})).one_or_none()
+async def invitation_by_token(session: AsyncSession, token_hash: bytes) -> OpenInvitation | None:
+    row = (await session.execute(_BY_TOKEN, {"token_hash": token_hash})).one_or_none()
+    if row is None:
+        return None
+    return OpenInvitation(**{**row._mapping, "questions": [Question(**q) for q in row.questions]})
 
 
 async def use_invitation(session: AsyncSession, invitation_id: uuid.UUID, at: datetime) -> bool:
@@ -335,14 +418,15 @@ _TREND_NPS = text(
 
 async def results(
     session: AsyncSession, survey_id: uuid.UUID, start: datetime | None, end: datetime | None, unit: str
-) -> tuple[AnyRow, AnyRow, Sequence[AnyRow], Sequence[AnyRow]]:
+) -> Results:
     params: dict[str, Any] = {"survey_id": survey_id, "from_": start, "to": end}
-    invited = (await session.execute(_INVITED, params)).one()
+    reach = (await session.execute(_INVITED, params)).one()
     scores = (await session.execute(_SCORES, params)).one()
+    totals = Totals(**reach._mapping, **scores._mapping)
     trend_params = {**params, "unit": unit}
-    by_period = (await session.execute(_TREND_RESPONSES, trend_params)).all()
-    nps_by_period = (await session.execute(_TREND_NPS, trend_params)).all()
-    return invited, scores, by_period, nps_by_period
+    by_period = [_typed(PeriodResponses, row) for row in await session.execute(_TREND_RESPONSES, trend_params)]
+    nps_by_period = [_typed(PeriodNps, row) for row in await session.execute(_TREND_NPS, trend_params)]
+    return Results(totals, by_period, nps_by_period)
 
 
 __all__ = [

@@ -27,6 +27,7 @@ from kit.pagination import Page, PageParams, paginate
 from kit.webhooks import SurveyAnswered, SurveyDetractor, SurveyResponseView, publish_webhook
 from survey import repository
 from survey.rendering import invitation_message
+from survey.repository import OpenInvitation
 from survey.schemas import (
     MAX_TEXT_ANSWER,
     Invitation,
@@ -86,18 +87,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _survey(row: Any) -> Survey:
-    return Survey(
-        id=row.id,
-        name=row.name,
-        questions=[Question(**q) for q in row.questions],
-        reward_points=row.reward_points,
-        cooldown_days=row.cooldown_days,
-        send_after_purchase=row.send_after_purchase,
-        created_at=row.created_at,
-    )
-
-
 # Surveys
 
 
@@ -113,20 +102,20 @@ async def create_survey(session: AsyncSession, body: SurveyCreate) -> Survey:
             "send_after_purchase": body.send_after_purchase,
         },
     )
-    return _survey(row)
+    return row
 
 
 async def get_survey(session: AsyncSession, survey_id: uuid.UUID) -> Survey:
     row = await repository.get_survey(session, survey_id)
     if row is None:
         raise NotFound("No survey with this id.", code="survey_not_found")
-    return _survey(row)
+    return row
 
 
 async def list_surveys(session: AsyncSession, page: PageParams) -> Page[Survey]:
     rows = await repository.list_surveys(session, page.limit, page.after(datetime, uuid.UUID))
     items, cursor = paginate(rows, page.limit, key=lambda r: (r.created_at.isoformat(), str(r.id)))
-    return Page[Survey](items=[_survey(r) for r in items], next_cursor=cursor)
+    return Page[Survey](items=list(items), next_cursor=cursor)
 
 
 # Invitations
@@ -258,20 +247,7 @@ async def invitation_status(session: AsyncSession, survey_id: uuid.UUID, invitat
     row = await repository.invitation_status(session, survey_id, invitation_id)
     if row is None:
         raise NotFound("No invitation with this id for this survey.", code="invitation_not_found")
-    return Invitation(
-        invitation_id=row.id,
-        survey_id=row.survey_id,
-        customer_id=row.customer_id,
-        status=row.status,
-        source=row.source,
-        created_at=row.created_at,
-        send_at=row.send_at,
-        sent_at=row.sent_at,
-        expires_at=row.expires_at,
-        responded_at=row.used_at,
-        attempts=row.attempts,
-        last_error=row.last_error,
-    )
+    return row
 
 
 async def pending_for_customer(session: AsyncSession, customer_id: str, page: PageParams) -> Page[PendingSurvey]:
@@ -327,22 +303,7 @@ async def schedule_after_purchase(
 # Answering
 
 
-@dataclass(frozen=True)
-class OpenInvitation:
-    id: uuid.UUID
-    survey_id: uuid.UUID
-    customer_id: str
-    email: str
-    name: str
-    questions: list[Question]
-    reward_points: int | None
-    expires_at: datetime
-    # the survey's own reward, whether or not this invitation promised it
-    survey_reward_points: int | None = None
-    purchase_id: str | None = None  # a post-purchase invitation: the purchase it asks about
-
-
-async def _find(session: AsyncSession, token: str) -> Any:
+async def _find(session: AsyncSession, token: str) -> OpenInvitation | None:
     # what no link of ours holds (control characters, other alphabets, dot segments) is unknown without a query
     if not token or len(token) > MAX_TOKEN_LENGTH or not _TOKEN_CHARACTERS.fullmatch(token):
         return None
@@ -362,18 +323,7 @@ async def open_invitation(session: AsyncSession, token: str, caller: Caller | No
         raise Conflict("This survey has already been answered.", code="invitation_used")
     if row.expires_at <= _now():
         raise Gone("This survey link has expired.")
-    return OpenInvitation(
-        id=row.id,
-        survey_id=row.survey_id,
-        customer_id=row.customer_id,
-        email=row.email,
-        name=row.name,
-        questions=[Question(**q) for q in row.questions],
-        reward_points=row.reward_points,
-        expires_at=row.expires_at,
-        survey_reward_points=row.survey_reward_points,
-        purchase_id=row.purchase_id,
-    )
+    return row
 
 
 async def invitation_form(session: AsyncSession, token: str, caller: Caller | None = None) -> InvitationForm:
@@ -625,7 +575,9 @@ async def results(
     if start and end and (end - start) / _STEP.get(interval, timedelta(days=28)) > MAX_TREND_PERIODS:
         raise ValidationFailed([FieldError("interval", f"At most {MAX_TREND_PERIODS} periods; use a longer one.")])
     await get_survey(session, survey_id)
-    invited, scores, by_period, nps_by_period = await repository.results(session, survey_id, start, end, interval)
+    found = await repository.results(session, survey_id, start, end, interval)
+    totals = found.totals
+    by_period, nps_by_period = found.responses, found.nps
 
     responses: Mapping[datetime, int] = {r.period.replace(tzinfo=UTC): r.responses for r in by_period}
     nps: Mapping[datetime, Any] = {r.period.replace(tzinfo=UTC): r for r in nps_by_period}
@@ -649,19 +601,19 @@ async def results(
         except (ValueError, OverflowError):  # past year 9999
             break
 
-    answered_nps = scores.promoters + scores.passives + scores.detractors
+    answered_nps = totals.promoters + totals.passives + totals.detractors
     return SurveyResults(
         survey_id=survey_id,
-        invited=invited.invited,
-        responded=invited.responded,
-        response_rate=round(invited.responded / invited.invited, 4) if invited.invited else None,
+        invited=totals.invited,
+        responded=totals.responded,
+        response_rate=round(totals.responded / totals.invited, 4) if totals.invited else None,
         nps=NpsSummary(
-            score=_nps(scores.promoters, scores.detractors, answered_nps),
-            promoters=scores.promoters,
-            passives=scores.passives,
-            detractors=scores.detractors,
+            score=_nps(totals.promoters, totals.detractors, answered_nps),
+            promoters=totals.promoters,
+            passives=totals.passives,
+            detractors=totals.detractors,
         ),
-        csat=round(scores.satisfied / scores.ratings, 4) if scores.ratings else None,
+        csat=round(totals.satisfied / totals.ratings, 4) if totals.ratings else None,
         trend=trend,
     )
 
