@@ -29,6 +29,7 @@ FORGED = {
     "a huge number": _cursor([10**30]),
     "a float": _cursor([1e308]),
     "wrong types": _cursor(["2026-12-03T00:00:00+00:00", 1.5]),
+    "a time no timestamptz holds": _cursor(["0001-01-01T00:00:00+05:00", str(uuid.UUID(int=1))]),
     "from a list keyed by an int": _cursor(["i", 12]),
     "from a list keyed by time and id": _cursor(["t,u", "2026-12-03T00:00:00+00:00", str(uuid.UUID(int=1))]),
     "from a list keyed by points and id": _cursor(["i,u", 100, str(uuid.UUID(int=1))]),

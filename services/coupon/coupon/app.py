@@ -30,7 +30,14 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
         for runner in runners:
             await runner.wake()
 
-    runtime = CouponRuntime(settings=settings, throttle=throttle, formats=FormatCache(), wake_jobs=wake_jobs)
+    runtime = CouponRuntime(
+        throttle=throttle,
+        formats=FormatCache(),
+        wake_jobs=wake_jobs,
+        min_guess_bits=settings.min_guess_bits,
+        sync_codes_max=settings.sync_codes_max,
+        recent_purchase_hours=settings.recent_purchase_hours,
+    )
 
     async def on_startup(app: FastAPI) -> None:
         if not settings.runs_background:

@@ -27,7 +27,7 @@ CSV_BATCH = 10_000
 
 
 def _guessability_guard(runtime: CouponRuntime, fmt: CodeFormat, live: int, count: int) -> None:
-    bits = runtime.settings.min_guess_bits
+    bits = runtime.min_guess_bits
     max_codes = fmt.space >> bits
     if live + count > max_codes:
         raise Unprocessable(
@@ -62,7 +62,7 @@ async def request_codes(
     `pending` job that a background worker runs in batches. Returns the job and whether it finished."""
     campaign = await campaign_row(session, campaign_id, lock=True)
     seq_start = await reserve_codes(session, runtime, campaign, body.count)
-    done = body.count <= runtime.settings.sync_codes_max
+    done = body.count <= runtime.sync_codes_max
     if done:
         bodies = generate_bodies(campaign.format, body.count)
         await code_rows.store_batch(session, campaign_id, campaign.format, bodies, seq_start)

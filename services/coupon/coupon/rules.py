@@ -187,7 +187,7 @@ async def purchases_made(session: AsyncSession, runtime: CouponRuntime, purchase
     the rules of the recent ones fired in order, as one by one would."""
     recent = []
     for purchase, ordinal in await _count(session, purchases):
-        if is_recent(purchase.occurred_at, purchase.arrived_at, runtime.settings.recent_purchase_hours):
+        if is_recent(purchase.occurred_at, purchase.arrived_at, runtime.recent_purchase_hours):
             recent.append((purchase, ordinal))
         else:
             # counted toward nth_purchase above, but an old (imported) purchase surprises no one

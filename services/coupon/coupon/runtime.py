@@ -1,4 +1,5 @@
-"""What the coupon domain needs besides the database, made once per process by `create_app`."""
+"""What the coupon domain needs besides the database, made once per process by `create_app` (which takes the
+values from the settings: the domain never reads settings itself)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from coupon.guards import FormatCache, GuessThrottle
-from coupon.settings import CouponSettings
 
 
 @dataclass
 class CouponRuntime:
-    settings: CouponSettings
     throttle: GuessThrottle
     formats: FormatCache
     wake_jobs: Callable[[], Awaitable[None]]
+    min_guess_bits: int  # a code format must leave at least this many bits to guess (COUPON_MIN_GUESS_BITS)
+    sync_codes_max: int  # more codes than this are made by a background job (202)
+    recent_purchase_hours: float  # a purchase older than this wakes no surprise rule
