@@ -25,7 +25,7 @@ from kit.db import Database
 from kit.migrations import upgrade
 from kit.settings import asyncpg_url
 from survey import service
-from survey.app import MIGRATIONS_DIR, create_app
+from survey.app import MIGRATIONS_DIR, create_app, mail_config
 from survey.mail import MailSender
 from survey.rendering import invitation_message
 from survey.schemas import SurveyCreate
@@ -280,11 +280,11 @@ async def test_a_sender_that_dies_mid_batch_loses_nothing_and_sends_nothing_twic
                 return await super()._send_one(client, row)
 
         with pytest.raises(_Killed):
-            await DiesAfterTwo(database, config).run_once()
+            await DiesAfterTwo(database, mail_config(config)).run_once()
         assert len(inbox.messages) == 2
 
         # Another sender (the restarted process) finds the rest claimed until the lease runs out...
-        successor = MailSender(database, config)
+        successor = MailSender(database, mail_config(config))
         assert await successor.run_once() == 0
         await asyncio.sleep(1.1)
         # ...and then sends exactly what had not gone out.
@@ -306,7 +306,7 @@ async def test_without_smtp_host_messages_are_written_as_eml_files(quiet_databas
     database = await Database.connect(config.database_url, "survey")
     try:
         recipients = await _invite_directly(database, config, 2)
-        await MailSender(database, config).run_until_idle()
+        await MailSender(database, mail_config(config)).run_until_idle()
     finally:
         await database.dispose()
     files = sorted((tmp_path / "mail").glob("*.eml"))

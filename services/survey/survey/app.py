@@ -5,10 +5,11 @@ from fastapi import FastAPI
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
 from kit.experiments import experiments_router
+from kit.leases import Backoff, Lease
 from kit.state import DATABASE
 from survey import api, pages, service
 from survey.events import purchase_created_handler
-from survey.mail import MailSender
+from survey.mail import MailConfig, MailSender
 from survey.settings import SurveySettings
 
 SCHEMA = "survey"
@@ -21,7 +22,7 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
     policy = api.policy_from(settings)
 
     def jobs(app: FastAPI) -> list[PeriodicJob]:
-        sender = MailSender(DATABASE.of(app), settings)
+        sender = MailSender(DATABASE.of(app), mail_config(settings))
         return [PeriodicJob("survey.mail_sender", settings.mail_poll_seconds, sender.run_until_idle)]
 
     spec = ServiceSpec(
@@ -47,3 +48,21 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
     app = create_service_app(spec, settings)
     api.POLICY.set(app, policy)
     return app
+
+
+def mail_config(settings: SurveySettings) -> MailConfig:
+    return MailConfig(
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        smtp_username=settings.smtp_username,
+        smtp_password=settings.smtp_password,
+        starttls=settings.use_starttls,
+        smtp_timeout_seconds=settings.smtp_timeout_seconds,
+        sender=settings.smtp_from,
+        mail_dir=settings.mail_dir,
+        batch_size=settings.mail_batch_size,
+        connections=settings.mail_connections,
+        max_attempts=settings.mail_max_attempts,
+        lease=Lease(settings.mail_lease_seconds),
+        backoff=Backoff(settings.mail_retry_base_seconds, settings.mail_retry_max_seconds),
+    )

@@ -24,6 +24,7 @@ import email.utils
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,6 @@ from kit.db import Database
 from kit.files import private_directory, write_private
 from kit.leases import Backoff, Lease
 from survey import mail_repository as repo
-from survey.settings import SurveySettings
 
 __all__ = ["MailSender"]
 
@@ -88,22 +88,41 @@ class _SentMarker:
             await self._drain()
 
 
+@dataclass(frozen=True)
+class MailConfig:
+    """What the sender needs, taken from the settings by `survey.app.mail_config`."""
+
+    smtp_host: str | None  # None: messages become .eml files in `mail_dir`
+    smtp_port: int
+    smtp_username: str | None
+    smtp_password: str | None
+    starttls: bool
+    smtp_timeout_seconds: float
+    sender: str  # the From header; its address is the envelope sender
+    mail_dir: Path
+    batch_size: int
+    connections: int
+    max_attempts: int
+    lease: Lease
+    backoff: Backoff
+
+
 class MailSender:
-    def __init__(self, database: Database, settings: SurveySettings) -> None:
+    def __init__(self, database: Database, config: MailConfig) -> None:
         self.database = database
-        self.settings = settings
-        self.sender_address = email.utils.parseaddr(settings.smtp_from)[1] or settings.smtp_from
-        self.lease = Lease(settings.mail_lease_seconds)
-        self.backoff = Backoff(settings.mail_retry_base_seconds, settings.mail_retry_max_seconds)
+        self.config = config
+        self.sender_address = email.utils.parseaddr(config.sender)[1] or config.sender
+        self.lease = config.lease
+        self.backoff = config.backoff
 
     async def run_until_idle(self) -> None:
         """Send everything that is due now (the periodic job calls this)."""
-        while await self.run_once() >= self.settings.mail_batch_size:
+        while await self.run_once() >= self.config.batch_size:
             pass
 
     async def run_once(self) -> int:
         async with self.database.engine.begin() as connection:
-            rows = await repo.claim(connection, self.settings.mail_batch_size, self.lease.seconds)
+            rows = await repo.claim(connection, self.config.batch_size, self.lease.seconds)
         if not rows:
             return 0
         # Stop starting new sends well before the lease ends; unsent rows come back when it does.
@@ -113,8 +132,8 @@ class MailSender:
             async with self.database.engine.begin() as connection:
                 await repo.cancel(connection, suppressed)
         due = [row for row in rows if not row.suppressed and row.message is not None]
-        if self.settings.smtp_host and due:
-            connections = min(self.settings.mail_connections, len(due))
+        if self.config.smtp_host and due:
+            connections = min(self.config.connections, len(due))
             shares = [due[i::connections] for i in range(connections)]
             marker = _SentMarker(self.database)
             try:
@@ -126,13 +145,13 @@ class MailSender:
         return len(rows)
 
     def _client(self) -> aiosmtplib.SMTP:
-        s = self.settings
+        s = self.config
         return aiosmtplib.SMTP(
             hostname=s.smtp_host,
             port=s.smtp_port,
             username=s.smtp_username or None,
             password=s.smtp_password or None,
-            start_tls=s.use_starttls,
+            start_tls=s.starttls,
             timeout=s.smtp_timeout_seconds,
         )
 
@@ -191,7 +210,7 @@ class MailSender:
     async def _retry(self, row: Any, error: str) -> None:
         tried = row.attempts + 1
         async with self.database.engine.begin() as connection:
-            if tried >= self.settings.mail_max_attempts:
+            if tried >= self.config.max_attempts:
                 log.warning("survey.mail.gave_up", invitation_id=str(row.invitation_id), error=error)
                 await repo.fail(connection, row.id, error[:500])
             else:
@@ -199,7 +218,7 @@ class MailSender:
 
     async def _write_files(self, rows: Sequence[Any]) -> None:
         """No SMTP server configured: each message becomes `MAIL_DIR/<invitation_id>.eml`."""
-        directory = self.settings.mail_dir
+        directory = self.config.mail_dir
         await asyncio.to_thread(_write_all, directory, [(row.invitation_id, row.message) for row in rows])
         async with self.database.engine.begin() as connection:
             await repo.mark_sent(connection, [row.id for row in rows])
