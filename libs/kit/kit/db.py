@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.responses import Response
 
 from kit import connection_repository, idempotency
+from kit.errors import DomainError
 from kit.state import DATABASE
 
 __all__ = [
@@ -227,15 +228,24 @@ class TransactionalRoute(APIRoute):
             async with database.sessionmaker() as session:
                 request.state.session = session
                 async with session.begin():
-                    key = request.headers.get(idempotency.HEADER) if honours_idempotency_key else None
-                    if key is None:
-                        return await handler(request)
-                    claim = await idempotency.claim(session, request, key)
-                    if claim.replay is not None:
-                        return claim.replay
-                    response = await handler(request)
-                    await idempotency.remember(session, claim, response)
-                    return response
+                    try:
+                        return await run(request, session)
+                    except DomainError as exc:
+                        if not exc.keep_changes:
+                            raise
+                        refusal = exc
+                raise refusal  # after the commit of what it kept
+
+        async def run(request: Request, session: AsyncSession) -> Response:
+            key = request.headers.get(idempotency.HEADER) if honours_idempotency_key else None
+            if key is None:
+                return await handler(request)
+            claim = await idempotency.claim(session, request, key)
+            if claim.replay is not None:
+                return claim.replay
+            response = await handler(request)
+            await idempotency.remember(session, claim, response)
+            return response
 
         return run_in_transaction
 

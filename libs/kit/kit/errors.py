@@ -75,12 +75,16 @@ class DomainError(Exception):
         *,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        keep_changes: bool = False,
         **extra: Any,
     ) -> None:
+        """`keep_changes`: the request's transaction commits all the same. Only for work that was due whatever
+        the caller asked (points expired on the way to a refused redemption), never for the refused change."""
         super().__init__(detail)
         self.detail = detail
         self.instance_code = code or self.code
         self.headers = headers or {}
+        self.keep_changes = keep_changes
         self.extra = extra
 
 

@@ -513,6 +513,7 @@ async def redeem(session: AsyncSession, customer_id: str, body: RedemptionReques
             code="insufficient_points",
             balance=movement.balance,
             requested=body.points,
+            keep_changes=True,  # the lots found expired on the way stay expired: the balance shows it at once
         )
     return _result(movement)
 
