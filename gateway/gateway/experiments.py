@@ -15,7 +15,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import structlog
-from pydantic import AwareDatetime, BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import experiment_repository as repo
@@ -33,9 +32,10 @@ from gateway.experiment_schemas import (
 )
 from gateway.experiment_stats import Lift, two_proportions, welch
 from kit.client import UpstreamError, Upstreams
+from kit.contracts import ExperimentReward
 from kit.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
-from kit.events import Event
-from kit.experiments import EXPERIMENT_REWARD_EVENT, Arm, assign_arm
+from kit.events import Event, EventHandler, Handler
+from kit.experiments import Arm, assign_arm
 
 __all__ = ["LEVER_SERVICES", "create", "get", "handlers", "report", "status_of", "stop"]
 
@@ -247,26 +247,10 @@ async def report(session: AsyncSession, experiment_id: uuid.UUID, window_days: i
     )
 
 
-class _Reward(BaseModel):
-    experiment_id: uuid.UUID
-    customer_id: str
-    key: str
-    occurred_at: AwareDatetime
-    exposes: bool
-    withheld: bool
-    points: int | None = None
-    money: Decimal | None = None
-    currency: str | None = None
-
-
-async def on_reward(session: AsyncSession, event: Event) -> None:
-    """A lever gave or withheld a reward (or a given coupon was redeemed). The arm is recomputed here: what the
-    gateway reports never depends on what a service said it was."""
-    try:
-        reward = _Reward.model_validate(event.payload)
-    except ValidationError as exc:
-        log.warning("experiments.reward_ignored", event_id=str(event.id), reason=str(exc)[:300])
-        return
+async def on_reward(session: AsyncSession, event: Event[ExperimentReward]) -> None:
+    """A lever gave or withheld a reward (or a given coupon was redeemed), at the event's business time. The
+    arm is recomputed here: what the gateway reports never depends on what a service said it was."""
+    reward = event.payload
     row = await repo.get(session, reward.experiment_id)
     if row is None:
         log.warning("experiments.reward_unknown_experiment", experiment_id=str(reward.experiment_id))
@@ -275,10 +259,10 @@ async def on_reward(session: AsyncSession, event: Event) -> None:
         session,
         {
             "experiment_id": reward.experiment_id,
-            "key": reward.key[:200],
-            "customer_id": reward.customer_id[:64],
+            "key": reward.key,
+            "customer_id": reward.customer_id,
             "arm": assign_arm(row.id, reward.customer_id, row.holdout_percent),
-            "occurred_at": reward.occurred_at,
+            "occurred_at": event.occurred_at,
             "exposes": reward.exposes,
             "withheld": reward.withheld,
             "points": reward.points,
@@ -288,5 +272,5 @@ async def on_reward(session: AsyncSession, event: Event) -> None:
     )
 
 
-def handlers() -> dict[str, Any]:
-    return {EXPERIMENT_REWARD_EVENT: on_reward}
+def handlers() -> dict[str, EventHandler]:
+    return {ExperimentReward.type: Handler(ExperimentReward, on_reward)}

@@ -401,7 +401,7 @@ def signalled(handlers: Mapping[str, EventHandler]) -> dict[str, EventHandler]:
     def counting(event_type: str, handler: EventHandler) -> EventHandler:
         service = SIGNALS[event_type]
 
-        async def many(session: AsyncSession, events: Sequence[Event]) -> None:
+        async def many(session: AsyncSession, events: Sequence[Event[Any]]) -> None:
             if isinstance(handler, Batched):
                 await handler.many(session, events)
             else:
@@ -410,16 +410,16 @@ def signalled(handlers: Mapping[str, EventHandler]) -> dict[str, EventHandler]:
             changes = [(e.ordering_key, service) for e in events if e.ordering_key is not None]
             await repo.mark_changed(session, changes, SERVICES)  # type: ignore[arg-type]
 
-        return Batched(many)
+        return Batched(handler.payload, many)
 
     counted = {t: counting(t, h) if t in SIGNALS else h for t, h in handlers.items()}
-    counted[SurveyInvited.type] = Batched(_invited)
+    counted[SurveyInvited.type] = Batched(SurveyInvited, _invited)
     return counted
 
 
-async def _invited(session: AsyncSession, events: Sequence[Event]) -> None:
+async def _invited(session: AsyncSession, events: Sequence[Event[SurveyInvited]]) -> None:
     """`survey.invited`: the survey row is fetched again now (the invitation exists) and when it falls due."""
-    invitations = [SurveyInvited.model_validate(e.payload) for e in events]
+    invitations = [e.payload for e in events]
     await repo.mark_changed(session, [(i.customer_id, "survey") for i in invitations], SERVICES)
     now = datetime.now(UTC)
     await repo.add_due(session, "survey", [(i.customer_id, i.send_at) for i in invitations if i.send_at > now])

@@ -132,10 +132,13 @@ _INSERT_PURCHASES = """
     RETURNING purchase_id
 """
 _BODY_HASHES = "SELECT purchase_id, body_hash FROM purchases WHERE purchase_id = ANY($1::text[])"
-# the payload is the stored body itself: copying the jsonb value costs a tenth of parsing the same text again
+# the payload is the stored body itself (copying the jsonb value costs a tenth of parsing the same text again),
+# less its `occurred_at`, which is the event's business time: what remains is the `purchase.created` contract
+# (kit.contracts.PurchaseCreated), validated as `PurchaseCreate` on the way in
 _INSERT_PURCHASE_EVENTS = """
-    INSERT INTO outbox_events (id, type, payload)
-    SELECT event_id, $2, body FROM purchases WHERE purchase_id = ANY($1::text[])
+    INSERT INTO outbox_events (id, type, payload, occurred_at, request_id)
+    SELECT event_id, $2, body - 'occurred_at', CAST(body->>'occurred_at' AS timestamptz), $3
+      FROM purchases WHERE purchase_id = ANY($1::text[])
 """
 # delivery ids ascend in the events' order, consumer by consumer: the relay delivers in id order
 _INSERT_DELIVERIES = """
@@ -167,10 +170,14 @@ async def body_hashes(session: AsyncSession, purchase_ids: list[str]) -> dict[st
 
 
 async def publish_purchases(
-    session: AsyncSession, event_type: str, inserted: Sequence[NewPurchase], consumers: Sequence[str]
+    session: AsyncSession,
+    event_type: str,
+    inserted: Sequence[NewPurchase],
+    consumers: Sequence[str],
+    request_id: str | None,
 ) -> None:
-    """An event per purchase this transaction inserted, its payload the stored body, into the kit's outbox with a
-    delivery per consumer (as `kit.events.publish` writes one), delivered in the order given."""
+    """An event per purchase this transaction inserted, its payload the stored body less its business time, into
+    the kit's outbox with a delivery per consumer (as `kit.events.publish` writes one), in the order given."""
     connection = await request_driver_connection(session)
-    await connection.execute(_INSERT_PURCHASE_EVENTS, [p.purchase_id for p in inserted], event_type)
+    await connection.execute(_INSERT_PURCHASE_EVENTS, [p.purchase_id for p in inserted], event_type, request_id)
     await connection.execute(_INSERT_DELIVERIES, [p.event_id for p in inserted], list(consumers))

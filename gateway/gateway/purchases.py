@@ -21,12 +21,15 @@ from gateway import purchase_repository as repository
 from gateway.purchase_repository import NewPurchase, RefundRow
 from gateway.schemas import PurchaseCreate, RefundCreate
 from gateway.webhooks import domain as webhooks
+from kit.contracts import PurchaseCreated, PurchaseRefunded
 from kit.errors import Conflict, FieldError, NotFound, Unprocessable, ValidationFailed
 from kit.events import delivery_states, publish
 from kit.imports import MAX_LINES, ImportReport, ParsedLines, RejectedLine, parse_lines
 from kit.json import loads
+from kit.logging import request_id_var
 from kit.types import check_money
-from kit.webhooks import PurchaseAccepted, PurchaseRefunded
+from kit.webhooks import PurchaseAccepted
+from kit.webhooks import PurchaseRefunded as RefundWebhook
 
 __all__ = [
     "MAX_BATCH_LINES",
@@ -39,10 +42,22 @@ __all__ = [
     "read_batch",
 ]
 
-PURCHASE_CONSUMERS = ("points", "coupon", "recommend", "survey")
+PURCHASE_CONSUMERS = PurchaseCreated.consumers
 MAX_BATCH_LINES = MAX_LINES
-PURCHASE_EVENT = "purchase.created"
-REFUND_CONSUMERS = ("points", "recommend")
+REFUND_CONSUMERS = PurchaseRefunded.consumers
+
+
+def _event(purchase: PurchaseCreate) -> PurchaseCreated:
+    """The `purchase.created` payload; its business time (`occurred_at`) travels in the envelope. Built without
+    validating again: `PurchaseCreate` checked every field at least as strictly as the contract does."""
+    return PurchaseCreated.model_construct(
+        purchase_id=purchase.purchase_id,
+        customer_id=purchase.customer_id,
+        email=purchase.email,
+        currency=purchase.currency,
+        total=purchase.total,
+        items=purchase.items,
+    )
 
 
 def _encoded(purchase: PurchaseCreate) -> tuple[bytes, str]:
@@ -66,7 +81,7 @@ async def accept_purchase(session: AsyncSession, purchase: PurchaseCreate) -> No
                 code="purchase_conflict",
             )
         return
-    await publish(session, PURCHASE_EVENT, body, PURCHASE_CONSUMERS, event_id=inserted)
+    await publish(session, _event(purchase), occurred_at=purchase.occurred_at, event_id=inserted)
     await _enqueue_webhook(session, inserted, body)
 
 
@@ -129,15 +144,15 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
             code="refund_exceeds_total",
             remaining=str(remaining),
         )
-    payload = {
-        "purchase_id": purchase_id,
-        "refund_id": refund.refund_id,
-        "customer_id": purchase.customer_id,
-        "amount": None if amount == total else str(amount),
-        "total": str(total),
-        "currency": purchase.body["currency"],
-    }
-    event_id = await publish(session, "purchase.refunded", payload, REFUND_CONSUMERS)
+    refunded_event = PurchaseRefunded(
+        purchase_id=purchase_id,
+        refund_id=refund.refund_id,
+        customer_id=purchase.customer_id,
+        amount=None if amount == total else amount,
+        total=total,
+        currency=purchase.body["currency"],
+    )
+    event_id = await publish(session, refunded_event)
     refund_view = {
         "refund_id": refund.refund_id,
         "purchase_id": purchase_id,
@@ -148,7 +163,7 @@ async def accept_refund(session: AsyncSession, purchase_id: str, refund: RefundC
     await webhooks.enqueue(
         session,
         event_id,
-        PurchaseRefunded.type,
+        RefundWebhook.type,
         {"customer_id": purchase.customer_id, "refund": refund_view},
         datetime.now(UTC),
     )
@@ -219,7 +234,9 @@ async def accept_batch(session: AsyncSession, parsed: ParsedLines[PurchaseCreate
     if fresh:
         by_id = {purchase.purchase_id: purchase for purchase in new}
         in_file_order = [by_id[line.purchase_id] for line in fresh]
-        await repository.publish_purchases(session, PURCHASE_EVENT, in_file_order, PURCHASE_CONSUMERS)
+        await repository.publish_purchases(
+            session, PurchaseCreated.type, in_file_order, PURCHASE_CONSUMERS, request_id_var.get()
+        )
         if await webhooks.subscribed(session, PurchaseAccepted.type):
             for line in fresh:
                 await _enqueue_webhook(session, event_ids[line.purchase_id], loads(line.text))

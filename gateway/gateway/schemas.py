@@ -13,9 +13,9 @@ from pydantic import (
     model_validator,
     with_config,
 )
-from typing_extensions import TypedDict
 
 from gateway.principals import SCOPES, Scope
+from kit import contracts
 from kit.types import Currency, Email, Identifier, Money, StrictModel, check_money
 
 
@@ -77,15 +77,12 @@ class CustomerTokenRevocation(BaseModel):
     revoked_at: datetime
 
 
-# A TypedDict, not a model: an imported file carries about twenty items a purchase, and validating them into
-# dicts costs a third of building a model for each (docs/benchmarks.md, "History import").
+# The event contract's item (a TypedDict: an imported file carries about twenty items a purchase, and validating
+# them into dicts costs a third of building a model for each, docs/benchmarks.md "History import"), refusing
+# unknown fields as every request body does.
 @with_config(ConfigDict(extra="forbid"))
-class PurchaseItem(TypedDict):
-    product_id: Identifier
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    category: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    unit_price: Money
-    quantity: Annotated[int, Field(ge=1, le=1_000_000, strict=True)]
+class PurchaseItem(contracts.PurchaseItem):
+    pass
 
 
 class PurchaseCreate(StrictModel):

@@ -75,7 +75,9 @@ async def test_customer_token_reaches_only_its_own_coupons(platform: Platform, a
 
 
 async def _event(client: httpx.AsyncClient, type_: str, payload: dict[str, Any], event_id: str | None = None) -> None:
-    body = {"id": event_id or str(uuid.uuid4()), "type": type_, "occurred_at": now_iso(), "payload": payload}
+    # as the relay sends it: the business time is the purchase's own, when the payload names one
+    body = {"id": event_id or str(uuid.uuid4()), "type": type_, "occurred_at": payload.get("occurred_at", now_iso()),
+            "published_at": now_iso(), "payload": payload}  # fmt: skip
     response = await client.post("/internal/events", json=body)
     assert response.status_code == 200, response.text
 
@@ -88,7 +90,7 @@ def _purchase(purchase_id: str, customer: str, total: str = "20.00", currency: s
         "occurred_at": now_iso(),
         "currency": currency,
         "total": total,
-        "items": [],
+        "items": [{"product_id": "sku", "name": "Thing", "category": "misc", "unit_price": total, "quantity": 1}],
     }
 
 
@@ -169,9 +171,9 @@ async def test_survey_detractor_rule(coupon: httpx.AsyncClient) -> None:
     ).json()
     customer = uid("c-")
     payload = {
-        "response_id": uid("r-"),
-        "invitation_id": uid("i-"),
-        "survey_id": uid("s-"),
+        "response_id": str(uuid.uuid4()),
+        "invitation_id": str(uuid.uuid4()),
+        "survey_id": str(uuid.uuid4()),
         "customer_id": customer,
         "score": 2,
     }
@@ -179,9 +181,9 @@ async def test_survey_detractor_rule(coupon: httpx.AsyncClient) -> None:
     await _event(coupon, "survey.detractor", payload)
     assert len(await _campaign_codes(coupon, customer, campaign["id"])) == 1
     # another response is another event
-    await _event(coupon, "survey.detractor", payload | {"response_id": uid("r-")})
+    await _event(coupon, "survey.detractor", payload | {"response_id": str(uuid.uuid4())})
     assert len(await _campaign_codes(coupon, customer, campaign["id"])) == 2
     # a deactivated rule does nothing
     await coupon.patch(f"/v1/coupon-rules/{rule['id']}", json={"active": False})
-    await _event(coupon, "survey.detractor", payload | {"response_id": uid("r-")})
+    await _event(coupon, "survey.detractor", payload | {"response_id": str(uuid.uuid4())})
     assert len(await _campaign_codes(coupon, customer, campaign["id"])) == 2

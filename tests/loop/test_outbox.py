@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from uuid import uuid4
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from gateway.app import SCHEMA, create_app
 from gateway.settings import GatewaySettings
+from kit.contracts import PurchaseCreated
 from kit.db import Database
 from kit.events import OutboxRelay, publish
-from kit.tables import outbox_deliveries
+from kit.tables import outbox_deliveries, outbox_events
 from tests.conftest import INTERNAL_TOKEN, Platform
 from tests.loop.helpers import purchase_body
 from tests.support.database import create_database, drop_database, server_url
@@ -42,7 +44,8 @@ async def test_two_relays_deliver_every_event_once(platform: Platform, own_datab
     bodies = [purchase_body(f"relay-{uuid4().hex[:8]}", total="10.00") for _ in range(60)]
     async with database.transaction() as session:
         for body in bodies:
-            await publish(session, "purchase.created", body, ["points"])
+            occurred_at = datetime.fromisoformat(body["occurred_at"])
+            await publish(session, PurchaseCreated.model_validate(body), occurred_at=occurred_at, consumers=["points"])
     relays = [OutboxRelay(database, {"points": platform.urls["points"]}, INTERNAL_TOKEN, batch_size=7) for _ in (1, 2)]
     try:
         await asyncio.gather(*(relay.run_until_idle() for relay in relays))
@@ -108,3 +111,69 @@ async def test_parked_deliveries_are_visible_and_can_be_redriven(platform: Platf
     async with platform.service_client("points") as points:
         ledger = (await points.get(f"/v1/customers/{body['customer_id']}/points/transactions")).json()["items"]
     assert [(t["type"], t["reference"]) for t in ledger] == [("earn", body["purchase_id"])]
+
+
+async def test_a_malformed_event_is_refused_once_and_parked(platform: Platform, own_database: str) -> None:
+    """A payload that does not fit its contract (here written by hand, as a producer's bug would) is refused by
+    the consumer's router in one place: parked at its first attempt, counted, logged; the same batch's other
+    events are applied."""
+    database = await Database.connect(own_database, SCHEMA, pool_size=2)
+    good = purchase_body(total="10.00")
+    bad_id, bad_customer = uuid4(), f"malformed-{uuid4().hex[:8]}"
+    async with platform.service_client("points") as points:
+        before = _malformed_count((await points.get("/metrics")).text)
+    relay = OutboxRelay(database, {"points": platform.urls["points"]}, INTERNAL_TOKEN)
+    try:
+        async with database.transaction() as session:
+            malformed = {"purchase_id": f"p-{bad_customer}", "customer_id": bad_customer, "currency": "EUR",
+                         "total": "ten", "items": []}  # fmt: skip
+            await session.execute(insert(outbox_events).values(id=bad_id, type="purchase.created", payload=malformed))
+            await session.execute(insert(outbox_deliveries).values(event_id=bad_id, consumer="points"))
+            await publish(session, PurchaseCreated.model_validate(good), consumers=["points"])
+        await relay.run_until_idle()
+        async with database.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        outbox_deliveries.c.event_id,
+                        outbox_deliveries.c.status,
+                        outbox_deliveries.c.attempts,
+                        outbox_deliveries.c.last_error,
+                    )
+                )
+            ).all()
+    finally:
+        await relay.aclose()
+        await database.dispose()
+    states = {row.event_id: row for row in rows}
+    assert (states[bad_id].status, states[bad_id].attempts) == ("failed", 1)
+    assert "malformed_event" in states[bad_id].last_error and "total" in states[bad_id].last_error
+    assert [row.status for event_id, row in states.items() if event_id != bad_id] == ["delivered"]
+    async with platform.service_client("points") as points:
+        assert _malformed_count((await points.get("/metrics")).text) == before + 1
+        ledger = (await points.get(f"/v1/customers/{good['customer_id']}/points/transactions")).json()["items"]
+        assert [t["reference"] for t in ledger] == [good["purchase_id"]]
+        # straight to the router, the refusal is a 422 problem, and nothing is recorded as handled
+        envelope = {"id": str(bad_id), "type": "purchase.created", "occurred_at": good["occurred_at"],
+                    "payload": {"customer_id": bad_customer}}  # fmt: skip
+        refused = await points.post("/internal/events", json=envelope)
+        assert (refused.status_code, refused.json()["code"]) == (422, "malformed_event")
+        fixed = {**envelope, "payload": {**good, "purchase_id": f"p-{bad_customer}", "customer_id": bad_customer}}
+        assert (await points.post("/internal/events", json=fixed)).json() == {"status": "processed"}
+
+
+def _malformed_count(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('events_malformed_total{type="purchase.created"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_delivery_is_deduplicated_by_its_event_id_alone(platform: Platform) -> None:
+    """The events route ignores an Idempotency-Key: a redelivery answers `duplicate` (processed_events), not a
+    replay of the first answer."""
+    body = purchase_body(total="5.00")
+    envelope = {"id": str(uuid4()), "type": "purchase.created", "occurred_at": body["occurred_at"], "payload": body}
+    async with platform.service_client("points", **{"Idempotency-Key": envelope["id"]}) as points:
+        assert (await points.post("/internal/events", json=envelope)).json() == {"status": "processed"}
+        assert (await points.post("/internal/events", json=envelope)).json() == {"status": "duplicate"}

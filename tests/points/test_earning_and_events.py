@@ -16,7 +16,10 @@ from tests.points.conftest import DEFAULT_RULES, audit_clean, balance, ledger, n
 
 
 def event(type_: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"id": str(uuid4()), "type": type_, "occurred_at": datetime.now(UTC).isoformat(), "payload": payload}
+    # as the relay sends it: the business time is the purchase's own, when the payload names one
+    now = datetime.now(UTC).isoformat()
+    return {"id": str(uuid4()), "type": type_, "occurred_at": payload.get("occurred_at", now), "published_at": now,
+            "payload": payload}  # fmt: skip
 
 
 async def deliver(client: httpx.AsyncClient, body: dict[str, Any], times: int = 2) -> None:
@@ -299,20 +302,24 @@ class TestEventHandlers:
     async def test_survey_reward(self, points: httpx.AsyncClient) -> None:
         customer = new_id()
         invitation = str(uuid4())
-        payload = {"response_id": str(uuid4()), "invitation_id": invitation, "survey_id": "s", "customer_id": customer,
-                   "reward_points": 25}  # fmt: skip
+        payload = {"response_id": str(uuid4()), "invitation_id": invitation, "survey_id": str(uuid4()),
+                   "customer_id": customer, "reward_points": 25}  # fmt: skip
         await deliver(points, event("survey.responded", payload))
         await deliver(points, event("survey.responded", payload))
         entries = await ledger(points, customer)
         assert [(e["type"], e["points"], e["reference"]) for e in entries] == [("earn", 25, f"survey:{invitation}")]
+        # a reward of nothing breaks the contract: refused (the relay parks it), nothing credited
         nothing = {**payload, "invitation_id": str(uuid4()), "reward_points": 0}
-        await deliver(points, event("survey.responded", nothing))
+        refused = await points.post("/internal/events", json=event("survey.responded", nothing))
+        assert (refused.status_code, refused.json()["code"]) == (422, "malformed_event")
         assert (await balance(points, customer))["balance"] == 25
 
-    async def test_unreadable_payload_is_nothing_to_do(self, points: httpx.AsyncClient) -> None:
+    async def test_unreadable_payload_is_refused(self, points: httpx.AsyncClient) -> None:
         customer = new_id()
-        # a total, but no time and no currency: answered (the relay must not retry it forever) and earns nothing
-        unreadable = {"purchase_id": new_id("p"), "customer_id": customer, "total": "30.00"}
-        await deliver(points, event("purchase.created", unreadable))
+        # a total, but no time and no currency: refused (the relay parks it, never retries it) and earns nothing
+        unreadable = event("purchase.created", {"purchase_id": new_id("p"), "customer_id": customer, "total": "30.00"})
+        for _ in range(2):  # refused each time, never recorded as handled
+            refused = await points.post("/internal/events", json=unreadable)
+            assert (refused.status_code, refused.json()["code"]) == (422, "malformed_event")
         assert await ledger(points, customer) == []
         assert (await balance(points, customer))["balance"] == 0

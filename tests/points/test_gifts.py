@@ -25,7 +25,9 @@ async def purchase_event(coupon: httpx.AsyncClient, customer: str, total: str, e
         "occurred_at": datetime.now(UTC).isoformat(),
         # a currency no other test uses, so this test's rule meets only this test's purchases
         "payload": {"purchase_id": purchase_id, "customer_id": customer, "occurred_at": datetime.now(UTC).isoformat(),
-                    "currency": "XTS", "total": total, "items": []},
+                    "currency": "XTS", "total": total,
+                    "items": [{"product_id": "tea", "name": "Tea", "category": "misc", "unit_price": total,
+                               "quantity": 1}]},
     }  # fmt: skip
     response = await coupon.post("/internal/events", json=body)
     assert response.status_code == 200, response.text

@@ -137,7 +137,10 @@ class LedgerMachine(RuleBasedStateMachine):
         return asyncio.run(run())
 
     def post_event(self, type_: str, payload: dict[str, Any]) -> None:
-        body = {"id": str(uuid4()), "type": type_, "occurred_at": datetime.now(UTC).isoformat(), "payload": payload}
+        # as the relay sends it: the business time is the purchase's own, when the payload names one
+        now = datetime.now(UTC).isoformat()
+        body = {"id": str(uuid4()), "type": type_, "occurred_at": payload.get("occurred_at", now), "published_at": now,
+                "payload": payload}  # fmt: skip
         response = self.http.post("/internal/events", json=body)
         assert response.status_code == 200, response.text
 

@@ -31,7 +31,8 @@ class Mailbox:
         self.port = free_port()
         self.messages: list[EmailMessage] = []
         self.refuse = False
-        self.controller = Controller(_Collect(self), hostname="127.0.0.1", port=self.port)
+        # SMTPUTF8: addresses beyond ASCII (josé@example.com) are delivered as any other
+        self.controller = Controller(_Collect(self), hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True)
 
     def start(self) -> Mailbox:
         self.controller.start()

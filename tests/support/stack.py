@@ -26,8 +26,13 @@ def stack_environment(base: dict[str, str]) -> tuple[dict[str, str], dict[str, i
 
 @asynccontextmanager
 async def process_stack(
-    base_env: dict[str, str], logs: Path, services: Sequence[str] = SERVICES, gateway: bool = True
+    base_env: dict[str, str],
+    logs: Path,
+    services: Sequence[str] = SERVICES,
+    gateway: bool = True,
+    ready_timeout: float = 60.0,
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
+    """Each process logs to `logs/<name>.log` (its stdout and stderr)."""
     env, ports = stack_environment(base_env)
     names = [*services, "gateway"] if gateway else list(services)
     processes = {n: ServiceProcess(n, ports[n], env, logs / f"{n}.log") for n in names}
@@ -37,7 +42,7 @@ async def process_stack(
             # One at a time: migrations of a fresh database are quicker without contention. A gateway in front
             # of only some services is never "ready" (it checks them all), so wait for it to be alive.
             partial = name == "gateway" and set(services) != set(SERVICES)
-            await process.wait_ready(path="/healthz" if partial else "/readyz")
+            await process.wait_ready(ready_timeout, path="/healthz" if partial else "/readyz")
         yield processes
     finally:
         for process in processes.values():

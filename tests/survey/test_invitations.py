@@ -94,10 +94,9 @@ async def test_purchase_schedules_one_invitation_to_the_post_purchase_survey(
                 "purchase_id": uid("p"),
                 "customer_id": customer_id,
                 "email": email,
-                "occurred_at": datetime.now(UTC).isoformat(),
                 "currency": "EUR",
                 "total": "12.50",
-                "items": [],
+                "items": [{"product_id": "p", "name": "n", "category": "misc", "unit_price": "12.50", "quantity": 1}],
             },
         }
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.webhooks import domain
-from kit.events import Event, EventHandler
-from kit.webhooks import EVENT_TYPES
+from kit.events import Event, EventHandler, Handler
+from kit.webhooks import EVENT_MODELS, WebhookEvent
 
 __all__ = ["HANDLERS"]
 
 
-async def _enqueue(session: AsyncSession, event: Event) -> None:
-    await domain.enqueue(session, event.id, event.type, event.payload, event.occurred_at)
+async def _enqueue(session: AsyncSession, event: Event[WebhookEvent]) -> None:
+    # the webhook's `timestamp` is when the service published the change, as it always was
+    await domain.enqueue(session, event.id, event.type, event.payload.model_dump(mode="json"), event.published_at)
 
 
-HANDLERS: dict[str, EventHandler] = dict.fromkeys(EVENT_TYPES, _enqueue)
+HANDLERS: dict[str, EventHandler] = {type_: Handler(model, _enqueue) for type_, model in EVENT_MODELS.items()}

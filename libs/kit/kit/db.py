@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import asyncpg
 import structlog
@@ -217,11 +217,14 @@ SessionDep = Annotated[AsyncSession, Depends(_session_dependency)]
 
 
 class TransactionalRoute(APIRoute):
-    """A route whose request owns one transaction, with Idempotency-Key handling on POST."""
+    """A route whose request owns one transaction, with Idempotency-Key handling on POST (unless the route
+    class says its requests are deduplicated another way)."""
+
+    honours_idempotency_key: ClassVar[bool] = True
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        honours_idempotency_key = "POST" in (self.methods or ())
+        honours_idempotency_key = self.honours_idempotency_key and "POST" in (self.methods or ())
 
         async def run_in_transaction(request: Request) -> Response:
             database = DATABASE.of(request.app)

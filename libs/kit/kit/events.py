@@ -7,8 +7,14 @@
   (`POST /internal/events:batch`, many events a request, in order), retries with exponential backoff and full
   jitter, and parks a delivery as `failed` after `max_attempts` (re-drivable by :func:`redrive`).
 - :func:`events_router` is the consumer's side: `POST /internal/events` (one event) and
-  `POST /internal/events:batch` (many, applied in order in one transaction). Each event id is recorded in
-  `processed_events` in the same transaction as the handler's effect, so a redelivery changes nothing.
+  `POST /internal/events:batch` (many, applied in order in one transaction). Each payload is parsed once into
+  the contract its handler names (:mod:`kit.contracts`); one that does not fit is refused there and only there
+  (`events.malformed`, `events_malformed_total`, a permanent failure the relay parks). Each event id is recorded
+  in `processed_events` in the same transaction as the handler's effect, so a redelivery changes nothing (that
+  is the one dedupe: the route ignores an `Idempotency-Key`).
+
+The envelope carries the event's business time (`occurred_at`), its publishing time (`published_at`) and the
+request id that caused it, which is bound to the log context while a consumer handles the event.
 
 Order: one customer's events reach a consumer in the order they were published. A round claims none of a
 customer's deliveries while an earlier one of theirs waits for its retry or is in another round's hands
@@ -28,15 +34,18 @@ return normally; they raise only when the event could not be handled and should 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import aiohttp
 import structlog
+from fastapi import APIRouter
 from prometheus_client import Counter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,24 +53,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit import relay_repository
 from kit.auth import INTERNAL_TOKEN_HEADER
 from kit.client import Upstreams
-from kit.db import Database, SessionDep, service_router
+from kit.contracts import Contract
+from kit.db import Database, SessionDep, TransactionalRoute
 from kit.errors import DomainError, NotFound, Unprocessable
 from kit.json import dumps, loads
 from kit.leases import Backoff
+from kit.logging import bound_request_id, request_id_var
 from kit.tables import outbox_deliveries, outbox_events, processed_events
 
 __all__ = [
     "Batched",
+    "Envelope",
     "Event",
     "EventBatch",
     "EventHandler",
     "EventResult",
+    "Handler",
     "OutboxRelay",
     "apply_batch",
     "delivery_states",
     "events_router",
     "list_deliveries",
     "publish",
+    "publish_many",
     "redrive",
 ]
 
@@ -72,15 +86,27 @@ REFUSED = Counter(
 PARKED = Counter(
     "outbox_deliveries_parked_total", "Deliveries parked as failed, refused or out of attempts", ["consumer"]
 )
+MALFORMED = Counter(
+    "events_malformed_total", "Events this consumer refused because their payload does not fit the contract", ["type"]
+)
 EVENTS_PATH = "/internal/events"
 BATCH_PATH = "/internal/events:batch"
 MAX_BATCH_EVENTS = 1000
 
+P = TypeVar("P", bound=BaseModel)
+C = TypeVar("C", bound=Contract)
 
-class Event(BaseModel):
+
+class Envelope(BaseModel):
+    """An event as it travels: `occurred_at` is the business time of what it describes (a purchase's own time),
+    `published_at` when its producer committed it (a relay from before the two were told apart sent only the
+    latter, as `occurred_at`), `request_id` the request that caused it. The payload is parsed by the router."""
+
     id: uuid.UUID
     type: str
     occurred_at: datetime
+    published_at: datetime | None = None
+    request_id: str | None = None
     payload: dict[str, Any]
 
     @property
@@ -90,8 +116,26 @@ class Event(BaseModel):
         return customer if isinstance(customer, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Event(Generic[P]):
+    """What a handler receives: the envelope with its payload parsed into the event type's contract."""
+
+    id: uuid.UUID
+    type: str
+    occurred_at: datetime
+    published_at: datetime
+    request_id: str | None
+    payload: P
+
+    @property
+    def ordering_key(self) -> str | None:
+        """Events with the same key are applied in order (a customer's events)."""
+        customer = getattr(self.payload, "customer_id", None)
+        return customer if isinstance(customer, str) else None
+
+
 class EventBatch(BaseModel):
-    events: Annotated[list[Event], Field(max_length=MAX_BATCH_EVENTS)]
+    events: Annotated[list[Envelope], Field(max_length=MAX_BATCH_EVENTS)]
 
 
 class EventResult(BaseModel):
@@ -105,51 +149,98 @@ class EventResult(BaseModel):
     blocked_by: uuid.UUID | None = None
 
 
-EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
-EventsHandler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
+class Handler(Generic[P]):
+    """Handles its event type one event at a time; `payload` is the contract the router parses it into."""
+
+    __slots__ = ("handle", "payload")
+
+    def __init__(self, payload: type[P], handle: Callable[[AsyncSession, Event[P]], Awaitable[None]]) -> None:
+        self.payload = payload
+        self.handle = handle
+
+    async def __call__(self, session: AsyncSession, event: Event[P]) -> None:
+        await self.handle(session, event)
 
 
-class Batched:
+class Batched(Generic[P]):
     """A handler that applies a run of events of its type at once, in order (set-based where it can).
 
     Called with one event it applies a run of one, so single deliveries and batched ones share one code path;
     the run must leave exactly what its events applied one by one would (same order per customer)."""
 
-    __slots__ = ("many",)
+    __slots__ = ("many", "payload")
 
-    def __init__(self, many: EventsHandler) -> None:
+    def __init__(self, payload: type[P], many: Callable[[AsyncSession, Sequence[Event[P]]], Awaitable[None]]) -> None:
+        self.payload = payload
         self.many = many
 
-    async def __call__(self, session: AsyncSession, event: Event) -> None:
+    async def __call__(self, session: AsyncSession, event: Event[P]) -> None:
         await self.many(session, [event])
+
+
+EventHandler = Handler[Any] | Batched[Any]
 
 
 _PUBLISH = text(
     """
     WITH event AS (
-        INSERT INTO outbox_events (id, type, payload) VALUES (:id, :type, CAST(:payload AS jsonb)) RETURNING id
+        INSERT INTO outbox_events (id, type, payload, occurred_at, request_id)
+        SELECT id, :type, payload, occurred_at, :request_id
+          FROM unnest(CAST(:ids AS uuid[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:times AS timestamptz[]))
+               WITH ORDINALITY AS e (id, payload, occurred_at, n)
+         ORDER BY n
+        RETURNING id
     )
     INSERT INTO outbox_deliveries (event_id, consumer)
-    SELECT event.id, consumer FROM event, unnest(CAST(:consumers AS varchar[])) AS consumer
+    SELECT e.id, c.consumer
+      FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS e (id, n)
+      JOIN event USING (id)
+     CROSS JOIN unnest(CAST(:consumers AS varchar[])) WITH ORDINALITY AS c (consumer, k)
+     ORDER BY e.n, c.k
     """
 )
 
 
 async def publish(
     session: AsyncSession,
-    event_type: str,
-    payload: Mapping[str, Any],
-    consumers: Sequence[str],
+    event: Contract,
     *,
+    occurred_at: datetime | None = None,
     event_id: uuid.UUID | None = None,
+    consumers: Sequence[str] | None = None,
 ) -> uuid.UUID:
+    """Put `event` in this service's outbox, in the caller's transaction, for its contract's consumers (or
+    `consumers`). `occurred_at` is the business time of what it describes (now unless given); the request id
+    of the current request (or of the event being handled) goes with it."""
     event_id = event_id or uuid.uuid4()
-    # one statement: the event and its deliveries in a single round trip
-    await session.execute(
-        _PUBLISH,
-        {"id": event_id, "type": event_type, "payload": dumps(payload).decode(), "consumers": list(consumers)},
-    )
+    await publish_many(session, [(event_id, event, occurred_at)], consumers=consumers)
     return event_id
+
+
+async def publish_many(
+    session: AsyncSession,
+    events: Sequence[tuple[uuid.UUID, C, datetime | None]],
+    *,
+    consumers: Sequence[str] | None = None,
+) -> None:
+    """Several events of one type (`(event_id, payload, occurred_at)`, in the order given, which is the order
+    of their deliveries) in one statement: the events and their deliveries in a single round trip."""
+    if not events:
+        return
+    contract = type(events[0][1])
+    now = datetime.now(UTC)
+    params = {
+        "type": contract.type,
+        "request_id": request_id_var.get(),
+        "ids": [event_id for event_id, _, _ in events],
+        "payloads": [event.model_dump_json() for _, event, _ in events],
+        "times": [occurred_at or now for _, _, occurred_at in events],
+        "consumers": list(contract.consumers if consumers is None else consumers),
+    }
+    await session.execute(_PUBLISH, params)
+    if log.isEnabledFor(logging.DEBUG):
+        for event_id, _, _ in events:
+            log.debug("events.published", event_id=str(event_id), type=contract.type)
 
 
 async def delivery_states(session: AsyncSession, event_id: uuid.UUID) -> dict[str, str]:
@@ -255,7 +346,14 @@ class OutboxRelay:
         body = dumps(
             {
                 "events": [
-                    {"id": str(r.event_id), "type": r.type, "occurred_at": r.created_at, "payload": r.payload}
+                    {
+                        "id": str(r.event_id),
+                        "type": r.type,
+                        "occurred_at": r.occurred_at or r.created_at,
+                        "published_at": r.created_at,
+                        "request_id": r.request_id,
+                        "payload": r.payload,
+                    }
                     for r in rows
                 ]
             }
@@ -382,10 +480,68 @@ class OutboxRelay:
             await self.upstreams.aclose()
 
 
-async def _apply(session: AsyncSession, handlers: Mapping[str, EventHandler], event: Event) -> str:
-    handler = handlers.get(event.type)
+class MalformedEvent(Unprocessable):
+    """An event this consumer cannot take as it is: an unknown type, or a payload that does not fit its
+    contract. No retry can help (the relay parks it); someone must look at it."""
+
+
+def _parse(handlers: Mapping[str, EventHandler], envelope: Envelope) -> Event[Any] | MalformedEvent:
+    """The one place an event's payload is parsed into its contract, and refused when it does not fit."""
+    handler = handlers.get(envelope.type)
     if handler is None:
-        raise Unprocessable(f"This service does not handle {event.type!r} events.", code="unknown_event_type")
+        refusal = MalformedEvent(f"This service does not handle {envelope.type!r} events.", code="unknown_event_type")
+    else:
+        try:
+            payload = handler.payload.model_validate(envelope.payload)
+        except ValidationError as exc:
+            reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())[:400]
+            refusal = MalformedEvent(f"The {envelope.type!r} payload does not fit its contract: {reason}",
+                                     code="malformed_event")  # fmt: skip
+        else:
+            return Event(
+                id=envelope.id,
+                type=envelope.type,
+                occurred_at=envelope.occurred_at,
+                published_at=envelope.published_at or envelope.occurred_at,
+                request_id=envelope.request_id,
+                payload=payload,
+            )
+    MALFORMED.labels(envelope.type[:64]).inc()
+    log.error(
+        "events.malformed",
+        event_id=str(envelope.id),
+        type=envelope.type,
+        code=refusal.instance_code,
+        error=refusal.detail,
+        origin_request_id=envelope.request_id,
+    )
+    return refusal
+
+
+def _run_request_id(events: Sequence[Event[Any]]) -> str | None:
+    """The request id a run of events shares (a run from several requests binds none: each event's own line
+    names its request)."""
+    ids = {event.request_id for event in events}
+    return ids.pop() if len(ids) == 1 else None
+
+
+async def _handle_run(session: AsyncSession, handler: EventHandler, events: Sequence[Event[Any]]) -> None:
+    """Hand a run of one type's events to its handler, each event's request id bound to the log context while
+    it is handled (so a purchase can be followed by its request id through every consumer's log)."""
+    if log.isEnabledFor(logging.DEBUG):
+        for event in events:
+            with bound_request_id(event.request_id):
+                log.debug("events.handling", event_id=str(event.id), type=event.type)
+    if isinstance(handler, Batched):
+        with bound_request_id(_run_request_id(events)):
+            await handler.many(session, events)
+        return
+    for event in events:
+        with bound_request_id(event.request_id):
+            await handler(session, event)
+
+
+async def _apply(session: AsyncSession, handlers: Mapping[str, EventHandler], event: Event[Any]) -> str:
     first = await session.scalar(
         insert(processed_events)
         .values(event_id=event.id, type=event.type)
@@ -394,7 +550,7 @@ async def _apply(session: AsyncSession, handlers: Mapping[str, EventHandler], ev
     )
     if first is None:
         return "duplicate"
-    await handler(session, event)
+    await _handle_run(session, handlers[event.type], [event])
     return "processed"
 
 
@@ -409,14 +565,11 @@ _RECORD_PROCESSED = text(
 
 
 async def _apply_all(
-    session: AsyncSession, handlers: Mapping[str, EventHandler], events: Sequence[Event]
+    session: AsyncSession, handlers: Mapping[str, EventHandler], events: Sequence[Event[Any]]
 ) -> list[EventResult]:
     """Every event of a batch, in order: one statement records them all as processed (those already recorded
     are duplicates), then each run of consecutive events of one type goes to its handler, a `Batched` one all
     at once. Raises when any event fails (the caller falls back to one event at a time)."""
-    for event in events:
-        if event.type not in handlers:
-            raise Unprocessable(f"This service does not handle {event.type!r} events.", code="unknown_event_type")
     unique = list({event.id: event for event in reversed(events)}.values())[::-1]  # first of each id
     fresh = set(
         (
@@ -424,7 +577,7 @@ async def _apply_all(
         ).scalars()
     )
     results: list[EventResult] = []
-    todo: list[Event] = []
+    todo: list[Event[Any]] = []
     for event in events:
         first = event.id in fresh
         fresh.discard(event.id)  # a second copy of an event in the same batch is a duplicate
@@ -438,58 +591,81 @@ async def _apply_all(
         if isinstance(handler, Batched):
             while end < len(todo) and todo[end].type == todo[start].type:
                 end += 1
-            await handler.many(session, todo[start:end])
-        else:
-            await handler(session, todo[start])
+        await _handle_run(session, handler, todo[start:end])
         start = end
     return results
 
 
+def _failure(exc: DomainError) -> tuple[str, bool]:
+    """The error a batch result reports for a refusal, and whether it is permanent (parked at once)."""
+    return f"HTTP {exc.status} {exc.instance_code}: {exc.detail}"[:500], not _retryable_status(exc.status)
+
+
 async def apply_batch(
-    session: AsyncSession, handlers: Mapping[str, EventHandler], events: Sequence[Event]
+    session: AsyncSession, handlers: Mapping[str, EventHandler], envelopes: Sequence[Envelope]
 ) -> list[EventResult]:
-    """Apply `events` in order in the caller's transaction, one result each.
+    """Parse each event into its contract (once), then apply them in order in the caller's transaction, one
+    result each; an event that does not parse fails for good (it is parked).
 
     First all at once (one savepoint): the common case, where every event applies. If any fails, that attempt
     is undone and the events are applied one savepoint each, so that one failure stops only its customer's
     later events (`deferred`) and nobody else's."""
-    try:
-        async with session.begin_nested():
-            return await _apply_all(session, handlers, events)
-    except Exception:
-        pass
-    results: list[EventResult] = []
-    blocked: dict[str, uuid.UUID] = {}
-    for event in events:
-        key = event.ordering_key
-        if key is not None and key in blocked:
-            results.append(EventResult(id=event.id, status="deferred", blocked_by=blocked[key]))
-            continue
+    parsed = [_parse(handlers, envelope) for envelope in envelopes]
+    events = [event for event in parsed if isinstance(event, Event)]
+    if len(events) == len(parsed):
         try:
             async with session.begin_nested():
-                status = await _apply(session, handlers, event)
-        except DomainError as exc:
-            permanent = not _retryable_status(exc.status)
-            error = f"HTTP {exc.status} {exc.instance_code}: {exc.detail}"[:500]
-            results.append(EventResult(id=event.id, status="failed", error=error, permanent=permanent))
-        except Exception as exc:
-            log.warning("events.batch_event_failed", event_id=str(event.id), type=event.type, error=repr(exc)[:300])
-            results.append(EventResult(id=event.id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500]))
-        else:
-            results.append(EventResult(id=event.id, status=status))  # type: ignore[arg-type]
+                return await _apply_all(session, handlers, events)
+        except Exception:
+            pass
+    results: list[EventResult] = []
+    blocked: dict[str, uuid.UUID] = {}
+    for envelope, event in zip(envelopes, parsed, strict=True):
+        key = envelope.ordering_key
+        if key is not None and key in blocked:
+            results.append(EventResult(id=envelope.id, status="deferred", blocked_by=blocked[key]))
             continue
+        if isinstance(event, MalformedEvent):
+            error, permanent = _failure(event)
+            results.append(EventResult(id=envelope.id, status="failed", error=error, permanent=permanent))
+        else:
+            try:
+                async with session.begin_nested():
+                    status = await _apply(session, handlers, event)
+            except DomainError as exc:
+                error, permanent = _failure(exc)
+                results.append(EventResult(id=event.id, status="failed", error=error, permanent=permanent))
+            except Exception as exc:
+                log.warning("events.batch_event_failed", event_id=str(event.id), type=event.type, error=repr(exc)[:300])
+                results.append(EventResult(id=event.id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500]))
+            else:
+                results.append(EventResult(id=event.id, status=status))  # type: ignore[arg-type]
+                continue
         if key is not None:
-            blocked[key] = event.id
+            blocked[key] = envelope.id
     return results
+
+
+class _InboxRoute(TransactionalRoute):
+    """`processed_events` is the one dedupe of a delivery: an Idempotency-Key on it is not a second one."""
+
+    honours_idempotency_key = False
 
 
 def events_router(handlers: Mapping[str, EventHandler]) -> Any:
     """`POST /internal/events` and `POST /internal/events:batch` for a consuming service: each event id is
-    handled once."""
-    router = service_router(include_in_schema=False)
+    handled once, its payload parsed into the contract its handler names."""
+    for event_type, handler in handlers.items():
+        declared = getattr(handler.payload, "type", event_type)
+        if declared != event_type:
+            raise ValueError(f"the handler of {event_type!r} events takes {declared!r} payloads")
+    router = APIRouter(route_class=_InboxRoute, include_in_schema=False)
 
     @router.post(EVENTS_PATH)
-    async def receive(event: Event, session: SessionDep) -> dict[str, str]:
+    async def receive(envelope: Envelope, session: SessionDep) -> dict[str, str]:
+        event = _parse(handlers, envelope)
+        if isinstance(event, MalformedEvent):
+            raise event
         return {"status": await _apply(session, handlers, event)}
 
     @router.post(BATCH_PATH)

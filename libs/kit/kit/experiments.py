@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiment_repository as repository
 from kit.auth import requires
+from kit.contracts import ExperimentReward
 from kit.db import SessionDep, service_router
 from kit.errors import Conflict, NotFound
 from kit.events import publish
@@ -34,8 +35,6 @@ from kit.experiment_tables import add_experiment_tables, create_experiment_table
 
 __all__ = [
     "ARMS",
-    "EXPERIMENT_REWARD_EVENT",
-    "GATEWAY_CONSUMER",
     "LEVER_TYPES",
     "Arm",
     "Attachment",
@@ -62,8 +61,6 @@ ARMS: tuple[Arm, Arm] = ("treatment", "holdout")
 LeverType = Literal["coupon_rule", "bonus_campaign", "survey_reward", "reward"]
 LEVER_TYPES: tuple[LeverType, ...] = ("coupon_rule", "bonus_campaign", "survey_reward", "reward")
 BUCKETS = 100
-EXPERIMENT_REWARD_EVENT = "experiment.reward"
-GATEWAY_CONSUMER = "gateway"
 
 
 def bucket(experiment_id: uuid.UUID | str, customer_id: str) -> int:
@@ -118,24 +115,23 @@ async def record(
     """Record a reward given or withheld (once per experiment and `key`) and tell the gateway, in the
     caller's transaction. Answers False when this key was recorded before (a redelivered event)."""
     arm = experiment.arm(customer_id)
-    reward = RewardRow(
+    row = RewardRow(
         experiment.id, key, customer_id, arm, occurred_at, exposes, withheld, points, money, currency, reference
     )
-    if not await repository.insert_reward(session, reward):
+    if not await repository.insert_reward(session, row):
         return False
-    payload = {
-        "experiment_id": str(experiment.id),
-        "customer_id": customer_id,
-        "arm": arm,
-        "key": key,
-        "occurred_at": occurred_at.isoformat(),
-        "exposes": exposes,
-        "withheld": withheld,
-        "points": points,
-        "money": None if money is None else str(money),
-        "currency": currency,
-    }
-    await publish(session, EXPERIMENT_REWARD_EVENT, payload, [GATEWAY_CONSUMER])
+    reward = ExperimentReward(
+        experiment_id=experiment.id,
+        customer_id=customer_id,
+        arm=arm,
+        key=key,
+        exposes=exposes,
+        withheld=withheld,
+        points=points,
+        money=money,
+        currency=currency,
+    )
+    await publish(session, reward, occurred_at=occurred_at)
     return True
 
 
@@ -192,19 +188,18 @@ async def report_cost(
     """A reward's cost found by a service that does not own the lever (the points service granting a gift rule's
     catalogue item): told straight to the gateway, once per `key`, in the caller's transaction. Not an exposure;
     the gateway computes the arm itself."""
-    payload = {
-        "experiment_id": str(experiment_id),
-        "customer_id": customer_id,
-        "key": key,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "exposes": False,
-        "withheld": False,
-        "points": points,
-        "money": None if money is None else str(money),
-        "currency": currency,
-    }
+    reward = ExperimentReward(
+        experiment_id=experiment_id,
+        customer_id=customer_id,
+        key=key,
+        exposes=False,
+        withheld=False,
+        points=points,
+        money=money,
+        currency=currency,
+    )
     event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"experiment-cost:{experiment_id}:{key}")
-    await publish(session, EXPERIMENT_REWARD_EVENT, payload, [GATEWAY_CONSUMER], event_id=event_id)
+    await publish(session, reward, event_id=event_id)
 
 
 async def ensure_lever_free(session: AsyncSession, lever_type: str, lever_id: str) -> None:

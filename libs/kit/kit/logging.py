@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import structlog
 
-__all__ = ["configure_logging", "request_id_var"]
+__all__ = ["bound_request_id", "configure_logging", "request_id_var"]
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+@contextmanager
+def bound_request_id(request_id: str | None) -> Iterator[None]:
+    """Log lines (and calls to other services, and events published) inside the block name `request_id`: the
+    request that caused the work, when the work is not that request (an event being handled). None changes
+    nothing."""
+    if request_id is None:
+        yield
+        return
+    token = request_id_var.set(request_id)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
 
 
 def _add_request_id(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:

@@ -5,9 +5,9 @@ the customer (a surprise coupon or gift, a post-purchase survey invitation) foll
 whose `occurred_at` is at most `RECENT_PURCHASE_HOURS` before the gateway accepted it. That is what lets a shop
 import years of history without mailing anyone about orders they have forgotten.
 
-The arrival time is the event's `occurred_at` as the outbox relay sends it (the moment the gateway committed
-the purchase), not the moment a consumer happens to receive it: a delivery retried for an hour still wakes
-the customer of a purchase that was recent when it arrived.
+The purchase's time is its event's business time (`Event.occurred_at`); the arrival time is the event's
+`published_at` (the moment the gateway committed the purchase), not the moment a consumer happens to receive
+it: a delivery retried for an hour still wakes the customer of a purchase that was recent when it arrived.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from kit.contracts import PurchaseCreated
     from kit.events import Event
 
 __all__ = ["is_recent", "purchase_wakes_customer", "utc"]
@@ -33,12 +34,6 @@ def is_recent(occurred_at: datetime, arrived_at: datetime, recent_hours: float) 
     return utc(arrived_at) - utc(occurred_at) <= timedelta(hours=recent_hours)
 
 
-def purchase_wakes_customer(event: Event, recent_hours: float) -> bool:
-    """For a `purchase.created` event: whether its purchase was recent when the gateway accepted it.
-
-    The payload's `occurred_at` was validated by the gateway; an event without one counts as happening on arrival."""
-    try:
-        occurred_at = datetime.fromisoformat(str(event.payload.get("occurred_at")))
-    except ValueError:
-        return True
-    return is_recent(occurred_at, event.occurred_at, recent_hours)
+def purchase_wakes_customer(event: Event[PurchaseCreated], recent_hours: float) -> bool:
+    """For a `purchase.created` event: whether its purchase was recent when the gateway accepted it."""
+    return is_recent(event.occurred_at, event.published_at, recent_hours)

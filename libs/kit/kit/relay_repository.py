@@ -57,7 +57,8 @@ _DUE = DueRows(
          LIMIT :batch)""",
     chosen="SELECT id FROM outbox_deliveries WHERE id IN (SELECT id FROM lined_up) FOR UPDATE SKIP LOCKED",
     joins={"outbox_events AS e": "e.id = d.event_id"},
-    returning="d.id, d.consumer, d.attempts, e.id AS event_id, e.type, e.payload, e.created_at",
+    returning="d.id, d.consumer, d.attempts, e.id AS event_id, e.type, e.payload, e.created_at, e.occurred_at,"
+    " e.request_id",
 )
 
 

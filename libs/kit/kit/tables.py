@@ -22,12 +22,16 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.engine import Connection
 
 __all__ = [
+    "add_event_context",
     "add_kit_tables",
     "create_kit_tables",
+    "drop_event_context",
     "idempotency_keys",
     "kit_metadata",
     "outbox_deliveries",
@@ -59,6 +63,10 @@ outbox_events = Table(
     Column("type", String(64), nullable=False),
     Column("payload", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # the business time of what the event describes (a purchase's own time); NULL in rows from before it
+    # was stored, which the relay sends with their publishing time, as it did
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("request_id", String(128)),
 )
 
 outbox_deliveries = Table(
@@ -95,3 +103,22 @@ def add_kit_tables(metadata: MetaData) -> None:
 def create_kit_tables(bind: object) -> None:
     """Called from a service's first migration (`op.get_bind()`); tables land in the service's schema."""
     kit_metadata.create_all(bind)  # type: ignore[arg-type]
+
+
+def add_event_context(bind: Connection) -> None:
+    """The migration that gave `outbox_events` its business time and request id (a service's migration calls
+    it with `op.get_bind()`). Events still waiting for a delivery whose payload named their business time
+    (`occurred_at`, where purchases and experiment rewards kept it) take it from there."""
+    bind.execute(text("ALTER TABLE outbox_events ADD COLUMN IF NOT EXISTS occurred_at timestamptz"))
+    bind.execute(text("ALTER TABLE outbox_events ADD COLUMN IF NOT EXISTS request_id varchar(128)"))
+    bind.execute(
+        text(
+            "UPDATE outbox_events SET occurred_at = CAST(payload->>'occurred_at' AS timestamptz) "
+            "WHERE occurred_at IS NULL AND payload->>'occurred_at' IS NOT NULL "
+            "AND id IN (SELECT event_id FROM outbox_deliveries WHERE status = 'pending')"
+        )
+    )
+
+
+def drop_event_context(bind: Connection) -> None:
+    bind.execute(text("ALTER TABLE outbox_events DROP COLUMN IF EXISTS request_id, DROP COLUMN IF EXISTS occurred_at"))

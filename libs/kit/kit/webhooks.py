@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.contracts import Contract
 from kit.events import publish
 
 __all__ = [
@@ -58,10 +59,12 @@ class _View(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class WebhookEvent(_View):
+class WebhookEvent(_View, Contract):
     """The `data` of one event type. Every event names its customer."""
 
-    type: ClassVar[str]
+    model_config = ConfigDict(extra="allow", frozen=False)
+    producer: ClassVar[str] = "the service that owns the resource"
+    consumers: ClassVar[tuple[str, ...]] = (WEBHOOK_CONSUMER,)
     description: ClassVar[str]
     sample: ClassVar[dict[str, Any]]
 
@@ -367,4 +370,4 @@ assert set(get_args(EventType)) == set(EVENT_TYPES), "EventType and EVENT_MODELS
 async def publish_webhook(session: AsyncSession, event: WebhookEvent) -> uuid.UUID:
     """Put a webhook event in this service's outbox, in the caller's transaction; the relay carries it to the
     gateway. The event id becomes the partner-visible `webhook-id`, so a redelivery is recognised."""
-    return await publish(session, event.type, event.model_dump(mode="json"), [WEBHOOK_CONSUMER])
+    return await publish(session, event)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +23,7 @@ from coupon.repositories import rules as rule_rows
 from coupon.runtime import CouponRuntime
 from coupon.schemas import Issuance, IssuanceRequest
 from kit import events, experiments
+from kit.contracts import GiftGranted
 
 log = structlog.get_logger("coupon.experiments")
 
@@ -108,15 +108,15 @@ async def grant_gift(
     holdout = experiment is not None and experiment.arm(customer_id) == "holdout"
     grant_id = uuid.uuid5(GIFT_NAMESPACE, f"{rule_id}:{event_key}")
     if not holdout:
-        gift: dict[str, Any] = {
-            "grant_id": str(grant_id),
-            "rule_id": str(rule_id),
-            "reward_id": str(reward_id),
-            "customer_id": customer_id,
-        }
-        if experiment is not None:  # the points service reports the gift's cost to this experiment
-            gift["experiment_id"] = str(experiment.id)
-        await events.publish(session, "reward.gift_granted", gift, ["points"], event_id=grant_id)
+        gift = GiftGranted(
+            grant_id=grant_id,
+            rule_id=rule_id,
+            reward_id=reward_id,
+            customer_id=customer_id,
+            # the points service reports the gift's cost to this experiment
+            experiment_id=None if experiment is None else experiment.id,
+        )
+        await events.publish(session, gift, occurred_at=occurred_at, event_id=grant_id)
     if experiment is not None:
         await experiments.record(
             session, experiment, customer_id, key=event_key, occurred_at=occurred_at, withheld=holdout,

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiments
 from kit.auth import Caller
+from kit.contracts import GiftGranted
 from kit.db import Database, own_driver_connection, request_driver_connection
 from kit.errors import Conflict, FieldError, NotFound, ServiceUnavailable, Unprocessable, ValidationFailed
 from kit.json import dumps
@@ -31,7 +32,6 @@ from points import service
 from points.coupons import CouponClient, IssueAnswer
 from points.schemas import (
     CustomerReward,
-    GiftGranted,
     Reward,
     RewardCreate,
     RewardPatch,

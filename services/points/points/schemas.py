@@ -200,36 +200,6 @@ class Audit(BaseModel):
     mismatches: list[AuditMismatch]
 
 
-# Event payloads (what the gateway and the survey service publish); lenient about extra members.
-class PurchaseItem(BaseModel):
-    product_id: str | None = None
-    category: str | None = None
-    unit_price: Decimal
-    quantity: Annotated[int, Field(ge=0)] = 1
-
-
-class PurchaseCreated(BaseModel):
-    purchase_id: Identifier
-    customer_id: Identifier
-    occurred_at: datetime
-    currency: str
-    total: Decimal
-    items: list[PurchaseItem] = Field(default_factory=list)
-
-
-class PurchaseRefunded(BaseModel):
-    purchase_id: Identifier
-    refund_id: Identifier
-    customer_id: Identifier
-    amount: Decimal | None = None
-
-
-class SurveyResponded(BaseModel):
-    invitation_id: Annotated[str, StringConstraints(min_length=1, max_length=57)]
-    customer_id: Identifier
-    reward_points: int | None = 0
-
-
 class OpeningBalance(StrictModel):
     """One line of `POST /v1/points/balances:import`: a member's standing brought over from another programme.
 
@@ -340,14 +310,3 @@ class RewardRedemption(BaseModel):
     created_at: datetime
     fulfilled_at: datetime | None
     cancelled_at: datetime | None
-
-
-class GiftGranted(BaseModel):
-    """`reward.gift_granted` (coupon service): a surprise rule grants a catalogue item at no cost."""
-
-    grant_id: uuid.UUID
-    rule_id: uuid.UUID
-    reward_id: uuid.UUID
-    customer_id: Identifier
-    # the experiment running on the gift rule, when this customer is in its treatment: the gift's cost goes to it
-    experiment_id: uuid.UUID | None = None

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit import experiments
+from kit.contracts import PurchaseCreated, PurchaseItem, PurchaseRefunded
 from kit.db import Database
 from kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from kit.imports import ImportReport, ParsedLines, RejectedLine
@@ -41,9 +42,6 @@ from points.schemas import (
     NextTier,
     OpeningBalance,
     PointsResult,
-    PurchaseCreated,
-    PurchaseItem,
-    PurchaseRefunded,
     RedemptionRequest,
     ReversalRequest,
     ReversalResult,
@@ -185,7 +183,7 @@ def purchase_points(
     to more, e.g. after a discount) x points_per_currency_unit x its category multiplier x every active
     multiplier campaign for its category; the sum x the tier multiplier, rounded down once; plus the fixed
     bonus of every active bonus campaign that matches at least one line (or has no categories)."""
-    lines: list[tuple[str | None, Decimal]] = [(i.category, i.unit_price * i.quantity) for i in items]
+    lines: list[tuple[str | None, Decimal]] = [(i["category"], i["unit_price"] * i["quantity"]) for i in items]
     lines = [(category, amount) for category, amount in lines if amount > 0]
     lines_total = sum((amount for _, amount in lines), Decimal(0))
     if not lines:
@@ -277,9 +275,10 @@ async def earn(session: AsyncSession, customer_id: str, body: EarnRequest) -> Po
     return _result(movement)
 
 
-async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated) -> Movement | None:
-    """The `purchase.created` handler's work: earn by the rules, remember what the purchase earned."""
-    occurred_at = utc(purchase.occurred_at)
+async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated, occurred_at: datetime) -> Movement | None:
+    """The `purchase.created` handler's work: earn by the rules at the purchase's own time (the event's
+    business time), remember what the purchase earned."""
+    occurred_at = utc(occurred_at)
     # the tier of the purchase's own time, so the same history gives the same points whenever it arrives
     rules_value, tiers_value, qualifying = await repository.earning_context(session, purchase.customer_id, occurred_at)
     rules = EarningRules.model_validate(rules_value) if rules_value is not None else EarningRules()
@@ -349,25 +348,26 @@ def _qualifying(entries: Sequence[tuple[datetime, int]], since: datetime, at: da
     return sum(points for when, points in entries if since < when <= at)
 
 
-async def earn_for_purchases(session: AsyncSession, purchases: Sequence[PurchaseCreated]) -> None:
+async def earn_for_purchases(session: AsyncSession, run: Sequence[tuple[PurchaseCreated, datetime]]) -> None:
     """A run of `purchase.created` events (in their order) leaving exactly what `earn_for_purchase` one at a
     time leaves, in five statements: each purchase's tier is computed from the customer's qualifying points in
     the 365 days before its own time, the earlier purchases of the run included, as the ledger would have them.
 
     One purchase, bonus campaigns (experiments may hold their bonus back), or a tier that changes now (its
     webhook goes between two purchases' entries) go one at a time."""
-    if len(purchases) <= 1:
-        for purchase in purchases:
-            await earn_for_purchase(session, purchase)
+    if len(run) <= 1:
+        for purchase, at in run:
+            await earn_for_purchase(session, purchase, at)
         return
-    times = [utc(p.occurred_at) for p in purchases]
+    purchases = [purchase for purchase, _ in run]
+    times = [utc(at) for _, at in run]
     context = await repository.run_context(session, times)
     now, now_since, window_starts = context.now, context.now_since, context.window_starts
     rules = EarningRules.model_validate(context.rules) if context.rules is not None else EarningRules()
     tiers = _tiers(context.tiers)
     if rules.bonus_campaigns:
-        for purchase in purchases:
-            await earn_for_purchase(session, purchase)
+        for purchase, at in run:
+            await earn_for_purchase(session, purchase, at)
         return
     customers = sorted({p.customer_id for p in purchases})
     since = min([now_since, *window_starts])
@@ -391,8 +391,8 @@ async def earn_for_purchases(session: AsyncSession, purchases: Sequence[Purchase
             after, _ = tier_for(tiers, max(0, _qualifying(history, now_since, now)))
             if (before and before.name) != (after and after.name):
                 # nothing written yet: the run goes one at a time, each announcing its change in its place
-                for one in purchases:
-                    await earn_for_purchase(session, one)
+                for one, at in run:
+                    await earn_for_purchase(session, one, at)
                 return
             credits.append(
                 repository.Credit(

@@ -11,7 +11,7 @@ from kit.db import POOLER_ASYNCPG_ARGS, raw_dsn
 from kit.state import DATABASE, AppState
 from recommend.api import ENGINE, reads, router
 from recommend.engine import Engine
-from recommend.events import purchase_created, purchase_refunded, survey_detractor, survey_preference
+from recommend.events import HANDLERS
 from recommend.settings import RecommendSettings
 from recommend.trainer import Trainer
 from recommend.training import Connection
@@ -109,12 +109,7 @@ def create_app(settings: RecommendSettings | None = None) -> FastAPI:
         routers=[router, reads],
         migrations_dir=MIGRATIONS_DIR,
         description="Catalog, purchase history, preferences and personal recommendations.",
-        event_handlers={
-            "purchase.created": purchase_created,
-            "purchase.refunded": purchase_refunded,
-            "survey.detractor": survey_detractor,
-            "survey.preference": survey_preference,
-        },
+        event_handlers=HANDLERS,
         on_startup=start,
         on_shutdown=stop,
         jobs=jobs,

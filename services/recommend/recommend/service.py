@@ -7,15 +7,14 @@ import csv
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.contracts import PurchaseCreated, PurchaseRefunded, SurveyDetractor, SurveyPreference
 from kit.errors import FieldError, NotFound, ValidationFailed
-from kit.events import Event
 from kit.imports import media_kind, numbered_lines
 from recommend import repository
 from recommend.engine import Engine, Item
@@ -174,75 +173,39 @@ async def get_preferences(session: AsyncSession, customer_id: str) -> Preference
 
 
 # -- purchases ------------------------------------------------------------------------------------------------
-def _purchase_lines(event: Event) -> tuple[dict[str, CatalogRow], list[InteractionRow]] | None:
-    """A `purchase.created` event's products (for the catalog) and interactions, or None when malformed."""
-    payload = event.payload
-    customer = payload.get("customer_id")
-    items = payload.get("items") or []
-    if not isinstance(customer, str) or not IDENTIFIER.match(customer) or not isinstance(items, list):
-        log.warning("recommend.purchase_ignored", event_id=str(event.id), reason="malformed")
-        return None
-    try:
-        occurred_at = _timestamp(payload.get("occurred_at"))
-    except ValueError:
-        occurred_at = event.occurred_at
-    currency = payload.get("currency")
+def _purchase_lines(
+    purchase: PurchaseCreated, occurred_at: datetime
+) -> tuple[dict[str, CatalogRow], list[InteractionRow]]:
+    """A purchase's products (for the catalog) and interactions, at the purchase's own time."""
     catalog: dict[str, CatalogRow] = {}
     quantities: dict[str, int] = {}
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        product = item.get("product_id")
-        if not isinstance(product, str) or not IDENTIFIER.match(product):
-            continue
-        quantity = item.get("quantity", 1)
-        quantities[product] = quantities.get(product, 0) + (
-            quantity if isinstance(quantity, int) and quantity > 0 else 1
-        )
+    for item in purchase.items:
+        product = item["product_id"]
+        quantities[product] = quantities.get(product, 0) + item["quantity"]
         catalog[product] = CatalogRow(
-            product,
-            str(item.get("name") or product)[:500],
-            str(item.get("category") or "Other")[:100],
-            _price(item.get("unit_price")),
-            currency if isinstance(currency, str) and len(currency) == 3 and _price(item.get("unit_price")) else None,
-            True,
+            product, item["name"], item["category"], item["unit_price"], purchase.currency, True
         )
-    rows = [InteractionRow(customer, p, q, occurred_at) for p, q in sorted(quantities.items())]
+    rows = [InteractionRow(purchase.customer_id, p, q, occurred_at) for p, q in sorted(quantities.items())]
     return catalog, rows
 
 
-async def record_purchase(session: AsyncSession, event: Event) -> None:
-    """`purchase.created`: one interaction per product; unknown products join the catalog from the item."""
-    await record_purchases(session, [event])
-
-
-async def record_purchases(session: AsyncSession, events: Sequence[Event]) -> None:
-    """A run of `purchase.created` events in three statements: the products the catalog lacks (each as the
-    first purchase in the run names it, as one by one would), then every interaction with its purchase."""
+async def record_purchases(session: AsyncSession, purchases: Sequence[tuple[PurchaseCreated, datetime]]) -> None:
+    """A run of `purchase.created` events (each with its business time) in three statements: the products the
+    catalog lacks (each as the first purchase in the run names it, as one by one would), then every interaction
+    with its purchase."""
     catalog: dict[str, CatalogRow] = {}
     rows: list[InteractionRow] = []
     sources: list[str] = []
-    for event in events:
-        lines = _purchase_lines(event)
-        if lines is None or not lines[0]:
-            continue
-        for product, row in lines[0].items():
+    for purchase, occurred_at in purchases:
+        products, interactions = _purchase_lines(purchase, occurred_at)
+        for product, row in products.items():
             catalog.setdefault(product, row)
-        source = f"purchase:{str(event.payload.get('purchase_id', ''))[:64]}"
-        rows += lines[1]
-        sources += [source] * len(lines[1])
+        rows += interactions
+        sources += [f"purchase:{purchase.purchase_id}"] * len(interactions)
     if not catalog:
         return
     await repository.upsert_products(session, sorted(catalog.values(), key=lambda r: r.product_id), only_missing=True)
     await repository.insert_interactions(session, rows, sources)
-
-
-def _price(value: Any) -> Decimal | None:
-    try:
-        price = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return price if price.is_finite() and price > 0 else None
 
 
 # -- recommendations ------------------------------------------------------------------------------------------
@@ -290,47 +253,27 @@ async def retrain(session: AsyncSession, engine: Engine) -> RetrainAccepted:
 
 
 # -- feedback -------------------------------------------------------------------------------------------------
-def _purchase_of(event: Event) -> tuple[str, str] | None:
-    customer = event.payload.get("customer_id")
-    purchase = event.payload.get("purchase_id")
-    if not isinstance(customer, str) or not IDENTIFIER.match(customer):
-        return None
-    if not isinstance(purchase, str) or not purchase or len(purchase) > 64:
-        return None
-    return customer, purchase
-
-
-async def record_refund(session: AsyncSession, event: Event) -> None:
+async def record_refund(session: AsyncSession, refund: PurchaseRefunded) -> None:
     """`purchase.refunded`: a whole refund marks every product of the purchase as refunded (never offered back to
     the customer); a partial one names no product, so it marks one only when the purchase had a single product."""
-    found = _purchase_of(event)
-    if found is None:
-        log.warning("recommend.refund_ignored", event_id=str(event.id), reason="malformed")
-        return
-    customer, purchase = found
-    if event.payload.get("amount") is not None and await repository.purchase_products(session, customer, purchase) != 1:
+    customer, purchase = refund.customer_id, refund.purchase_id
+    if refund.amount is not None and await repository.purchase_products(session, customer, purchase) != 1:
         return
     marked = await repository.record_feedback(session, customer, purchase, "refunded")
     log.info("recommend.refund_recorded", customer_id=customer, purchase_id=purchase, products=marked)
 
 
-async def record_detractor(session: AsyncSession, event: Event) -> None:
+async def record_detractor(session: AsyncSession, detractor: SurveyDetractor) -> None:
     """`survey.detractor` about a purchase: its products weigh less for this customer (training and serving)."""
-    found = _purchase_of(event)
-    if found is None:
+    if detractor.purchase_id is None:
         return  # a detractor answer not about a purchase says nothing about products
-    customer, purchase = found
+    customer, purchase = detractor.customer_id, detractor.purchase_id
     marked = await repository.record_feedback(session, customer, purchase, "detractor")
     log.info("recommend.detractor_recorded", customer_id=customer, purchase_id=purchase, products=marked)
 
 
-async def record_preference(session: AsyncSession, event: Event) -> None:
+async def record_preference(session: AsyncSession, preference: SurveyPreference) -> None:
     """`survey.preference`: the categories of the options a customer chose on a preference question."""
-    customer = event.payload.get("customer_id")
-    categories = event.payload.get("categories")
-    if not isinstance(customer, str) or not IDENTIFIER.match(customer) or not isinstance(categories, list):
-        log.warning("recommend.preference_ignored", event_id=str(event.id), reason="malformed")
-        return
-    wanted = [c.strip()[:100] for c in categories if isinstance(c, str) and c.strip()]
+    wanted = [c.strip() for c in preference.categories if c.strip()]
     if wanted:
-        await repository.add_preferred_categories(session, customer, wanted)
+        await repository.add_preferred_categories(session, preference.customer_id, wanted)

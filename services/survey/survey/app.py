@@ -4,6 +4,7 @@ from fastapi import FastAPI
 
 from kit.app import ServiceSpec, create_service_app
 from kit.background import PeriodicJob
+from kit.contracts import PurchaseCreated
 from kit.experiments import experiments_router
 from kit.leases import Backoff, Lease
 from kit.state import DATABASE
@@ -32,7 +33,7 @@ def create_app(settings: SurveySettings | None = None) -> FastAPI:
         migrations_dir=MIGRATIONS_DIR,
         description="Surveys, email invitations, public answer pages and NPS/CSAT results.",
         event_handlers={
-            "purchase.created": purchase_created_handler(
+            PurchaseCreated.type: purchase_created_handler(
                 policy, settings.post_purchase_delay_seconds, settings.recent_purchase_hours
             ),
         },

@@ -181,8 +181,16 @@ class MailSender:
 
     async def _send_one(self, client: aiosmtplib.SMTP, row: Any) -> bool:
         """True when the server accepted the message; refusals are recorded here."""
+        # an address beyond ASCII (josé@example.com) needs a server that takes SMTPUTF8; one that does not
+        # cannot deliver it, now or later
+        options = [] if row.recipient.isascii() else ["SMTPUTF8"]
         try:
-            await client.sendmail(self.sender_address, [row.recipient], row.message)
+            await client.sendmail(self.sender_address, [row.recipient], row.message, mail_options=options)
+        except aiosmtplib.SMTPNotSupported as exc:
+            if not options:
+                raise _Defer(f"{type(exc).__name__}: {exc}") from exc
+            await self._refused(row, 553, f"553 {exc}", recipient=False)
+            return False
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
             code = refused.code if refused else 550

@@ -74,7 +74,8 @@ def invitation_message(
     once when the invitation is made.
 
     Assembled by hand because `email.message.EmailMessage` cost about 3 ms per message, half of an
-    invitation's CPU; `recipient` is an address validated to plain ASCII without spaces.
+    invitation's CPU; `recipient` is an address validated to hold no spaces or control characters (beyond
+    ASCII it goes as UTF-8: the sender asks the server for SMTPUTF8).
     """
     context = {
         "survey_name": survey_name,

@@ -17,16 +17,11 @@ from pydantic import (
     model_validator,
 )
 
-from kit.types import Identifier, Points, StrictModel
+from kit.types import Email, Identifier, Points, StrictModel
 
 QuestionType = Literal["nps", "rating", "text", "choice"]
 Interval = Literal["day", "week", "month"]
 InvitationStatus = Literal["queued", "sent", "failed", "cancelled"]
-
-# Deliberately simple and ASCII: RFC 5322 atoms and dots before the @ (nothing that could break a header),
-# DNS labels after it.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL_PATTERN = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
 
 
 def _no_nul(value: str) -> str:
@@ -36,7 +31,6 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 OptionText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_no_nul)
 ]

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit import experiments
+from kit import contracts, experiments
 from kit.auth import Caller
 from kit.contracts import SurveyInvited
 from kit.errors import Conflict, DomainError, FieldError, NotFound, TooManyRequests, ValidationFailed
@@ -229,7 +229,7 @@ async def invite(
         send_at=send_at,
         expires_at=expires_at,
     )
-    await publish(session, invited_event.type, invited_event.model_dump(mode="json"), invited_event.consumers)
+    await publish(session, invited_event)
     if experiment is not None:
         await experiments.record(
             session,
@@ -457,10 +457,10 @@ async def submit_response(
             for qid, kind, score in checked.scores
         ],
     )
-    common = {
-        "response_id": str(response_id),
-        "invitation_id": str(found.id),
-        "survey_id": str(found.survey_id),
+    answer: dict[str, Any] = {
+        "response_id": response_id,
+        "invitation_id": found.id,
+        "survey_id": found.survey_id,
         "customer_id": found.customer_id,
     }
     if found.survey_reward_points:
@@ -473,15 +473,15 @@ async def submit_response(
             points=found.survey_reward_points,
         )
     if found.reward_points:
-        await publish(session, "survey.responded", {**common, "reward_points": found.reward_points}, ["points"])
+        await publish(session, contracts.SurveyResponded(**answer, reward_points=found.reward_points), occurred_at=now)
     nps_scores = [score for _, kind, score in checked.scores if kind == "nps"]
     if nps_scores and min(nps_scores) <= 6:
         # about a purchase, the recommender weighs its products less for this customer
-        detractor = {**common, "score": min(nps_scores), "purchase_id": found.purchase_id}
-        await publish(session, "survey.detractor", detractor, ["coupon", "recommend"])
+        detractor = contracts.SurveyDetractor(**answer, score=min(nps_scores), purchase_id=found.purchase_id)
+        await publish(session, detractor, occurred_at=now)
     preferred = preferred_categories(found.questions, checked.stored)
     if preferred:
-        await publish(session, "survey.preference", {**common, "categories": preferred}, ["recommend"])
+        await publish(session, contracts.SurveyPreference(**answer, categories=preferred), occurred_at=now)
     response = SurveyResponseView(
         response_id=response_id,
         survey_id=found.survey_id,
