@@ -16,9 +16,7 @@ do not count:
 
 Out of scope: `scripts/` and `tests/` (tools and fixtures that set up or inspect a database directly).
 
-`ALLOWED` lists the files that still held SQL when the check was introduced: work in progress, each owned by the area
-that is moving it into a repository. An entry is removed when its file is clean (the check fails on a stale entry,
-so the list can only shrink), and the list ends empty.
+There are no exceptions: the allowlist the check started with (files still being moved) ended empty and is gone.
 """
 
 from __future__ import annotations
@@ -30,13 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Files still holding SQL, each with the helper moving it out. Remove a line when its file is clean.
-ALLOWED: frozenset[str] = frozenset(
-    {
-        "libs/kit/kit/events.py",  # kit-infra (the outbox relay), events (publish)
-    }
-)
 
 # Keywords in capitals, as the platform writes SQL: anywhere in the string. The same shapes in lower case count only
 # at the start of a string, where prose ("Select a campaign from the list") would start with a capital; the two
@@ -193,31 +184,22 @@ def offences_in(source: str) -> list[tuple[int, str]]:
     return sorted(set(finder.offences))
 
 
-def problems(root: Path, allowed: frozenset[str]) -> list[str]:
-    """One line per offence (`file:line: what`), and one per allowlisted file that holds no SQL any more."""
+def problems(root: Path) -> list[str]:
+    """One line per offence: `file:line: what`."""
     found: list[str] = []
-    holding: set[str] = set()
     for parts in platform_modules(root):
         if may_hold_sql(parts):
             continue
         relative = "/".join(parts)
-        offences = offences_in((root / relative).read_text(encoding="utf-8"))
-        if not offences:
-            continue
-        holding.add(relative)
-        if relative not in allowed:
-            found += [
-                f"{relative}:{line}: {what} outside a repository (move it to a repository)" for line, what in offences
-            ]
-    found += [
-        f"{relative}: holds no SQL any more: remove it from ALLOWED in scripts/check_sql_placement.py"
-        for relative in sorted(allowed - holding)
-    ]
+        found += [
+            f"{relative}:{line}: {what} outside a repository (move it to a repository)"
+            for line, what in offences_in((root / relative).read_text(encoding="utf-8"))
+        ]
     return found
 
 
 def main() -> int:
-    found = problems(ROOT, ALLOWED)
+    found = problems(ROOT)
     for line in found:
         print(line)
     return 1 if found else 0

@@ -217,7 +217,9 @@ async def list_event_deliveries(
     rows, next_cursor = paginate(
         await events.list_deliveries(session, status, page.limit, page.after(int)), page.limit, key=lambda r: (r.id,)
     )
-    return Page[Delivery](items=[Delivery.model_validate(r._mapping) for r in rows], next_cursor=next_cursor)
+    return Page[Delivery](
+        items=[Delivery.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
+    )
 
 
 @router.post(

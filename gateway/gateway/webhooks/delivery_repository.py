@@ -60,6 +60,21 @@ _DUE = DueRows(
               CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret""",
 )
 
+
+@dataclass(frozen=True, slots=True)
+class ClaimedWebhookDelivery:
+    """A delivery due for an attempt, with its body, its endpoint's URL and signing secrets."""
+
+    id: int
+    endpoint_id: uuid.UUID
+    message_id: str
+    attempts: int
+    body: bytes
+    url: str
+    secret: str
+    previous_secret: str | None
+
+
 # Results of a batch of attempts: logged (unless the endpoint was deleted meanwhile) and applied in one statement.
 _RECORD = text(
     """
@@ -120,12 +135,13 @@ async def claim(
     *,
     batch: int,
     lease_seconds: float,
-) -> Sequence[Row[Any]]:
+) -> list[ClaimedWebhookDelivery]:
     """Due deliveries of active endpoints, at most `per_endpoint` in flight each (`busy`: those in flight now),
     with what an attempt needs: the body, the endpoint's URL and its signing secrets."""
     return await claim_due(
         session,
         _DUE,
+        ClaimedWebhookDelivery,
         batch=batch,
         lease_seconds=lease_seconds,
         per_endpoint=per_endpoint,

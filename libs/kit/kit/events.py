@@ -46,11 +46,9 @@ import structlog
 from fastapi import APIRouter
 from prometheus_client import Counter
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit import relay_repository
+from kit import outbox_repository, relay_repository
 from kit.auth import INTERNAL_TOKEN_HEADER
 from kit.client import Upstreams
 from kit.contracts import Contract
@@ -59,10 +57,12 @@ from kit.errors import DomainError, NotFound, Unprocessable
 from kit.json import dumps, loads
 from kit.leases import Backoff
 from kit.logging import bound_request_id, request_id_var
-from kit.tables import outbox_deliveries, outbox_events, processed_events
+from kit.outbox_repository import DeliveryView
+from kit.relay_repository import ClaimedDelivery
 
 __all__ = [
     "Batched",
+    "DeliveryView",
     "Envelope",
     "Event",
     "EventBatch",
@@ -181,26 +181,6 @@ class Batched(Generic[P]):
 EventHandler = Handler[Any] | Batched[Any]
 
 
-_PUBLISH = text(
-    """
-    WITH event AS (
-        INSERT INTO outbox_events (id, type, payload, occurred_at, request_id)
-        SELECT id, :type, payload, occurred_at, :request_id
-          FROM unnest(CAST(:ids AS uuid[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:times AS timestamptz[]))
-               WITH ORDINALITY AS e (id, payload, occurred_at, n)
-         ORDER BY n
-        RETURNING id
-    )
-    INSERT INTO outbox_deliveries (event_id, consumer)
-    SELECT e.id, c.consumer
-      FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS e (id, n)
-      JOIN event USING (id)
-     CROSS JOIN unnest(CAST(:consumers AS varchar[])) WITH ORDINALITY AS c (consumer, k)
-     ORDER BY e.n, c.k
-    """
-)
-
-
 async def publish(
     session: AsyncSession,
     event: Contract,
@@ -229,60 +209,33 @@ async def publish_many(
         return
     contract = type(events[0][1])
     now = datetime.now(UTC)
-    params = {
-        "type": contract.type,
-        "request_id": request_id_var.get(),
-        "ids": [event_id for event_id, _, _ in events],
-        "payloads": [event.model_dump_json() for _, event, _ in events],
-        "times": [occurred_at or now for _, _, occurred_at in events],
-        "consumers": list(contract.consumers if consumers is None else consumers),
-    }
-    await session.execute(_PUBLISH, params)
+    await outbox_repository.insert_events(
+        session,
+        contract.type,
+        request_id_var.get(),
+        [(event_id, event.model_dump_json(), occurred_at or now) for event_id, event, occurred_at in events],
+        contract.consumers if consumers is None else consumers,
+    )
     if log.isEnabledFor(logging.DEBUG):
         for event_id, _, _ in events:
             log.debug("events.published", event_id=str(event_id), type=contract.type)
 
 
 async def delivery_states(session: AsyncSession, event_id: uuid.UUID) -> dict[str, str]:
-    rows = await session.execute(
-        select(outbox_deliveries.c.consumer, outbox_deliveries.c.status).where(outbox_deliveries.c.event_id == event_id)
-    )
-    return {consumer: status for consumer, status in rows}
+    """Each consumer's delivery status of one event."""
+    return await outbox_repository.delivery_states(session, event_id)
 
 
-async def list_deliveries(session: AsyncSession, status: str | None, limit: int, after: tuple[int] | None) -> list[Any]:
+async def list_deliveries(
+    session: AsyncSession, status: str | None, limit: int, after: tuple[int] | None
+) -> list[DeliveryView]:
     """Newest first, for the admin view of the outbox (`after` is the cursor: the last row's id)."""
-    query = (
-        select(
-            outbox_deliveries.c.id,
-            outbox_deliveries.c.event_id,
-            outbox_events.c.type.label("event_type"),
-            outbox_deliveries.c.consumer,
-            outbox_deliveries.c.status,
-            outbox_deliveries.c.attempts,
-            outbox_deliveries.c.last_error,
-            outbox_deliveries.c.next_attempt_at,
-            outbox_events.c.created_at,
-        )
-        .join(outbox_events, outbox_events.c.id == outbox_deliveries.c.event_id)
-        .order_by(outbox_deliveries.c.id.desc())
-        .limit(limit + 1)
-    )
-    if status:
-        query = query.where(outbox_deliveries.c.status == status)
-    if after is not None:
-        query = query.where(outbox_deliveries.c.id < after[0])
-    return list((await session.execute(query)).all())
+    return await outbox_repository.list_deliveries(session, status, limit, after)
 
 
 async def redrive(session: AsyncSession, delivery_id: int) -> None:
     """Put a parked delivery back in the queue, with a fresh attempt budget."""
-    result = await session.execute(
-        update(outbox_deliveries)
-        .where(outbox_deliveries.c.id == delivery_id, outbox_deliveries.c.status == "failed")
-        .values(status="pending", attempts=0, next_attempt_at=func.now(), last_error=None)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not await outbox_repository.redrive(session, delivery_id):
         raise NotFound("No failed delivery with this id.")
 
 
@@ -341,7 +294,7 @@ class OutboxRelay:
         self._headers = {INTERNAL_TOKEN_HEADER: internal_token, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=self._request_timeout, sock_connect=1.0)
 
-    async def _post(self, consumer: str, url: str, rows: Sequence[Any]) -> list[_Outcome]:
+    async def _post(self, consumer: str, url: str, rows: Sequence[ClaimedDelivery]) -> list[_Outcome]:
         """One request carrying `rows` (one consumer's, in order): an outcome per row."""
         body = dumps(
             {
@@ -384,7 +337,7 @@ class OutboxRelay:
                 outcomes.append(_Outcome(row.id, result.get("error") or "failed", permanent=result.get("permanent")))
         return outcomes
 
-    async def _deliver(self, consumer: str, rows: Sequence[Any]) -> list[_Outcome]:
+    async def _deliver(self, consumer: str, rows: Sequence[ClaimedDelivery]) -> list[_Outcome]:
         """One consumer's share of a round, in requests of `events_per_request`, one after another. When a
         whole request fails, the requests after it are not sent (their events may follow its customers')."""
         url = self.consumers.get(consumer)
@@ -420,7 +373,7 @@ class OutboxRelay:
             )
         if not rows:
             return 0
-        by_consumer: dict[str, list[Any]] = {}
+        by_consumer: dict[str, list[ClaimedDelivery]] = {}
         for row in sorted(rows, key=lambda r: r.id):
             by_consumer.setdefault(row.consumer, []).append(row)
         shares = await asyncio.gather(*(self._deliver(c, share) for c, share in by_consumer.items()))
@@ -542,26 +495,10 @@ async def _handle_run(session: AsyncSession, handler: EventHandler, events: Sequ
 
 
 async def _apply(session: AsyncSession, handlers: Mapping[str, EventHandler], event: Event[Any]) -> str:
-    first = await session.scalar(
-        insert(processed_events)
-        .values(event_id=event.id, type=event.type)
-        .on_conflict_do_nothing()
-        .returning(processed_events.c.event_id)
-    )
-    if first is None:
+    if not await outbox_repository.record_processed(session, event.id, event.type):
         return "duplicate"
     await _handle_run(session, handlers[event.type], [event])
     return "processed"
-
-
-_RECORD_PROCESSED = text(
-    """
-    INSERT INTO processed_events (event_id, type)
-    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS varchar[]))
-    ON CONFLICT DO NOTHING
-    RETURNING event_id
-    """
-)
 
 
 async def _apply_all(
@@ -571,11 +508,7 @@ async def _apply_all(
     are duplicates), then each run of consecutive events of one type goes to its handler, a `Batched` one all
     at once. Raises when any event fails (the caller falls back to one event at a time)."""
     unique = list({event.id: event for event in reversed(events)}.values())[::-1]  # first of each id
-    fresh = set(
-        (
-            await session.execute(_RECORD_PROCESSED, {"ids": [e.id for e in unique], "types": [e.type for e in unique]})
-        ).scalars()
-    )
+    fresh = await outbox_repository.record_processed_many(session, [(e.id, e.type) for e in unique])
     results: list[EventResult] = []
     todo: list[Event[Any]] = []
     for event in events:

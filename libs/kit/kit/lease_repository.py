@@ -6,21 +6,23 @@ waits for another) and their `next_attempt_at` moves one lease ahead, which is t
 marked, so rows whose worker died are due again when the lease runs out. The worker then records each outcome
 itself (done, or due again after a backoff).
 
-A caller describes its queue once (:class:`DueRows`, in its own repository module) and claims with
-:func:`claim_due`. The claimed row is `d` in every fragment.
+A caller describes its queue once (:class:`DueRows`, in its own repository module, with the dataclass of its
+claimed rows) and claims with :func:`claim_due`. The claimed row is `d` in every fragment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, TextClause, text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 __all__ = ["DueRows", "claim_due"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,14 @@ class DueRows:
 async def claim_due(
     executor: AsyncSession | AsyncConnection,
     queue: DueRows,
+    into: Callable[..., T],
     *,
     batch: int,
     lease_seconds: float,
     **params: Any,
-) -> Sequence[Row[Any]]:
+) -> list[T]:
     """Claim up to `batch` due rows of `queue` for `lease_seconds`, in the executor's transaction (commit it
-    before working on them, or other workers wait on the locks instead of skipping them)."""
+    before working on them, or other workers wait on the locks instead of skipping them). Each row is built
+    as `into(**columns)`: a frozen dataclass whose fields are the `returning` columns."""
     result = await executor.execute(queue.statement, {"batch": batch, "lease": lease_seconds, **params})
-    return result.all()
+    return [into(**row._mapping) for row in result]

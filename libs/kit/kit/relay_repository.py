@@ -3,17 +3,19 @@ and recording what became of them."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.leases import DueRows, claim_due
 from kit.tables import outbox_deliveries
 
-__all__ = ["claim", "delivered", "unfinished"]
+__all__ = ["ClaimedDelivery", "claim", "delivered", "unfinished"]
 
 # Claims of one consumer's deliveries take turns (a transaction-scoped advisory lock per schema and consumer),
 # so each sees the leases of the one before, whatever the number of relay workers.
@@ -62,6 +64,21 @@ _DUE = DueRows(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A delivery claimed by a relay round, with the event it carries."""
+
+    id: int
+    consumer: str
+    attempts: int
+    event_id: uuid.UUID
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+    occurred_at: datetime | None
+    request_id: str | None
+
+
 async def claim(
     session: AsyncSession,
     consumer: str | None,
@@ -71,14 +88,18 @@ async def claim(
     per_lane: int,
     window: int,
     lease_seconds: float,
-) -> Sequence[Row[Any]]:
+) -> list[ClaimedDelivery]:
     """A round's due deliveries for `consumer` (None: those naming a consumer not in `known`), in lanes kept in
     order; the oldest `window` pending deliveries first, and all of them when nothing there is due."""
     await session.execute(_CLAIM_TURN, {"consumer": consumer})
     params = {"consumer": consumer, "known": list(known), "per_lane": per_lane}
-    rows = await claim_due(session, _DUE, batch=batch, lease_seconds=lease_seconds, window=window, **params)
+    rows = await claim_due(
+        session, _DUE, ClaimedDelivery, batch=batch, lease_seconds=lease_seconds, window=window, **params
+    )
     if not rows:
-        rows = await claim_due(session, _DUE, batch=batch, lease_seconds=lease_seconds, window=None, **params)
+        rows = await claim_due(
+            session, _DUE, ClaimedDelivery, batch=batch, lease_seconds=lease_seconds, window=None, **params
+        )
     return rows
 
 

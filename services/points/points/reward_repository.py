@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Row, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kit.leases import DueRows, claim_due
@@ -56,7 +56,7 @@ class RedemptionOutcome:
     coupon_code: str | None
     cancel_reason: str | None
     kind: str | None
-    campaign_id: uuid.UUID | None
+    campaign_id: uuid.UUID  # only coupon rewards wait for their coupon, and they name their campaign
     name: str | None
     created_at: datetime | None
 
@@ -78,7 +78,7 @@ class RedemptionState:
     points: int
     balance_after: int | None
     issue_deadline: datetime | None
-    campaign_id: uuid.UUID | None
+    campaign_id: uuid.UUID  # only coupon rewards wait for their coupon, and they name their campaign
     customer_id: str
     now: datetime
 
@@ -156,10 +156,21 @@ _ISSUING = DueRows(
 )
 
 
-async def claim_issuing(connection: AsyncConnection, limit: int, lease_seconds: float) -> Sequence[Row[Any]]:
+@dataclass(frozen=True, slots=True)
+class IssuingRedemption:
+    """A redemption waiting for its coupon, claimed for one more attempt."""
+
+    id: uuid.UUID
+    customer_id: str
+    campaign_id: uuid.UUID  # only coupon rewards wait for their coupon, and they name their campaign
+    issue_attempts: int
+    past_deadline: bool
+
+
+async def claim_issuing(connection: AsyncConnection, limit: int, lease_seconds: float) -> list[IssuingRedemption]:
     """Redemptions waiting for their coupon whose next attempt is due, leased to this process (replicas share
     the work; a lease that lapses because this process died is taken by another)."""
-    return await claim_due(connection, _ISSUING, batch=limit, lease_seconds=lease_seconds)
+    return await claim_due(connection, _ISSUING, IssuingRedemption, batch=limit, lease_seconds=lease_seconds)
 
 
 async def retry_issuing(connection: AsyncConnection, redemption_id: uuid.UUID, delay_seconds: float) -> None:

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiosmtplib
 import structlog
@@ -35,6 +34,7 @@ from kit.db import Database
 from kit.files import private_directory, write_private
 from kit.leases import Backoff, Lease
 from survey import mail_repository as repo
+from survey.mail_repository import ClaimedMail
 
 __all__ = ["MailSender"]
 
@@ -155,7 +155,7 @@ class MailSender:
             timeout=s.smtp_timeout_seconds,
         )
 
-    async def _send_share(self, rows: Sequence[Any], deadline: float, marker: _SentMarker) -> None:
+    async def _send_share(self, rows: Sequence[ClaimedMail], deadline: float, marker: _SentMarker) -> None:
         remaining = list(rows)
         try:
             client = self._client()
@@ -179,7 +179,7 @@ class MailSender:
             for row in remaining:
                 await self._retry(row, str(exc))
 
-    async def _send_one(self, client: aiosmtplib.SMTP, row: Any) -> bool:
+    async def _send_one(self, client: aiosmtplib.SMTP, row: ClaimedMail) -> bool:
         """True when the server accepted the message; refusals are recorded here."""
         # an address beyond ASCII (josé@example.com) needs a server that takes SMTPUTF8; one that does not
         # cannot deliver it, now or later
@@ -205,7 +205,7 @@ class MailSender:
             raise _Defer(f"{type(exc).__name__}: {exc}") from exc
         return True
 
-    async def _refused(self, row: Any, code: int, error: str, *, recipient: bool) -> None:
+    async def _refused(self, row: ClaimedMail, code: int, error: str, *, recipient: bool) -> None:
         if 400 <= code < 500:
             await self._retry(row, error)
             return
@@ -215,7 +215,7 @@ class MailSender:
             if failed is not None and recipient:
                 await repo.bounce(connection, failed.customer_id, failed.email)
 
-    async def _retry(self, row: Any, error: str) -> None:
+    async def _retry(self, row: ClaimedMail, error: str) -> None:
         tried = row.attempts + 1
         async with self.database.engine.begin() as connection:
             if tried >= self.config.max_attempts:
@@ -224,7 +224,7 @@ class MailSender:
             else:
                 await repo.retry(connection, row.id, error[:500], self.backoff.delay(tried))
 
-    async def _write_files(self, rows: Sequence[Any]) -> None:
+    async def _write_files(self, rows: Sequence[ClaimedMail]) -> None:
         """No SMTP server configured: each message becomes `MAIL_DIR/<invitation_id>.eml`."""
         directory = self.config.mail_dir
         await asyncio.to_thread(_write_all, directory, [(row.invitation_id, row.message) for row in rows])

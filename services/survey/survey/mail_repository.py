@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import Row, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kit.leases import DueRows, claim_due
 
-__all__ = ["bounce", "cancel", "claim", "fail", "mark_sent", "retry"]
+__all__ = ["ClaimedMail", "FailedInvitation", "bounce", "cancel", "claim", "fail", "mark_sent", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMail:
+    """A message due for sending, with whether its customer is on the suppression list."""
+
+    id: int
+    invitation_id: uuid.UUID
+    recipient: str
+    message: bytes  # cleared only when the message leaves `pending`, so a claimed one has it
+    attempts: int
+    suppressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FailedInvitation:
+    """Whom an invitation that failed for good was for."""
+
+    customer_id: str
+    email: str
+
 
 _DUE = DueRows(
     table="mail_outbox",
@@ -70,9 +92,9 @@ _BOUNCE = text(
 )
 
 
-async def claim(connection: AsyncConnection, batch: int, lease_seconds: float) -> Sequence[Row[Any]]:
+async def claim(connection: AsyncConnection, batch: int, lease_seconds: float) -> list[ClaimedMail]:
     """Due messages, oldest due first, each with whether its customer is suppressed."""
-    return await claim_due(connection, _DUE, batch=batch, lease_seconds=lease_seconds)
+    return await claim_due(connection, _DUE, ClaimedMail, batch=batch, lease_seconds=lease_seconds)
 
 
 async def mark_sent(connection: AsyncConnection, ids: Sequence[int]) -> None:
@@ -83,9 +105,10 @@ async def retry(connection: AsyncConnection, outbox_id: int, error: str, delay_s
     await connection.execute(_RETRY, {"id": outbox_id, "error": error, "delay": delay_seconds})
 
 
-async def fail(connection: AsyncConnection, outbox_id: int, error: str) -> Row[Any] | None:
+async def fail(connection: AsyncConnection, outbox_id: int, error: str) -> FailedInvitation | None:
     """The message failed for good, and so did its invitation; the invitation's customer and email."""
-    return (await connection.execute(_FAIL, {"id": outbox_id, "error": error})).first()
+    row = (await connection.execute(_FAIL, {"id": outbox_id, "error": error})).first()
+    return None if row is None else FailedInvitation(**row._mapping)
 
 
 async def cancel(connection: AsyncConnection, ids: Sequence[int]) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coupon.repositories._rows import typed
 from coupon.schemas import CodeJob
 from kit.db import request_driver_connection
 from kit.leases import DueRows
@@ -98,8 +97,8 @@ _DUE = DueRows(
 
 async def claim_due(session: AsyncSession, lease_seconds: float) -> ClaimedJob | None:
     """The oldest due job, marked running and leased to this worker for `lease_seconds`."""
-    rows = await claim_due_rows(session, _DUE, batch=1, lease_seconds=lease_seconds)
-    return typed(ClaimedJob, rows[0]) if rows else None
+    rows = await claim_due_rows(session, _DUE, ClaimedJob, batch=1, lease_seconds=lease_seconds)
+    return rows[0] if rows else None
 
 
 _PROGRESS = (
