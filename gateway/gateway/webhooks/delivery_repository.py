@@ -7,9 +7,8 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Row, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.leases import DueRows, claim_due
@@ -181,12 +180,21 @@ async def failing(session: AsyncSession, endpoint_ids: Collection[uuid.UUID]) ->
     await session.execute(_FAILING, {"ids": list(endpoint_ids)})
 
 
+@dataclass(frozen=True, slots=True)
+class DisabledEndpoint:
+    """An endpoint just disabled for failing too long, and since when it failed."""
+
+    id: uuid.UUID
+    url: str
+    failing_since: datetime
+
+
 async def disable_failing_since(
     session: AsyncSession, endpoint_ids: Collection[uuid.UUID], after: timedelta
-) -> Sequence[Row[Any]]:
+) -> list[DisabledEndpoint]:
     """Disable those of `endpoint_ids` failing for `after` or longer; their id, URL and failing_since."""
     result = await session.execute(_DISABLE, {"ids": list(endpoint_ids), "after": after.total_seconds()})
-    return result.all()
+    return [DisabledEndpoint(**row._mapping) for row in result]
 
 
 async def abandon(session: AsyncSession, endpoint_ids: Sequence[uuid.UUID]) -> None:
