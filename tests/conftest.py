@@ -117,12 +117,14 @@ async def platform(
     request: pytest.FixtureRequest, platform_env: dict[str, str], session_platform: Platform
 ) -> AsyncIterator[Platform]:
     """The session's platform; a platform of the test's own when it is marked `own_platform`
-    (`own_platform(services=["points"])` serves only what is named, "gateway" included when the test calls it)."""
+    (`own_platform(services=["points"])` serves only what is named, "gateway" included when the test calls it;
+    `own_platform(env={...})` runs it with those settings changed, as a deployment would set them)."""
     marker = request.node.get_closest_marker("own_platform")
     if marker is None:
         yield session_platform
         return
-    async with own_platform(platform_env, marker.kwargs.get("services")) as own:
+    env = {**platform_env, **marker.kwargs.get("env", {})}
+    async with own_platform(env, marker.kwargs.get("services")) as own:
         yield own
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +32,8 @@ async def wait_for_model(client: httpx.AsyncClient, version: int) -> dict[str, A
     raise AssertionError(f"model {version} was not trained in 120 s")
 
 
-@pytest.fixture(scope="session")
-async def retail(session_platform: Platform) -> AsyncIterator[Retail]:
+async def load_retail(platform: Platform) -> Retail:
+    """Loads the sample's catalog and history into `platform`'s recommend service and trains a model on them."""
     products: dict[str, tuple[str, str]] = {}
     history: dict[str, Counter[str]] = {}
     csv = io.StringIO()
@@ -43,7 +42,7 @@ async def retail(session_platform: Platform) -> AsyncIterator[Retail]:
         products.setdefault(row.product_id, (row.description or row.product_id, category_for(row.description)))
         history.setdefault(row.customer_id, Counter())[row.product_id] += 1
         csv.write(f"{row.customer_id},{row.product_id},{row.quantity},{row.occurred_at.isoformat()}\n")
-    async with session_platform.service_client("recommend") as client:
+    async with platform.service_client("recommend") as client:
         items = [{"product_id": p, "name": n, "category": c} for p, (n, c) in products.items()]
         put = await client.put("/v1/products", json={"items": items})
         assert put.status_code == 200, put.text
@@ -55,4 +54,9 @@ async def retail(session_platform: Platform) -> AsyncIterator[Retail]:
         retrain = await client.post("/v1/recommend/model/retrain")
         assert retrain.status_code == 202, retrain.text
         await wait_for_model(client, retrain.json()["version"])
-        yield Retail(products, history, retrain.json()["version"])
+        return Retail(products, history, retrain.json()["version"])
+
+
+@pytest.fixture(scope="session")
+async def retail(session_platform: Platform) -> Retail:
+    return await load_retail(session_platform)

@@ -14,9 +14,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.conftest import Platform
-from tests.recommend.conftest import Retail
+from tests.recommend.conftest import Retail, load_retail
 from tests.survey.conftest import LINK
 
 
@@ -140,9 +141,11 @@ PREFERENCE_SURVEY = [
 ]
 
 
+@pytest.mark.own_platform(services=["recommend", "survey", "gateway"])  # its post-purchase survey is programme-wide
 async def test_a_detractors_order_weighs_less_and_a_preference_answer_updates_preferences(
-    platform: Platform, retail: Retail, admin: httpx.AsyncClient
+    platform: Platform, admin: httpx.AsyncClient
 ) -> None:
+    retail = await load_retail(platform)
     customer = uid()
     rated, other = popular_products(retail, 2)
     now = datetime.now(UTC)

@@ -11,6 +11,10 @@ from tests.webhooks.receiver import Receiver
 
 EndpointFactory = Callable[..., Awaitable[dict[str, Any]]]
 
+# Endpoints are programme-wide: a test that registers one has a platform of its own, the gateway alone when the
+# test posts events to it as the services' relays would.
+OWN_GATEWAY = pytest.mark.own_platform(services=["gateway"])
+
 
 @pytest.fixture
 async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
@@ -27,20 +31,16 @@ async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
 
 
 @pytest.fixture
-async def endpoints(admin: httpx.AsyncClient) -> AsyncIterator[EndpointFactory]:
-    """Registers endpoints through the API and deletes them after the test, so no later test delivers to a
-    receiver that is gone."""
-    created: list[str] = []
+async def endpoints(admin: httpx.AsyncClient) -> EndpointFactory:
+    """Registers endpoints through the API. Endpoints are programme-wide (each receives every event it subscribed
+    to), so a test that registers one runs on a platform of its own (`own_platform`): no other test sees them."""
 
     async def register(url: str, events: list[str], **extra: Any) -> dict[str, Any]:
         response = await admin.post("/v1/webhook-endpoints", json={"url": url, "events": events, **extra})
         assert response.status_code == 201, response.text
-        created.append(response.json()["id"])
         return response.json()  # type: ignore[no-any-return]
 
-    yield register
-    for endpoint_id in created:
-        await admin.delete(f"/v1/webhook-endpoints/{endpoint_id}")
+    return register
 
 
 def gateway_app(platform: Platform) -> Any:

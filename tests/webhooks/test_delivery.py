@@ -19,7 +19,7 @@ from kit.webhooks import EVENT_MODELS
 from scripts.webhook_receiver import InvalidWebhook
 from scripts.webhook_receiver import verify as partner_verify
 from tests.conftest import INTERNAL_TOKEN, Platform
-from tests.webhooks.conftest import EndpointFactory
+from tests.webhooks.conftest import OWN_GATEWAY, EndpointFactory
 from tests.webhooks.receiver import Receiver
 
 Receivers = Callable[..., Awaitable[Receiver]]
@@ -71,6 +71,7 @@ def check_signed(received: Any, secret: str) -> Any:
 
 
 class TestEndpoints:
+    @OWN_GATEWAY
     async def test_the_secret_is_shown_once_and_the_endpoint_can_be_changed_and_deleted(
         self, admin: httpx.AsyncClient, endpoints: EndpointFactory
     ) -> None:
@@ -131,6 +132,7 @@ class TestEndpoints:
         assert as_admin.status_code == 404 and forged.status_code == 404
 
 
+@OWN_GATEWAY
 class TestDelivery:
     async def test_every_event_type_arrives_signed_and_verifies(
         self, platform: Platform, receivers: Receivers, endpoints: EndpointFactory

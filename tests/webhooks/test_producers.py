@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from kit.db import Database
 from kit.settings import asyncpg_url
@@ -23,6 +24,9 @@ from tests.webhooks.conftest import EndpointFactory
 from tests.webhooks.receiver import Receiver
 
 Receivers = Callable[..., Awaitable[Receiver]]
+
+# endpoints are programme-wide (each receives every event it subscribed to): each test has a platform of its own
+pytestmark = pytest.mark.own_platform
 
 
 def uid(prefix: str) -> str:

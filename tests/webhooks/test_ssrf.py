@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -13,7 +13,7 @@ import pytest
 
 from gateway.webhooks.ssrf import check_url
 from tests.conftest import Platform
-from tests.webhooks.conftest import EndpointFactory, gateway_app
+from tests.webhooks.conftest import OWN_GATEWAY, EndpointFactory, gateway_app
 from tests.webhooks.receiver import Receiver
 from tests.webhooks.test_delivery import sample, send_event
 
@@ -51,23 +51,8 @@ async def test_public_addresses_pass_and_private_ones_pass_when_allowed() -> Non
     assert await check_url("http://localhost:9000/hooks", allow_private=True) is None
 
 
-@pytest.fixture
-async def private_refused(platform: Platform) -> AsyncIterator[Any]:
-    """The running gateway as deployed by default (WEBHOOK_ALLOW_PRIVATE=false), for one test."""
-    app = gateway_app(platform)
-    dispatcher = app.state.webhooks
-    app.state.settings.webhook_allow_private = False
-    dispatcher.allow_private = False
-    await dispatcher.aclose()  # its next client resolves through a guard that refuses private addresses
-    yield app
-    app.state.settings.webhook_allow_private = True
-    dispatcher.allow_private = True
-    await dispatcher.aclose()
-
-
-async def test_registration_refuses_a_private_address_also_through_dns(
-    admin: httpx.AsyncClient, private_refused: Any
-) -> None:
+@pytest.mark.own_platform(services=["gateway"], env={"WEBHOOK_ALLOW_PRIVATE": "false"})  # as deployed by default
+async def test_registration_refuses_a_private_address_also_through_dns(admin: httpx.AsyncClient) -> None:
     for url in ("http://127.0.0.1:9/hooks", "http://localhost:9/hooks", "http://169.254.169.254/hooks"):
         response = await admin.post("/v1/webhook-endpoints", json={"url": url, "events": ["points.earned"]})
         assert response.status_code == 422, (url, response.text)
@@ -76,7 +61,6 @@ async def test_registration_refuses_a_private_address_also_through_dns(
         "/v1/webhook-endpoints", json={"url": "https://93.184.216.34/hooks", "events": ["points.earned"]}
     )
     assert created.status_code == 201
-    await admin.delete(f"/v1/webhook-endpoints/{created.json()['id']}")
     registered = await admin.post(
         "/v1/webhook-endpoints", json={"url": "https://93.184.216.34/hooks", "events": ["points.earned"]}
     )
@@ -84,9 +68,9 @@ async def test_registration_refuses_a_private_address_also_through_dns(
         f"/v1/webhook-endpoints/{registered.json()['id']}", json={"url": "http://localhost:9/hooks"}
     )
     assert changed.status_code == 422
-    await admin.delete(f"/v1/webhook-endpoints/{registered.json()['id']}")
 
 
+@OWN_GATEWAY
 async def test_every_delivery_checks_the_address_again(
     platform: Platform, admin: httpx.AsyncClient, receivers: Receivers, endpoints: EndpointFactory
 ) -> None:
@@ -96,20 +80,17 @@ async def test_every_delivery_checks_the_address_again(
     by_address = await receivers()
     named = await endpoints(by_name.url.replace("127.0.0.1", "localhost"), ["points.earned"])
     literal = await endpoints(by_address.url, ["points.earned"])
-    app = gateway_app(platform)
-    app.state.webhooks.allow_private = False
-    await app.state.webhooks.aclose()
-    try:
-        await send_event(platform, "points.earned", sample("points.earned"))
-        for endpoint in (named, literal):
-            attempt = await first_attempt(admin, endpoint["id"])
-            assert attempt["status_code"] is None and attempt["error"].startswith("blocked"), attempt
-    finally:
-        app.state.webhooks.allow_private = True
-        await app.state.webhooks.aclose()
+    dispatcher = gateway_app(platform).state.webhooks  # this platform's own: nothing to restore
+    dispatcher.allow_private = False
+    await dispatcher.aclose()  # its next client resolves through a guard that refuses private addresses
+    await send_event(platform, "points.earned", sample("points.earned"))
+    for endpoint in (named, literal):
+        attempt = await first_attempt(admin, endpoint["id"])
+        assert attempt["status_code"] is None and attempt["error"].startswith("blocked"), attempt
     assert by_name.received == [] and by_address.received == []
 
 
+@OWN_GATEWAY
 async def test_redirects_are_not_followed(
     platform: Platform, admin: httpx.AsyncClient, receivers: Receivers, endpoints: EndpointFactory
 ) -> None:
