@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi.responses import JSONResponse
 
-__all__ = ["ORJSONResponse", "dumps", "loads"]
+__all__ = ["ORJSONResponse", "dumps", "dumps_text", "loads"]
 
 
 def _default(value: Any) -> Any:
@@ -21,6 +21,11 @@ def _default(value: Any) -> Any:
 
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=orjson.OPT_UTC_Z)
+
+
+def dumps_text(value: Any) -> str:
+    """For json/jsonb columns (SQLAlchemy wants text); keys that are not strings become strings, as with `json`."""
+    return orjson.dumps(value, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def loads(data: bytes | str) -> Any:
