@@ -37,6 +37,7 @@ __all__ = [
     "request_driver_connection",
     "role_for_schema",
     "service_router",
+    "sole_statement_connection",
 ]
 
 
@@ -187,6 +188,18 @@ async def request_driver_connection(session: AsyncSession) -> asyncpg.Connection
         # transaction and commits or rolls it back: one round trip, where a first statement would cost two
         await raw.dbapi_connection._start_transaction()  # type: ignore[union-attr]
     return connection
+
+
+async def sole_statement_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, for a request whose whole database work is one statement (a
+    PL/pgSQL function call is one): PostgreSQL runs a statement atomically on its own, so it is sent without
+    BEGIN and COMMIT around it, two round trips that were a quarter of a points redemption's CPU. When the
+    request's transaction has begun already (an Idempotency-Key claimed, a pooler's per-transaction settings),
+    the statement joins it, as with :func:`request_driver_connection`.
+
+    Send nothing else in the request after it: a later statement would run in a transaction of its own."""
+    raw = await (await session.connection()).get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
 
 
 def array_columns(rows: Sequence[Any], kind: type[Any]) -> list[list[Any]]:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.db import array_columns, request_driver_connection
+from kit.db import array_columns, request_driver_connection, sole_statement_connection
 from kit.json import dumps, loads
 from points.schemas import AuditMismatch, LiabilityMonth
 from points.tables import MAX_BALANCE
@@ -47,7 +47,9 @@ _REDEEM = "SELECT r_outcome, r_transaction_id, r_points, r_balance FROM points_r
 
 
 async def redeem(session: AsyncSession, customer_id: str, points: int, reference: str, description: str) -> Movement:
-    connection = await request_driver_connection(session)
+    """The whole redemption is one call of `points_redeem` (expired lots taken out, the balance checked and
+    debited, the transaction written): the request's only statement."""
+    connection = await sole_statement_connection(session)
     row = await connection.fetchrow(_REDEEM, customer_id, points, reference, description)
     return Movement(row[0], row[1], row[2], row[3])
 
