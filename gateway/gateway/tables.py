@@ -41,7 +41,7 @@ purchases = Table(
     "purchases",
     metadata,
     Column("purchase_id", String(64), primary_key=True),
-    Column("customer_id", String(64), nullable=False, index=True),
+    Column("customer_id", String(64), nullable=False),
     Column("body_hash", String(64), nullable=False),
     Column("body", JSONB, nullable=False),
     Column("event_id", UUID(as_uuid=True), nullable=False),
