@@ -46,6 +46,17 @@ def child_serving(supervisor: psutil.Process, name: str) -> psutil.Process:
     raise LookupError(name)
 
 
+async def wait_printed(log: Path, text: str, timeout: float = 30) -> str:
+    """The runner's output once it holds `text` (or after `timeout`): it prints the URLs after its own readiness
+    check, which may come a moment after the test's."""
+    deadline = time.monotonic() + timeout
+    while True:
+        printed = await asyncio.to_thread(log.read_text)
+        if text in printed or time.monotonic() > deadline:
+            return printed
+        await asyncio.sleep(0.2)
+
+
 async def test_run_supervises_the_platform(platform: Platform) -> None:
     ports = {name: free_port() for name in ("gateway", "coupon", "points", "recommend", "survey")}
     env = {
@@ -77,7 +88,7 @@ async def test_run_supervises_the_platform(platform: Platform) -> None:
             "/v1/surveys",
         ):
             assert path in paths, path
-        printed = log.read_text()
+        printed = await wait_printed(log, f"{gateway}/console/")  # printed once run.py saw the gateway ready too
         assert platform.env["LOYALTY_ADMIN_KEY"] in printed and f"{gateway}/docs" in printed
         assert f"{gateway}/console/" in printed
         # the processes' logs went to their files, not into the terminal between the progress lines
