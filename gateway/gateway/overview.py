@@ -278,8 +278,8 @@ class ReadModel:
             session, customer_id, service, fetched.body, seen=seen, fetched_at=fetched.started, fresh_until=until
         )
 
-    def _servable(self, service: str, row: Any, now: datetime, own_write_after: float) -> bool:
-        if row.body is None or row.fresh_until is None or now >= row.fresh_until:
+    def _servable(self, service: str, row: repo.StoredPart, now: datetime, own_write_after: float) -> bool:
+        if row.body is None or row.fetched_at is None or row.fresh_until is None or now >= row.fresh_until:
             return False
         if row.fetched_at.timestamp() < own_write_after:
             return False
@@ -290,10 +290,9 @@ class ReadModel:
         return service == "recommend" or row.seen >= row.changed
 
     async def read(self, customer_id: str, request_id: str) -> dict[str, Any]:
-        # no database connection is held while parts are fetched: one short transaction reads the rows, another
-        # stores what had to be fetched
-        async with self.database.transaction() as session:
-            rows = {row.service: row for row in await repo.load(session, customer_id)}
+        # no database connection is held while parts are fetched: one statement reads the rows, a short
+        # transaction stores what had to be fetched
+        rows = {row.service: row for row in await repo.load(self.database, customer_id)}
         now = datetime.now(UTC)
         own_write_after = self._own_write_after(customer_id)
         shown: dict[str, dict[str, Any] | None] = {}

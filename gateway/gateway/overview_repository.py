@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.db import Database, own_driver_connection
 from kit.json import dumps
 
-__all__ = ["add_due", "load", "mark_changed", "mark_recommendations_stale", "stale", "store"]
+__all__ = ["StoredPart", "add_due", "load", "mark_changed", "mark_recommendations_stale", "stale", "store"]
 
-_LOAD = text(
-    "SELECT service, body, changed, seen, fetched_at, fresh_until, due"
-    " FROM overview_parts WHERE customer_id = :customer"
-)
+_LOAD = "SELECT service, body, changed, seen, fetched_at, fresh_until, due FROM overview_parts WHERE customer_id = $1"
 
 
-async def load(session: AsyncSession, customer_id: str) -> Sequence[Any]:
-    return (await session.execute(_LOAD, {"customer": customer_id})).all()
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    """A customer's row for one service: its parts as last fetched, and what says whether they are current."""
+
+    service: str
+    body: dict[str, Any] | None
+    changed: int
+    seen: int
+    fetched_at: datetime | None
+    fresh_until: datetime | None
+    due: list[datetime] | None
+
+
+async def load(database: Database, customer_id: str) -> list[StoredPart]:
+    """One statement on a connection of its own, in no transaction: a visit's read needs no BEGIN and COMMIT
+    (they were a sixth of the gateway's CPU per overview)."""
+    async with own_driver_connection(database) as connection:
+        return [StoredPart(*row) for row in await connection.fetch(_LOAD, customer_id)]
 
 
 # A later fetch never gives way to an earlier one (`fetched_at` is when each began): two refreshes finishing in
