@@ -90,7 +90,7 @@ async def test_parked_deliveries_are_visible_and_can_be_redriven(platform: Platf
                     break
                 await asyncio.sleep(0.1)
             assert [(d["consumer"], d["attempts"]) for d in parked] == [("points", 2)]
-            assert "ConnectError" in parked[0]["last_error"] or "Connect" in parked[0]["last_error"]
+            assert "Connect" in parked[0]["last_error"]  # ClientConnectorError, or the host refusing
             purchase = (await client.get(f"/v1/purchases/{body['purchase_id']}")).json()
             assert purchase["deliveries"]["points"] == "failed"
 
