@@ -57,15 +57,16 @@ class TestPerLineResults:
             body = purchase_body()
             return {**body, "items": [{**body["items"][0], **changes}]}
 
-        lines = [with_item(colour="red"), with_item(unit_price="0.001"), with_item()]
+        lines = [with_item(colour="red"), with_item(unit_price="0.001"), with_item(), with_item(quantity="2")]
         response = await admin.post("/v1/purchases:batch", content=ndjson(*lines), headers=NDJSON)
         assert response.status_code == 200, response.text
         result = response.json()
         assert result["accepted"] == 1
         rejected = {r["line"]: [e["field"] for e in r["errors"]] for r in result["rejected"]}
-        assert rejected == {1: ["items.0.colour"], 2: ["line"]}
-        single = await admin.post("/v1/purchases", json=with_item(colour="red"))
-        assert single.status_code == 422
+        assert rejected == {1: ["items.0.colour"], 2: ["line"], 4: ["items.0.quantity"]}
+        for refused in (with_item(colour="red"), with_item(quantity="2")):
+            single = await admin.post("/v1/purchases", json=refused)
+            assert single.status_code == 422, single.text
 
     async def test_a_file_sent_again_changes_nothing(self, admin: httpx.AsyncClient) -> None:
         single = purchase_body(total="12.00")
