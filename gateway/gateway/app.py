@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from gateway import console, experiments, openapi
+from gateway import console, customer_tokens, experiments, openapi
 from gateway.api import router
 from gateway.experiments_api import router as experiments_router
 from gateway.limits import Limits
@@ -69,10 +69,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     def jobs(app: FastAPI) -> list[PeriodicJob]:
         overview = OVERVIEW.of(app)
+
+        async def forget_expired() -> None:
+            async with DATABASE.of(app).transaction() as session:
+                await customer_tokens.forget_expired_revocations(session)
+
         return [
             PeriodicJob("webhooks.dispatcher", 1.0, WEBHOOKS.of(app).run),
             PeriodicJob("overview.refresh", settings.overview_refresh_seconds, overview.refresh),
             PeriodicJob("overview.watch", 1.0, overview.watch),
+            PeriodicJob("customer_tokens.forget_expired", 3600.0, forget_expired, initial_delay_seconds=60.0),
         ]
 
     async def on_shutdown(app: FastAPI) -> None:

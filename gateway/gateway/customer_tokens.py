@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import customer_token_repository
 
-__all__ = ["Revocation", "is_revoked", "revoke"]
+__all__ = ["Revocation", "forget_expired_revocations", "is_revoked", "revoke"]
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,9 @@ async def revoke(
 async def is_revoked(session: AsyncSession, customer_id: str, token_id: str, issued_at: float) -> bool:
     state = await customer_token_repository.revocation_state(session, customer_id, token_id)
     return state.listed or (state.not_before is not None and issued_at < state.not_before)
+
+
+async def forget_expired_revocations(session: AsyncSession) -> int:
+    """Drop the revocations of tokens past their own expiry (such a token is refused for its age anyway), so the
+    list a token is checked against does not grow for ever. Returns how many were dropped."""
+    return await customer_token_repository.purge_expired(session)

@@ -6,7 +6,8 @@ from uuid import uuid4
 import httpx
 import jwt
 
-from tests.conftest import JWT_SECRET, Platform
+from gateway import customer_token_repository, customer_tokens
+from tests.conftest import JWT_SECRET, Platform, RolledBack
 
 
 async def create_key(admin: httpx.AsyncClient, *scopes: str) -> dict:
@@ -145,3 +146,15 @@ class TestServicesNeedTheInternalToken:
                 assert_problem(response, 401, "internal_token_required")
                 wrong = await client.get("/v1/customers/c1/points", headers={"X-Internal-Token": "guess"})
                 assert_problem(wrong, 401, "internal_token_required")
+
+
+async def test_revocations_of_expired_tokens_are_forgotten(rolled_back: RolledBack) -> None:
+    """A revoked token past its own expiry is refused for its age: its revocation need not be kept for ever."""
+    session = await rolled_back("gateway")
+    now = datetime.now(UTC)
+    expired, live = f"t-{uuid4().hex}", f"t-{uuid4().hex}"
+    await customer_token_repository.list_revoked(session, "c-expired", expired, now - timedelta(minutes=1))
+    await customer_token_repository.list_revoked(session, "c-live", live, now + timedelta(hours=1))
+    assert await customer_tokens.forget_expired_revocations(session) >= 1
+    assert not (await customer_token_repository.revocation_state(session, "c-expired", expired)).listed
+    assert (await customer_token_repository.revocation_state(session, "c-live", live)).listed
