@@ -45,6 +45,17 @@ async def test_opening_balances(admin: httpx.AsyncClient) -> None:
     assert (await points_of(admin, members[0]))["balance"] == 10
 
 
+async def test_a_long_line_in_the_middle_is_refused_too(admin: httpx.AsyncClient) -> None:
+    """Terminated and followed by good lines, so it may arrive whole in one chunk of the body: still 422."""
+    members = [uid() for _ in range(3)]
+    good = [{"customer_id": m, "points": 10, "reference": "opening"} for m in members]
+    body = ndjson(good[:1]) + LONG_LINE + b"\n" + ndjson(good[1:])
+    response = await admin.post("/v1/points/balances:import", content=body, headers=NDJSON)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["message"].startswith("Line 2 is longer than")
+    assert (await points_of(admin, members[0]))["balance"] == 0
+
+
 async def test_existing_codes(admin: httpx.AsyncClient) -> None:
     campaign = await create_campaign(admin)
     path = f"/v1/coupon-campaigns/{campaign['id']}/codes:import"

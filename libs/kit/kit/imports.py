@@ -88,11 +88,17 @@ async def numbered_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[tuple[i
         *complete, buffer = buffer.split(b"\n")
         for line in complete:
             number += 1
+            if len(line) > MAX_LINE_BYTES:  # whether it arrived whole in one chunk or over several
+                raise _too_long(number)
             yield number, line.rstrip(b"\r")
         if len(buffer) > MAX_LINE_BYTES:
-            raise ValidationFailed([FieldError("body", f"Line {number + 1} is longer than {MAX_LINE_BYTES} bytes.")])
+            raise _too_long(number + 1)
     if buffer.strip():
         yield number + 1, buffer.rstrip(b"\r")
+
+
+def _too_long(number: int) -> ValidationFailed:
+    return ValidationFailed([FieldError("body", f"Line {number} is longer than {MAX_LINE_BYTES} bytes.")])
 
 
 def _field_errors(error: ValidationError) -> list[FieldError]:
