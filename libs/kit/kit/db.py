@@ -43,6 +43,8 @@ __all__ = [
 
 log = structlog.get_logger("kit.db")
 
+_DATABASE_INFO = "kit.database"  # each session's `info`: the Database it came from
+
 
 def role_for_schema(schema: str) -> str:
     return f"reciprocity_{schema}"
@@ -141,7 +143,11 @@ class Database:
             def _scope_transaction(connection: Connection) -> None:
                 connection_repository.scope_transaction(connection, schema, role)
 
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # statements outside a transaction find their schema only when the login is the process's own
+        self.autocommit_finds_schema = not (pooled and not scoped_login)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, autoflush=False, info={_DATABASE_INFO: self}
+        )
 
     @classmethod
     async def connect(cls, url: str, schema: str, *, pool_size: int = 20, pooled: bool = False) -> Database:
@@ -190,16 +196,26 @@ async def request_driver_connection(session: AsyncSession) -> asyncpg.Connection
     return connection
 
 
-async def sole_statement_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, for a request whose whole database work is one statement (a
-    PL/pgSQL function call is one): PostgreSQL runs a statement atomically on its own, so it is sent without
-    BEGIN and COMMIT around it, two round trips that were a quarter of a points redemption's CPU. When the
-    request's transaction has begun already (an Idempotency-Key claimed, a pooler's per-transaction settings),
-    the statement joins it, as with :func:`request_driver_connection`.
+@asynccontextmanager
+async def sole_statement_connection(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg connection for a request whose whole database work is one statement (a PL/pgSQL function call is
+    one): PostgreSQL runs a statement atomically on its own, so it is sent with no BEGIN and COMMIT around it, on a
+    pooled connection taken without the ORM session's bookkeeping (together a third of a points redemption's CPU).
 
-    Send nothing else in the request after it: a later statement would run in a transaction of its own."""
-    raw = await (await session.connection()).get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
+    When the request's session already holds a connection (an Idempotency-Key claimed in its transaction) or the
+    deployment scopes each transaction to the schema (a pooler with a shared login), the statement joins the
+    request's transaction instead, as with :func:`request_driver_connection`. Send nothing else in the request."""
+    database: Database | None = session.info.get(_DATABASE_INFO)
+    if database is None or not database.autocommit_finds_schema or _holds_connection(session):
+        yield await request_driver_connection(session)
+        return
+    async with own_driver_connection(database) as connection:
+        yield connection
+
+
+def _holds_connection(session: AsyncSession) -> bool:
+    transaction = session.sync_session.get_transaction()
+    return transaction is not None and bool(transaction._connections)  # SQLAlchemy is pinned in constraints.txt
 
 
 def array_columns(rows: Sequence[Any], kind: type[Any]) -> list[list[Any]]:

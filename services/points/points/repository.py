@@ -49,8 +49,8 @@ _REDEEM = "SELECT r_outcome, r_transaction_id, r_points, r_balance FROM points_r
 async def redeem(session: AsyncSession, customer_id: str, points: int, reference: str, description: str) -> Movement:
     """The whole redemption is one call of `points_redeem` (expired lots taken out, the balance checked and
     debited, the transaction written): the request's only statement."""
-    connection = await sole_statement_connection(session)
-    row = await connection.fetchrow(_REDEEM, customer_id, points, reference, description)
+    async with sole_statement_connection(session) as connection:
+        row = await connection.fetchrow(_REDEEM, customer_id, points, reference, description)
     return Movement(row[0], row[1], row[2], row[3])
 
 
