@@ -202,11 +202,11 @@ async def sole_statement_connection(session: AsyncSession) -> AsyncIterator[asyn
     one): PostgreSQL runs a statement atomically on its own, so it is sent with no BEGIN and COMMIT around it, on a
     pooled connection taken without the ORM session's bookkeeping (together a third of a points redemption's CPU).
 
-    When the request's session already holds a connection (an Idempotency-Key claimed in its transaction) or the
-    deployment scopes each transaction to the schema (a pooler with a shared login), the statement joins the
-    request's transaction instead, as with :func:`request_driver_connection`. Send nothing else in the request."""
+    When the request's session already holds a connection (an Idempotency-Key claimed in its transaction), the
+    statement joins the request's transaction instead, as with :func:`request_driver_connection`. Send nothing else
+    in the request."""
     database: Database | None = session.info.get(_DATABASE_INFO)
-    if database is None or not database.autocommit_finds_schema or _holds_connection(session):
+    if database is None or _holds_connection(session):
         yield await request_driver_connection(session)
         return
     async with own_driver_connection(database) as connection:
@@ -229,10 +229,19 @@ async def own_driver_connection(database: Database) -> AsyncIterator[asyncpg.Con
     """A pooled asyncpg connection of its own, in no transaction: each statement commits by itself, whatever the
     request around it does later (a reservation that must be stored before another service is asked to act on
     it). Never hold it while the request's session holds a connection too: a pool of N would deadlock under N
-    such requests."""
+    such requests.
+
+    Behind a transaction-mode pooler with a login shared by every schema, a statement outside a transaction would
+    find no schema: there the block runs in one transaction of its own, scoped to the schema (so use it for one
+    statement at a time, as every caller does)."""
     async with database.engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield raw.driver_connection  # type: ignore[misc]
+        if database.autocommit_finds_schema:
+            raw = await connection.get_raw_connection()
+            yield raw.driver_connection  # type: ignore[misc]
+            return
+        async with connection.begin():  # the engine's `begin` listener scopes the transaction
+            raw = await connection.get_raw_connection()
+            yield raw.driver_connection  # type: ignore[misc]
 
 
 def get_session(request: Request) -> AsyncSession:
