@@ -1,7 +1,8 @@
 """Async SQLAlchemy on asyncpg, one schema (and, where the server allows, one role) per service.
 
-The request owns the transaction: :class:`TransactionalRoute` opens a session, begins, runs the endpoint,
-stores an idempotent response if asked to, and commits *before* the response is sent, so a failed commit
+The request owns the transaction: :class:`TransactionalRoute` opens a session (its transaction begins with the
+request's first statement), runs the endpoint, stores an idempotent response if asked to, and commits *before* the
+response is sent, so a failed commit
 can never go out as a success. Domain code flushes; it never commits.
 """
 
@@ -20,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 from starlette.responses import Response
 
 from kit import connection_repository, idempotency
@@ -234,14 +236,18 @@ async def own_driver_connection(database: Database) -> AsyncIterator[asyncpg.Con
     Behind a transaction-mode pooler with a login shared by every schema, a statement outside a transaction would
     find no schema: there the block runs in one transaction of its own, scoped to the schema (so use it for one
     statement at a time, as every caller does)."""
-    async with database.engine.connect() as connection:
-        if database.autocommit_finds_schema:
-            raw = await connection.get_raw_connection()
-            yield raw.driver_connection  # type: ignore[misc]
-            return
-        async with connection.begin():  # the engine's `begin` listener scopes the transaction
-            raw = await connection.get_raw_connection()
-            yield raw.driver_connection  # type: ignore[misc]
+    if database.autocommit_finds_schema:
+        # the pool's connection itself, without SQLAlchemy's Connection around it: a third of the checkout's CPU
+        pooled = await database.engine.raw_connection()
+        try:
+            yield pooled.driver_connection  # type: ignore[misc]
+        finally:
+            await greenlet_spawn(pooled.close)  # back to the pool (its reset on return may need the event loop)
+        return
+    # the engine's `begin` listener scopes the transaction
+    async with database.engine.connect() as connection, connection.begin():
+        raw = await connection.get_raw_connection()
+        yield raw.driver_connection  # type: ignore[misc]
 
 
 def get_session(request: Request) -> AsyncSession:
@@ -270,17 +276,24 @@ class TransactionalRoute(APIRoute):
         honours_idempotency_key = self.honours_idempotency_key and "POST" in (self.methods or ())
 
         async def run_in_transaction(request: Request) -> Response:
-            database = DATABASE.of(request.app)
-            async with database.sessionmaker() as session:
-                request.state.session = session
-                async with session.begin():
-                    try:
-                        return await run(request, session)
-                    except DomainError as exc:
-                        if not exc.keep_changes:
-                            raise
-                        refusal = exc
-                raise refusal  # after the commit of what it kept
+            # The transaction begins with the request's first statement (the session's autobegin), not up front:
+            # a request that sends none, or only a sole statement of its own, pays for no session at all (begin,
+            # commit and close with nothing in them were 95 us a request, a twentieth of a points redemption).
+            session = DATABASE.of(request.app).sessionmaker()
+            request.state.session = session
+            try:
+                try:
+                    response = await run(request, session)
+                except DomainError as exc:
+                    if exc.keep_changes and session.in_transaction():
+                        await session.commit()  # what it kept, before the refusal goes out
+                    raise
+                if session.in_transaction():
+                    await session.commit()  # before the response is sent: a failed commit is never a success
+                return response
+            finally:
+                if session.in_transaction() or session.identity_map:
+                    await session.close()  # rolls back whatever did not commit
 
         async def run(request: Request, session: AsyncSession) -> Response:
             key = request.headers.get(idempotency.HEADER) if honours_idempotency_key else None
