@@ -151,12 +151,17 @@ def _instants(service: str, body: dict[str, Any]) -> list[str]:
 
 
 def fresh_until(service: str, body: dict[str, Any], fetched_at: datetime, max_age: float) -> datetime:
+    """An instant already past when the parts were fetched bounds nothing: the service answered after it, and
+    its own change at that instant (points expired by the expiry job) sends an event. (Imported history's points
+    are born past their expiry: every visit fetched them again until the hourly job ran.)"""
     until = fetched_at + timedelta(seconds=max_age)
     for instant in _instants(service, body):
         try:
-            until = min(until, datetime.fromisoformat(instant))
+            moment = datetime.fromisoformat(instant)
         except (TypeError, ValueError):
             continue
+        if moment > fetched_at:
+            until = min(until, moment)
     return until
 
 

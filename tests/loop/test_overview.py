@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -165,3 +166,39 @@ async def test_an_invitation_made_behind_the_customers_back_shows_within_the_bou
         assert time.monotonic() - made_at < STALE_BOUND, "the invitation stayed out of the overview past its bound"
         await asyncio.sleep(0.05)
     assert [s["survey_id"] for s in (await overview_of(admin, path))["surveys"]["pending"]] == [survey["id"]]
+
+
+async def test_points_already_past_their_expiry_do_not_make_every_visit_fetch_again(
+    admin: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Imported history earns lots whose expiry passed years ago; the points service shows them until its expiry
+    job runs (and that run's event refreshes the row). Such an instant bounds nothing: the stored part is served,
+    not fetched again on every visit."""
+    customer = f"ov-{uuid4().hex[:10]}"
+    database_url = platform.env["DATABASE_URL"]
+    async with platform.service_client("points") as points:
+        earned = await points.post(f"/v1/customers/{customer}/points/earn", json={"points": 10, "reference": "e1"})
+        assert earned.status_code == 201, earned.text
+        await wait_stored(database_url, customer)
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(
+                "UPDATE points.lots SET expires_at = now() - interval '400 days' WHERE customer_id = $1", customer
+            )
+            # a change with an event, so the row is fetched again and now holds the past expiry
+            again = await points.post(f"/v1/customers/{customer}/points/earn", json={"points": 5, "reference": "e2"})
+            assert again.status_code == 201, again.text
+            deadline = time.monotonic() + STALE_BOUND
+            while (await balance_in_overview(admin, f"/v1/customers/{customer}/overview")) != 15:
+                assert time.monotonic() < deadline, "the second earn did not reach the overview"
+                await asyncio.sleep(0.05)
+            await wait_stored(database_url, customer)
+            query = "SELECT fetched_at FROM gateway.overview_parts WHERE customer_id = $1 AND service = 'points'"
+            stored_at = await connection.fetchval(query, customer)
+            for _ in range(3):
+                shown = await overview_of(admin, f"/v1/customers/{customer}/overview")
+                past = datetime.fromisoformat(shown["points"]["next_expiry"]["expires_at"])
+                assert past < datetime.now(UTC), shown["points"]
+            assert await connection.fetchval(query, customer) == stored_at
+        finally:
+            await connection.close()
