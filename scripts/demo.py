@@ -63,7 +63,9 @@ EARNING_RULES: dict[str, Any] = {
             "categories": ["Christmas"],
         }
     ],
-    "expires_after_days": 365,
+    # a purchase's own time rules its points' expiry, and December 2010's would all have expired long ago: the
+    # demo's programme keeps points until they are spent
+    "expires_after_days": None,
 }
 TIERS: list[dict[str, Any]] = [
     {"name": "Bronze", "threshold": 0, "earn_multiplier": "1"},

@@ -36,7 +36,7 @@ async def test_tiers_and_expiry_follow_the_purchase_own_time(points: httpx.Async
     late = purchase(customer, "10.00", occurred_at=days_ago(450).isoformat())
     await deliver(points, event("purchase.created", late))
 
-    earned = {e["reference"]: e["points"] for e in await ledger(points, customer)}
+    earned = {e["reference"]: e["points"] for e in await ledger(points, customer) if e["type"] == "earn"}
     assert earned[first["purchase_id"]] == 150
     assert earned[late["purchase_id"]] == 20  # silver at its own time
     assert sorted(earned.values()) == [10, 20, 20, 150]
@@ -60,4 +60,34 @@ async def test_a_lot_expires_from_the_purchase_time(points: httpx.AsyncClient) -
     expiring = (await balance(points, customer))["expiring"]
     assert [(e["points"], datetime.fromisoformat(e["expires_at"])) for e in expiring] == [
         (40, occurred_at + timedelta(days=365))
+    ]
+
+
+@pytest.mark.own_platform(services=["points"])
+async def test_points_past_their_expiry_when_earned_expire_at_once(points: httpx.AsyncClient) -> None:
+    """Imported history: a purchase 400 days old earns points that expired 35 days ago. No balance shows them,
+    one purchase at a time or a batch of them, and the ledger says what happened (earned, then expired)."""
+    alone, batched = new_id(), new_id()
+    await deliver(points, event("purchase.created", purchase(alone, "30.00", occurred_at=days_ago(400).isoformat())))
+    old = [
+        purchase(batched, total, occurred_at=days_ago(days).isoformat())
+        for total, days in (("30.00", 400), ("5.00", 380))
+    ]
+    recent = purchase(batched, "12.00", occurred_at=days_ago(10).isoformat())
+    batch = {"events": [event("purchase.created", p) for p in (*old, recent)]}
+    for _ in range(2):  # a retried batch changes nothing
+        response = await points.post("/internal/events:batch", json=batch)
+        assert response.status_code == 200, response.text
+
+    assert (await balance(points, alone))["balance"] == 0
+    assert sorted((e["type"], e["points"]) for e in await ledger(points, alone)) == [("earn", 30), ("expire", -30)]
+    view = await balance(points, batched)
+    assert view["balance"] == 12
+    assert [e["points"] for e in view["expiring"]] == [12]
+    assert sorted((e["type"], e["points"]) for e in await ledger(points, batched)) == [
+        ("earn", 5),
+        ("earn", 12),
+        ("earn", 30),
+        ("expire", -30),
+        ("expire", -5),
     ]

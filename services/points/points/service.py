@@ -87,6 +87,13 @@ def _expires_at(rules: EarningRules, earned_at: datetime | None = None) -> datet
     return (earned_at or datetime.now(UTC)) + timedelta(days=rules.expires_after_days)
 
 
+def _born_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """A purchase's points expire by its own time: an old purchase's (imported history) may be past their expiry
+    when earned. They are expired at once, as the hourly job would, so no balance ever shows them (a redemption
+    never spends them either way)."""
+    return expires_at is not None and expires_at <= now
+
+
 # --- rules and tiers ---
 
 
@@ -309,6 +316,8 @@ async def earn_for_purchase(session: AsyncSession, purchase: PurchaseCreated, oc
         if movement.outcome == "created" and movement.transaction_id is not None:
             await repository.record_qualification(session, movement.transaction_id, occurred_at)
             await announce_tier_change(session, purchase.customer_id, tier_before)
+            if _born_expired(_expires_at(rules, occurred_at), datetime.now(UTC)):
+                await repository.expire_accounts(session, [purchase.customer_id])
     await repository.record_purchase_earnings(
         session,
         [
@@ -417,6 +426,9 @@ async def earn_for_purchases(session: AsyncSession, run: Sequence[tuple[Purchase
         qualifications.append((movement.transaction_id, occurred_at, None))
         lots.append(movement.lot_id)
     await repository.record_qualifications(session, qualifications)
+    await repository.expire_accounts(
+        session, sorted({c.customer_id for c in credits if _born_expired(c.expires_at, now)})
+    )
     await repository.record_purchase_earnings(
         session,
         [
