@@ -276,12 +276,10 @@ class ReadModel:
             body[MODEL_VERSION] = results[0][1].get(MODEL_VERSION)
         return _Fetched(started, body, partial)
 
-    async def _store(self, session: AsyncSession, customer_id: str, service: str, fetched: _Fetched, seen: int) -> None:
+    def _to_store(self, customer_id: str, service: str, fetched: _Fetched, seen: int) -> repo.FetchedPart:
         assert fetched.body is not None
         until = fresh_until(service, fetched.body, fetched.started, self.max_age)
-        await repo.store(
-            session, customer_id, service, fetched.body, seen=seen, fetched_at=fetched.started, fresh_until=until
-        )
+        return repo.FetchedPart(customer_id, service, fetched.body, seen, fetched.started, until)
 
     def _servable(self, service: str, row: repo.StoredPart, now: datetime, own_write_after: float) -> bool:
         if row.body is None or row.fetched_at is None or row.fresh_until is None or now >= row.fresh_until:
@@ -295,8 +293,8 @@ class ReadModel:
         return service == "recommend" or row.seen >= row.changed
 
     async def read(self, customer_id: str, request_id: str) -> dict[str, Any]:
-        # no database connection is held while parts are fetched: one statement reads the rows, a short
-        # transaction stores what had to be fetched
+        # no database connection is held while parts are fetched: one statement reads the rows, one stores what
+        # had to be fetched
         rows = {row.service: row for row in await repo.load(self.database, customer_id)}
         now = datetime.now(UTC)
         own_write_after = self._own_write_after(customer_id)
@@ -316,13 +314,14 @@ class ReadModel:
             fetched = await asyncio.gather(*(self.fetch(s, customer_id, headers) for s in missing))
             for service, result in zip(missing, fetched, strict=True):
                 shown[service] = result.partial
-            complete = [(s, r) for s, r in zip(missing, fetched, strict=True) if r.body is not None]
-            if complete:
-                async with self.database.transaction() as session:
-                    for service, result in complete:
-                        row = rows.get(service)
-                        seen = row.changed if row is not None else 0
-                        await self._store(session, customer_id, service, result, seen)
+            await repo.store(
+                self.database,
+                [
+                    self._to_store(customer_id, service, result, row.changed if (row := rows.get(service)) else 0)
+                    for service, result in zip(missing, fetched, strict=True)
+                    if result.body is not None
+                ],
+            )
         overview: dict[str, Any] = {"customer_id": customer_id}
         unavailable: list[str] = []
         for part in PARTS:
@@ -350,11 +349,14 @@ class ReadModel:
 
         rows = [row for row in rows if self.alive[row.service]]
         fetched = await asyncio.gather(*(bounded(row) for row in rows))
-        done = [(row, result) for row, result in zip(rows, fetched, strict=True) if result.body is not None]
-        if done:
-            async with self.database.transaction() as session:
-                for row, result in sorted(done, key=lambda d: (d[0].customer_id, d[0].service)):
-                    await self._store(session, row.customer_id, row.service, result, row.changed)
+        await repo.store(
+            self.database,
+            [
+                self._to_store(row.customer_id, row.service, result, row.changed)
+                for row, result in zip(rows, fetched, strict=True)
+                if result.body is not None
+            ],
+        )
         return len(rows)
 
     async def watch(self) -> None:
