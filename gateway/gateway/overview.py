@@ -151,9 +151,9 @@ def _instants(service: str, body: dict[str, Any]) -> list[str]:
 
 
 def fresh_until(service: str, body: dict[str, Any], fetched_at: datetime, max_age: float) -> datetime:
-    """An instant already past when the parts were fetched bounds nothing: the service answered after it, and
-    its own change at that instant (points expired by the expiry job) sends an event. (Imported history's points
-    are born past their expiry: every visit fetched them again until the hourly job ran.)"""
+    """An instant already past when the parts were fetched bounds nothing: the service answered after it, so
+    what it showed is its answer for now (fetching it again on every visit would change nothing; imported
+    history's points once listed expiries years past, and every visit fetched them again)."""
     until = fetched_at + timedelta(seconds=max_age)
     for instant in _instants(service, body):
         try:

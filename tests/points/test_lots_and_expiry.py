@@ -106,6 +106,27 @@ class TestExpiryRuns:
         assert (await balance(points, customer))["balance"] == 40
         await audit_clean(points)
 
+    async def test_a_lot_past_its_date_leaves_every_balance_before_the_run(
+        self, points: httpx.AsyncClient, db: asyncpg.Connection
+    ) -> None:
+        customer = new_id()
+        await earn(points, customer, 100, reference="old")
+        await earn(points, customer, 40, reference="new")
+        await age_lot(db, customer, "old")
+        view = await balance(points, customer)
+        assert view["balance"] == 40
+        assert [e["points"] for e in view["expiring"]] == [40]
+        reward = await points.post("/v1/rewards", json={"name": "mug", "kind": "item", "cost_points": 100})
+        assert reward.status_code == 201, reward.text
+        offered = await points.get(f"/v1/customers/{customer}/rewards", params={"limit": 100})
+        mug = next(r for r in offered.json()["items"] if r["id"] == reward.json()["id"])
+        assert (mug["affordable"], mug["points_needed"]) == (False, 60)
+        # the run writes what the balance already left out
+        await points.post("/v1/points/expiry-runs")
+        assert [e["type"] for e in await ledger(points, customer)] == ["earn", "earn", "expire"]
+        assert (await balance(points, customer))["balance"] == 40
+        await audit_clean(points)
+
     async def test_a_fully_spent_lot_expires_nothing(self, points: httpx.AsyncClient, db: asyncpg.Connection) -> None:
         customer = new_id()
         await earn(points, customer, 10, reference="old")

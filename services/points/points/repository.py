@@ -412,6 +412,15 @@ _QUALIFYING = """
         AND coalesce(q.qualifies_at, t.created_at) <= coalesce(CAST(:at AS timestamptz), now()))
 """
 
+# What the customer may spend: the account's balance less the lots past their expiry that the periodic run has
+# not expired yet (it writes the same amounts; a redemption expires them first). Balances read through this never
+# show points past their date, whenever the run comes.
+SPENDABLE_BALANCE = """
+    ((SELECT a.balance FROM accounts a WHERE a.customer_id = :c)
+     - (SELECT coalesce(sum(l.remaining), 0) FROM lots l
+         WHERE l.customer_id = :c AND l.remaining > 0 AND l.expires_at <= now()))
+"""
+
 _EARNING_CONTEXT = text(
     f"""
     SELECT (SELECT value FROM settings WHERE key = 'rules') AS rules,
@@ -443,13 +452,13 @@ async def record_qualification(session: AsyncSession, transaction_id: int, quali
 
 _BALANCE = text(
     f"""
-    SELECT (SELECT a.balance FROM accounts a WHERE a.customer_id = :c) AS balance,
+    SELECT {SPENDABLE_BALANCE} AS balance,
            (SELECT value FROM settings WHERE key = 'tiers') AS tiers,
            {_QUALIFYING} AS qualifying,
            (SELECT coalesce(json_agg(json_build_object('points', e.points, 'expires_at', e.expires_at)
                                      ORDER BY e.expires_at), '[]'::json)
               FROM (SELECT l.expires_at, sum(l.remaining) AS points FROM lots l
-                     WHERE l.customer_id = :c AND l.remaining > 0 AND l.expires_at IS NOT NULL
+                     WHERE l.customer_id = :c AND l.remaining > 0 AND l.expires_at > now()
                      GROUP BY l.expires_at ORDER BY l.expires_at LIMIT :expiring) e) AS expiring
     """
 )

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kit.leases import DueRows, claim_due
-from points.repository import _QUALIFYING
+from points.repository import _QUALIFYING, SPENDABLE_BALANCE
 from points.schemas import Reward, RewardRedemption
 
 REWARD_COLUMNS = """
@@ -261,7 +261,7 @@ async def list_rewards(
 
 _CUSTOMER_VIEW = f"""
 WITH me AS (
-    SELECT coalesce((SELECT a.balance FROM accounts a WHERE a.customer_id = :c), 0) AS balance,
+    SELECT coalesce({SPENDABLE_BALANCE}, 0) AS balance,
            greatest({_QUALIFYING}, 0) AS qualifying
 ), seen AS (
     SELECT {REWARD_COLUMNS}, me.balance,
