@@ -108,10 +108,12 @@ class CircuitBreaker:
 
 @dataclass(frozen=True)
 class Part:
+    """One request to a service for the overview, and the parts its answer gives (each part's key in the overview,
+    and how it is shaped from the answer)."""
+
     service: str
-    key: str
     path: str
-    shape: Callable[[Any], Any]
+    shapes: Mapping[str, Callable[[Any], Any]]
 
 
 def _points(body: dict[str, Any]) -> dict[str, Any]:
@@ -128,11 +130,16 @@ def _closest_rewards(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 PARTS = (
-    Part("points", "points", "/v1/customers/{id}/points", _points),
-    Part("points", "rewards", "/v1/customers/{id}/rewards?available=true&affordable=false&limit=3", _closest_rewards),
-    Part("coupon", "coupons", "/v1/customers/{id}/coupons?status=active&limit=50", lambda body: body["items"]),
-    Part("recommend", "recommendations", "/v1/customers/{id}/recommendations?limit=5", lambda body: body["items"]),
-    Part("survey", "surveys", "/v1/customers/{id}/surveys?status=pending", lambda body: {"pending": body["items"]}),
+    # the points service answers its two parts in one request (the public routes' answers: the balance, and
+    # `/v1/customers/{id}/rewards?available=true&affordable=false&limit=3`)
+    Part(
+        "points",
+        "/internal/customers/{id}/overview-parts?closest=3",
+        {"points": lambda body: _points(body["points"]), "rewards": lambda body: _closest_rewards(body["rewards"])},
+    ),
+    Part("coupon", "/v1/customers/{id}/coupons?status=active&limit=50", {"coupons": lambda body: body["items"]}),
+    Part("recommend", "/v1/customers/{id}/recommendations?limit=5", {"recommendations": lambda body: body["items"]}),
+    Part("survey", "/v1/customers/{id}/surveys?status=pending", {"surveys": lambda body: {"pending": body["items"]}}),
 )
 PARTS_OF = {service: [p for p in PARTS if p.service == service] for service in SERVICES}
 MODEL_VERSION = "model_version"  # kept beside the recommendations, never shown
@@ -238,8 +245,8 @@ class ReadModel:
 
     async def _fetch_part(
         self, part: Part, customer_id: str, headers: dict[str, str], timeout: float | None
-    ) -> tuple[Any, Any]:
-        """(the part as shown, the service's answer), or (None, None) when it failed or the circuit is open.
+    ) -> tuple[dict[str, Any] | None, Any]:
+        """(the parts as shown, the service's answer), or (None, None) when it failed or the circuit is open.
         A visit waits `budget` at most, behind the service's circuit breaker; the refresher (`timeout` given)
         waits longer and leaves the breakers to the visits."""
         breaker = self.breakers[part.service] if timeout is None else None
@@ -252,7 +259,7 @@ class ReadModel:
                     if response.status != 200:
                         raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
                     answer = await response.json(content_type=None)
-                    value = part.shape(answer)
+                    value = {key: shape(answer) for key, shape in part.shapes.items()}
         except (TimeoutError, aiohttp.ClientError, ConnectionError, KeyError, ValueError, TypeError) as exc:
             if breaker is not None:
                 breaker.record(False)
@@ -268,7 +275,9 @@ class ReadModel:
         started = datetime.now(UTC)
         parts = PARTS_OF[service]
         results = await asyncio.gather(*(self._fetch_part(p, customer_id, headers, timeout) for p in parts))
-        partial = {p.key: value for p, (value, _) in zip(parts, results, strict=True)}
+        partial: dict[str, Any] = {}
+        for part, (values, _) in zip(parts, results, strict=True):
+            partial.update(values if values is not None else dict.fromkeys(part.shapes))
         if any(answer is None for _, answer in results):
             return _Fetched(started, None, partial)
         body = dict(partial)
@@ -326,10 +335,11 @@ class ReadModel:
         unavailable: list[str] = []
         for part in PARTS:
             parts = shown[part.service]
-            value = parts.get(part.key) if parts is not None else None
-            overview[part.key] = value
-            if value is None and part.service not in unavailable:
-                unavailable.append(part.service)
+            for key in part.shapes:
+                value = parts.get(key) if parts is not None else None
+                overview[key] = value
+                if value is None and part.service not in unavailable:
+                    unavailable.append(part.service)
         overview["unavailable"] = unavailable
         return overview
 

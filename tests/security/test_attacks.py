@@ -169,6 +169,14 @@ class TestPathTricks:
         )
         assert response.status_code == 404, (target, response.status_code)
 
+    async def test_the_overviews_internal_read_is_not_at_the_front_door(self, platform: Platform) -> None:
+        """The points service's read for the overview's read model answers any customer's balance: internal only."""
+        for target in ("/internal/customers/victim/overview-parts", "/v1/internal/customers/victim/overview-parts"):
+            response = await raw_request(
+                platform.gateway_url, "GET", target, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            )
+            assert response.status_code == 404, (target, response.status_code)
+
     async def test_an_undeclared_method_is_405_with_allow(self, platform: Platform) -> None:
         response = await raw_request(
             platform.gateway_url, "DELETE", "/v1/surveys", headers={"Authorization": f"Bearer {ADMIN_KEY}"}

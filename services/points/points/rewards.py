@@ -163,6 +163,14 @@ async def customer_rewards(
     return Page[CustomerReward](items=items, next_cursor=cursor)
 
 
+async def overview_parts(session: AsyncSession, customer_id: str, closest: int) -> dict[str, Any]:
+    """What the customer overview shows of points, for the gateway's read model in one request: the balance and
+    the `closest` rewards the customer may redeem but cannot afford yet (the public routes' very answers)."""
+    balance = await service.balance(session, customer_id)
+    rewards = await customer_rewards(session, customer_id, False, True, PageParams(closest))
+    return {"points": balance.model_dump(mode="json"), "rewards": rewards.model_dump(mode="json")}
+
+
 # --- redemption ---
 
 _REFUSALS: dict[str, tuple[type[Conflict] | type[Unprocessable], str, str]] = {

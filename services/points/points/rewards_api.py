@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import BackgroundTasks, Depends, Query, Request, Response
 
@@ -75,6 +75,16 @@ async def get_reward(reward_id: uuid.UUID, session: SessionDep, caller: CallerDe
 )
 async def update_reward(reward_id: uuid.UUID, body: RewardPatch, session: SessionDep, runtime: RuntimeDep) -> Reward:
     return await rewards.update_reward(session, runtime, reward_id, body)
+
+
+@router.get("/internal/customers/{customer_id}/overview-parts", dependencies=[requires()], include_in_schema=False)
+async def overview_parts(
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    closest: Annotated[int, Query(ge=1, le=50)] = 3,
+) -> dict[str, Any]:
+    """The gateway's read model: the overview's two points parts in one request (the balance, the closest rewards)."""
+    return await rewards.overview_parts(session, customer_id, closest)
 
 
 @router.get(
