@@ -8,6 +8,7 @@ can never go out as a success. Domain code flushes; it never commits.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -242,7 +243,10 @@ async def own_driver_connection(database: Database) -> AsyncIterator[asyncpg.Con
         try:
             yield pooled.driver_connection  # type: ignore[misc]
         finally:
-            await greenlet_spawn(pooled.close)  # back to the pool (its reset on return may need the event loop)
+            # back to the pool (its reset on return may need the event loop), whole even when the request is being
+            # cancelled: a return cut short would leave the pool short of a connection (SQLAlchemy's own
+            # `AsyncConnection` shields its close the same way)
+            await asyncio.shield(greenlet_spawn(pooled.close))
         return
     # the engine's `begin` listener scopes the transaction
     async with database.engine.connect() as connection, connection.begin():
