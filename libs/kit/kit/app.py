@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 
 from kit import idempotency
 from kit.auth import InternalTokenMiddleware
-from kit.background import PeriodicJob, run_periodically
+from kit.background import PeriodicJob, run_periodically, stop_tasks
 from kit.client import Upstreams
 from kit.db import Database
 from kit.errors import install_error_handlers
@@ -182,9 +182,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(tasks)
             if spec.on_shutdown:
                 await spec.on_shutdown(app)
             await upstreams.aclose()
