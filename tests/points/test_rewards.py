@@ -436,3 +436,27 @@ async def test_the_overview_shows_the_rewards_closest_to_affordable(admin: httpx
             break
         await asyncio.sleep(0.5)
     assert [(r["name"], r["points_needed"]) for r in overview["rewards"]] == [("r40", 40), ("r100", 100), ("r500", 500)]
+
+
+@pytest.mark.own_platform(services=["points"])
+async def test_the_overviews_internal_read_answers_what_the_public_routes_answer(points: httpx.AsyncClient) -> None:
+    """`GET /internal/customers/{id}/overview-parts` (the gateway's read model) is the balance and the closest
+    rewards the customer may redeem but cannot afford, exactly as the public routes give them; bad input is a
+    problem and nothing else."""
+    customer = new_id()
+    await earn(points, customer, 120)
+    for cost in (100, 150, 400, 900, 2000):
+        await create_reward(points, name=f"cost {cost}", cost_points=cost)
+    internal = await points.get(f"/internal/customers/{customer}/overview-parts", params={"closest": 3})
+    assert internal.status_code == 200, internal.text
+    balance = (await points.get(f"/v1/customers/{customer}/points")).json()
+    closest = await points.get(
+        f"/v1/customers/{customer}/rewards", params={"available": "true", "affordable": "false", "limit": 3}
+    )
+    assert internal.json() == {"points": balance, "rewards": closest.json()}
+    assert [r["cost_points"] for r in internal.json()["rewards"]["items"]] == [150, 400, 900]
+    for bad in ({"closest": 0}, {"closest": 51}, {"closest": "x"}):
+        refused = await points.get(f"/internal/customers/{customer}/overview-parts", params=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+    assert (await points.get("/internal/customers/bad%20id/overview-parts")).status_code == 422

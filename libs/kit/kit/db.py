@@ -2,8 +2,7 @@
 
 The request owns the transaction: :class:`TransactionalRoute` opens a session (its transaction begins with the
 request's first statement), runs the endpoint, stores an idempotent response if asked to, and commits *before* the
-response is sent, so a failed commit
-can never go out as a success. Domain code flushes; it never commits.
+response is sent, so a failed commit can never go out as a success. Domain code flushes; it never commits.
 """
 
 from __future__ import annotations
